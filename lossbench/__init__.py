@@ -1,0 +1,23 @@
+"""lossbench: an experiment suite for how classification losses behave in training."""
+
+import uuid
+
+from omegaconf import OmegaConf
+
+__version__ = "0.1.0"
+
+# ${uid:} in configs/hydra/default.yaml: a random suffix so that runs started in the same second never share
+# a directory. Cached like Hydra's ${now:}, so a sweep's jobs all see the sweep's value.
+OmegaConf.register_new_resolver("uid", lambda: uuid.uuid4().hex[:6], use_cache=True, replace=True)
+
+
+class LossbenchError(Exception):
+    """A user-facing error: the message says what was wrong, what is allowed and how to fix it."""
+
+
+class ConfigError(LossbenchError):
+    """An invalid configuration, detected before training."""
+
+
+class DataError(LossbenchError):
+    """A dataset that cannot be found, read or built as asked."""

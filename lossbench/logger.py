@@ -1,0 +1,91 @@
+"""TensorBoard logging: scalars, histograms, hparams in the run's own event file, a custom-scalars layout."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+LAYOUT = {
+    "train": {
+        "loss": ["Multiline", ["train/loss", "val/loss"]],
+        "nll": ["Multiline", ["val/nll"]],
+        "throughput": ["Multiline", ["perf/samples_per_sec"]],
+    },
+    "val": {
+        "ranking": ["Multiline", ["val/auc", "val/ap"]],
+        "accuracy": ["Multiline", ["val/accuracy", "val/balanced_accuracy"]],
+        "calibration": ["Multiline", ["val/ece", "val/mean_confidence"]],
+    },
+    "numerics": {
+        "saturation": ["Multiline", ["numerics/saturated_frac", "numerics/clamped_frac", "numerics/dead_frac"]],
+        "logits": ["Multiline", ["numerics/max_abs_logit"]],
+        "gradients": ["Multiline", ["numerics/grad_norm", "numerics/max_grad_norm"]],
+        "non-finite": ["Multiline", ["numerics/nonfinite_loss", "numerics/nonfinite_grad"]],
+        "loss gap (reported - exact)": ["Multiline", ["numerics/loss_gap"]],
+        "fp16 scaler": ["Multiline", ["amp/scale", "amp/skipped_steps"]],
+    },
+}
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, int | float | str | bool]:
+    """Nested dict -> {'a.b': value} with TensorBoard-legal values (lists and None become strings)."""
+    out: dict[str, int | float | str | bool] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{key}."))
+        elif isinstance(v, (bool, int, float, str)):
+            out[key] = v
+        else:
+            out[key] = str(v)
+    return out
+
+
+class Logger:
+    """A SummaryWriter that may be disabled (logger.enabled=false), with the helpers a run needs."""
+
+    def __init__(self, logdir: Path, enabled: bool = True, flush_secs: int = 30):
+        self.writer = SummaryWriter(str(logdir), flush_secs=flush_secs) if enabled else None
+
+    def layout(self) -> None:
+        if self.writer:
+            self.writer.add_custom_scalars(LAYOUT)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        if self.writer:
+            for k, v in values.items():
+                self.writer.add_scalar(k, v, step)
+
+    def histograms(self, step: int, z: torch.Tensor, p: torch.Tensor) -> None:
+        if self.writer:
+            from lossbench.numerics import log_histograms
+
+            log_histograms(self.writer, step, z, p)
+
+    def pr_curve(self, labels: torch.Tensor, probs: torch.Tensor, step: int) -> None:
+        if self.writer and bool(torch.isfinite(probs).all()):
+            self.writer.add_pr_curve("val/pr_curve", labels.int(), probs.float().clamp(0, 1), step)
+
+    def hparams(self, params: dict, metrics: dict[str, float]) -> None:
+        """Hyperparameters + final metrics into this run's own event file (add_hparams would make a sub-run)."""
+        if not self.writer:
+            return
+        metrics = {k: (v if math.isfinite(v) else float("nan")) for k, v in metrics.items()}
+        exp, ssi, sei = hparams_summary(flatten(params), metrics)
+        fw = self.writer.file_writer
+        for s in (exp, ssi, sei):
+            fw.add_summary(s)
+        for k, v in metrics.items():
+            self.writer.add_scalar(k, v)
+
+    def flush(self) -> None:
+        if self.writer:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()

@@ -1,0 +1,73 @@
+"""Model bodies and the output layer. Every model returns raw logits z of shape (N, K).
+
+K, the number of outputs, is fixed by the head (heads.n_outputs): a binary sigmoid head has 1 unit, a
+softmax head 2 units for a binary task; with C classes both have C units (sigmoid = one-vs-rest). The
+head's activation (Sigmoid, LogSoftmax, ...) is applied by the loss pipeline in losses.py, exactly as a
+user's model would apply it, so that the monitors can see both z and the activation's output.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+
+def n_outputs(head: str, n_classes: int) -> int:
+    return 1 if head == "sigmoid" and n_classes == 2 else n_classes
+
+
+def build(mc: DictConfig, input_shape: tuple[int, ...], n_out: int) -> nn.Module:
+    n_in = math.prod(input_shape)
+    if mc.name == "linear":
+        model = nn.Sequential(nn.Flatten(), nn.Linear(n_in, n_out))
+    elif mc.name == "mlp":
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = n_in
+        for h in mc.hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        model = nn.Sequential(*layers, nn.Linear(width, n_out))
+    else:  # cnn, on (N, 1, 28, 28) images
+        c1, c2 = mc.channels
+        side = input_shape[-1] // 4
+        model = nn.Sequential(
+            nn.Conv2d(input_shape[0], c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(c2 * side * side, mc.hidden), nn.ReLU(),
+            nn.Linear(mc.hidden, n_out),
+        )
+    if mc.init_scale != 1.0:
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() > 1:
+                    p.mul_(mc.init_scale)
+    return model
+
+
+def output_layer(model: nn.Module) -> nn.Linear:
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+
+
+def init_head_bias(model: nn.Module, head_bias, head: str, class_counts: torch.Tensor) -> None:
+    """Set the output bias: a number, or `prior` = the training prior (Lin et al. 2017, focal loss).
+
+    prior: sigmoid outputs get log(pi/(1-pi)) (pi = positive rate of each output), softmax outputs get
+    log(pi_c), so that the initial predicted probabilities equal the class frequencies.
+    """
+    if head_bias is None:
+        return
+    bias = output_layer(model).bias
+    with torch.no_grad():
+        if head_bias != "prior":
+            bias.fill_(float(head_bias))
+            return
+        pi = (class_counts.double() / class_counts.sum()).clamp(1e-6, 1 - 1e-6)
+        if head == "softmax":
+            bias.copy_(pi.log())
+        elif bias.numel() == 1:
+            bias.fill_(float(torch.log(pi[1] / (1 - pi[1]))))
+        else:
+            bias.copy_(torch.log(pi / (1 - pi)))

@@ -1,0 +1,329 @@
+"""One training run, top to bottom: validate, load data onto the device, train, evaluate, log, summarise.
+
+The hot loop never synchronises with the host: losses and monitor counters accumulate on the device and
+are read only at log and eval points (and, with trainer.on_nonfinite=skip, once per step to decide).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from lossbench import ConfigError, data, losses, metrics, models
+from lossbench.config import LOWER_IS_BETTER, resolve_head, validate
+from lossbench.logger import Logger
+from lossbench.numerics import Monitor
+from lossbench.signals import StopRequest
+from lossbench.store import CHECKPOINT, SUMMARY, load_checkpoint, read_json, save_checkpoint, write_json
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+BCE_AUTOCAST_REFUSAL = (
+    "torch.nn.functional.binary_cross_entropy and torch.nn.BCELoss are unsafe to autocast on CUDA "
+    "(PyTorch raises for them under torch.autocast): a sigmoid followed by BCE in half precision saturates "
+    "and its gradient divides by p(1-p), which underflows. Fix: use loss=bce_logits (BCEWithLogitsLoss, "
+    "autocast-safe), or trainer.precision=fp32."
+)
+
+
+def pick_device(name: str) -> torch.device:
+    """auto = CUDA when present, else MPS, else CPU. Anything unavailable is a ConfigError."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"Unknown trainer.device={name!r}. Valid choices: auto, cpu, cuda, cuda:N, mps.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"trainer.device={name} but CUDA is not available on this machine (torch "
+                f"{torch.__version__}, built for CUDA {torch.version.cuda}, sees no GPU). "
+                "Use trainer.device=cpu, or trainer.device=auto to take a GPU when there is one."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"trainer.device={name} but this machine has {torch.cuda.device_count()} CUDA device(s): "
+                f"use cuda:0..cuda:{torch.cuda.device_count() - 1}."
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"trainer.device={name} but MPS is not available here. Use trainer.device=cpu or auto.")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"Unknown trainer.device={name!r}. Valid choices: auto, cpu, cuda, cuda:N, mps.")
+    return dev
+
+
+def check_precision(precision: str, device: torch.device, loss: str) -> None:
+    if precision == "fp32":
+        return
+    if device.type == "cuda":
+        if precision == "bf16" and not torch.cuda.is_bf16_supported():
+            raise ConfigError(
+                f"trainer.precision=bf16 but {torch.cuda.get_device_name(device)} has no bfloat16 support. "
+                "Use trainer.precision=fp16 or fp32."
+            )
+        if loss == "bce":
+            raise ConfigError(f"trainer.precision={precision} with loss=bce on CUDA: {BCE_AUTOCAST_REFUSAL}")
+    if not torch.amp.is_autocast_available(device.type):
+        raise ConfigError(
+            f"trainer.precision={precision}: autocast is not available on {device.type}. Use trainer.precision=fp32."
+        )
+
+
+def make_optimizer(oc: DictConfig, params) -> torch.optim.Optimizer:
+    if oc.name == "sgd":
+        return torch.optim.SGD(params, lr=oc.lr, momentum=oc.momentum, weight_decay=oc.weight_decay)
+    cls = torch.optim.Adam if oc.name == "adam" else torch.optim.AdamW
+    return cls(params, lr=oc.lr, betas=(oc.momentum, 0.999), weight_decay=oc.weight_decay)
+
+
+@torch.no_grad()
+def predict_logits(model, x: torch.Tensor, batch_size: int, amp) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    with amp():
+        z = torch.cat([model(x[i : i + batch_size]).float() for i in range(0, len(x), batch_size)])
+    model.train(was_training)
+    return z
+
+
+def evaluate(model, objective, ds: data.Dataset, head: str, batch_size: int, amp) -> tuple[dict, torch.Tensor]:
+    """Validation metrics (host floats) and the logits they came from."""
+    z = predict_logits(model, ds.x_val, batch_size, amp)
+    with torch.no_grad():
+        out = {"loss": float(objective(z, ds.y_val))}
+    out.update(metrics.evaluate(z, ds.y_val, head, ds.n_classes))
+    return {f"val/{k}": v for k, v in out.items()}, z
+
+
+def better(metric: str, new: float, old: float | None) -> bool:
+    if not math.isfinite(new):
+        return False
+    if old is None or not math.isfinite(old):
+        return True
+    return new < old if metric in LOWER_IS_BETTER else new > old
+
+
+def reached(metric: str, value: float, target: float) -> bool:
+    return math.isfinite(value) and (value <= target if metric in LOWER_IS_BETTER else value >= target)
+
+
+def run(cfg: DictConfig, out_dir: Path, jobs: int = 1) -> dict:
+    """Train and evaluate one configuration. Writes out_dir/summary.json (atomically) and TensorBoard
+    events under out_dir/tb; returns the summary. Raises LossbenchError for bad input, before training."""
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    validate(cfg)
+    tc, head = cfg.trainer, resolve_head(cfg)
+
+    # --- resume / skip ---------------------------------------------------------------------------------
+    resume_dir = None
+    if tc.resume:
+        resume_dir = out_dir if tc.resume is True else Path(str(tc.resume))
+        if not (resume_dir / CHECKPOINT).exists():
+            raise ConfigError(
+                f"trainer.resume={tc.resume}: no checkpoint at {resume_dir / CHECKPOINT}. Point trainer.resume "
+                "at a run directory that holds one, or drop trainer.resume to start afresh."
+            )
+        out_dir = resume_dir
+    previous = read_json(out_dir / SUMMARY)
+    if tc.skip_completed and previous and previous.get("status") == "completed":
+        print(f"lossbench: {out_dir} already holds a completed run; skipped (trainer.skip_completed=true).")
+        return {**previous, "skipped": True}
+    if tc.skip_completed and (out_dir / CHECKPOINT).exists():
+        resume_dir = out_dir  # an unfinished job of an interrupted sweep: continue it
+    if previous and resume_dir is None:
+        raise ConfigError(
+            f"{out_dir} already holds a run (status {previous.get('status')}); lossbench never writes two runs "
+            "into one directory. Use trainer.resume=true to continue it, trainer.skip_completed=true in a "
+            "rerun sweep, or another hydra.run.dir."
+        )
+
+    # --- device, precision, seeds ------------------------------------------------------------------------
+    device = pick_device(tc.device)
+    check_precision(tc.precision, device, cfg.loss.name)
+    torch.set_num_threads(tc.threads or max(1, (os.cpu_count() or 1) // max(1, jobs)))
+    if tc.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(bool(tc.deterministic))  # reset too: sweep jobs share a process
+    torch.manual_seed(cfg.seed)
+    amp_dtype = AMP_DTYPES.get(tc.precision)
+
+    def amp():
+        if amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=amp_dtype)
+
+    # --- data, model, loss, optimiser -------------------------------------------------------------------------
+    ds = data.load(cfg.data)
+    counts = ds.class_counts()
+    objective = losses.build(cfg.loss, head, ds.n_classes, counts).to(device)
+    ds = ds.to(device)
+    model = models.build(cfg.model, ds.input_shape, models.n_outputs(head, ds.n_classes))
+    models.init_head_bias(model, cfg.model.head_bias, head, counts)
+    model.to(device)
+    optimizer = make_optimizer(cfg.optim, model.parameters())
+    scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
+    step_model = torch.compile(model) if tc.compile else model
+
+    n_train, bs = len(ds.y_train), min(tc.batch_size, len(ds.y_train))
+    steps_per_epoch = n_train // bs
+    max_steps = tc.epochs * steps_per_epoch if tc.epochs else tc.max_steps
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    monitor = Monitor(device, objective, cfg.numerics.enabled, cfg.numerics.every)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    start_step, perm, best, steps_to_target, history = 0, None, {}, None, []
+    if resume_dir is not None:
+        ck = load_checkpoint(resume_dir / CHECKPOINT)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scaler.load_state_dict(ck["scaler"])
+        gen.set_state(ck["generator"])
+        torch.set_rng_state(ck["torch_rng"])
+        perm = ck["perm"].to(device)
+        start_step, best, steps_to_target = ck["step"], ck["best"], ck["steps_to_target"]
+        monitor.totals, monitor.first_nonfinite_step = ck["monitor_totals"], ck["first_nonfinite_step"]
+        history = ck.get("history", [])
+        print(f"lossbench: resuming {resume_dir} from step {start_step}")
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(out_dir / CHECKPOINT, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "perm": perm, "step": step,
+            "best": best, "steps_to_target": steps_to_target, "monitor_totals": monitor.totals,
+            "first_nonfinite_step": monitor.first_nonfinite_step, "history": history,
+        })
+
+    log = Logger(out_dir / "tb", cfg.logger.enabled, cfg.logger.flush_secs)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    summary = {
+        "status": "running", "config": resolved, "head": head, "steps": start_step, "max_steps": max_steps,
+        "device": str(device), "precision": tc.precision, "data": {
+            "n_train": n_train, "n_val": len(ds.y_val), "n_classes": ds.n_classes,
+            "train_class_counts": counts.tolist(),
+        },
+        "n_params": sum(p.numel() for p in params),
+    }
+    write_json(out_dir / SUMMARY, summary)
+    final: dict[str, float] = {}
+    step, status, train_time, eval_time, z_val = start_step, "completed", 0.0, 0.0, None
+    try:
+        if start_step == 0:
+            log.layout()
+        with StopRequest() as stop:
+            t_window, last_logged = time.perf_counter(), start_step
+            for step in range(start_step, max_steps):
+                if step % steps_per_epoch == 0 or perm is None:
+                    perm = torch.randperm(n_train, device=device, generator=gen)
+                i = step % steps_per_epoch
+                idx = perm[i * bs : (i + 1) * bs]
+                xb, yb = ds.x_train[idx], ds.y_train[idx]
+                detail = monitor.wants_detail(step)
+
+                with amp():
+                    z = step_model(xb)
+                    loss = objective(z, yb)
+                if detail:
+                    z.retain_grad()
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                gnorm = monitor.observe(loss, [p.grad for p in params if p.grad is not None] if monitor.enabled else None)
+                if detail:
+                    monitor.observe_detail(loss, z, yb, z.grad)
+                if tc.on_nonfinite == "skip" and not scaler.is_enabled() and not bool(
+                    torch.isfinite(loss) & torch.isfinite(gnorm)
+                ):
+                    pass  # skip this update (the GradScaler already skips them under fp16)
+                else:
+                    scaler.step(optimizer)
+                scaler.update()
+                done = step + 1
+
+                if cfg.numerics.hist_every and done % cfg.numerics.hist_every == 0:
+                    log.histograms(done, z, objective.probs(z.detach()))
+                if done % tc.log_every == 0 or done == max_steps or stop.requested:
+                    values = monitor.read()
+                    now = time.perf_counter()
+                    train_time += now - t_window
+                    values["perf/samples_per_sec"] = (done - last_logged) * bs / max(now - t_window, 1e-9)
+                    if scaler.is_enabled():
+                        values["amp/scale"] = scaler.get_scale()
+                        values["amp/skipped_steps"] = values["numerics/nonfinite_grad"]
+                    log.scalars(values, done)
+                    t_window, last_logged = time.perf_counter(), done
+                    if monitor.first_nonfinite_step is not None and tc.on_nonfinite == "stop":
+                        status = "diverged"
+                if status == "diverged" or done % tc.eval_every == 0 or done == max_steps or stop.requested:
+                    te = time.perf_counter()
+                    final, z_val = evaluate(model, objective, ds, head, tc.eval_batch_size, amp)
+                    log.scalars(final, done)
+                    history.append({"step": done, **final})
+                    for k, v in final.items():
+                        if better(k, v, best.get(k)):
+                            best[k] = v
+                    if tc.target_metric and steps_to_target is None and reached(
+                        tc.target_metric, final.get(tc.target_metric, math.nan), tc.target_value
+                    ):
+                        steps_to_target = done
+                    eval_time += time.perf_counter() - te
+                    t_window = time.perf_counter()
+                if tc.ckpt_every and done % tc.ckpt_every == 0 and status != "diverged":
+                    checkpoint(done)
+                if status == "diverged":
+                    break
+                if stop.requested:
+                    status = "interrupted"
+                    break
+            else:
+                done = max(start_step, max_steps)
+            step = done
+            if status in ("completed", "interrupted"):
+                checkpoint(step)
+            exit_code = stop.exit_code if status == "interrupted" else 0
+    except BaseException as e:
+        status = "failed"
+        summary["error"] = f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        summary.update({
+            "status": status, "steps": step, "wall_time_s": time.perf_counter() - t0,
+            "train_time_s": train_time, "eval_time_s": eval_time,
+            "samples_per_sec": (step - start_step) * bs / train_time if train_time > 0 else None,
+            "final": final, "best": best,
+            "convergence": {"target_metric": tc.target_metric, "target_value": tc.target_value,
+                            "steps_to_target": steps_to_target},
+            "numerics": monitor.summary(), "history": history,
+        })
+        if scaler.is_enabled():
+            summary["amp"] = {"final_scale": scaler.get_scale(), "skipped_steps": monitor.totals["nonfinite_grad"]}
+        if z_val is not None and status != "failed":
+            summary["per_class_recall"] = metrics.per_class_recall(z_val, ds.y_val, head, ds.n_classes)
+            if ds.n_classes == 2:
+                log.pr_curve(ds.y_val, metrics.scores(z_val, head), step)
+        hp_metrics = {k: v for k, v in final.items()}
+        hp_metrics["hparam/steps_to_target"] = float(steps_to_target) if steps_to_target else math.nan
+        hp_metrics["hparam/diverged"] = float(status == "diverged")
+        log.hparams({**_hparams(resolved), "head": head, "status": status}, hp_metrics)
+        log.close()
+        write_json(out_dir / SUMMARY, summary)
+    summary["exit_code"] = exit_code
+    return summary
+
+
+def _hparams(resolved: dict) -> dict:
+    """The config entries worth a column in TensorBoard's HPARAMS tab."""
+    keep = ("data", "model", "loss", "optim", "seed")
+    out = {k: resolved[k] for k in keep if k in resolved}
+    out["trainer"] = {k: resolved["trainer"][k] for k in ("batch_size", "precision", "max_steps", "epochs")}
+    return out

@@ -1,0 +1,44 @@
+"""Shared helpers: compose a config the way `python -m lossbench` does, and run it in-process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+# Small, fast defaults for tests; a test's own overrides come after and win.
+FAST = ["trainer.max_steps=200", "trainer.eval_every=100", "trainer.log_every=50"]
+
+
+def make_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose("config", overrides=[*FAST, *overrides])
+
+
+def run_cfg(tmp_path: Path, *overrides: str) -> dict:
+    from lossbench import train
+
+    return train.run(make_cfg(*overrides), tmp_path)
+
+
+def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m lossbench ARGS` (or another module when args[0] starts with '-m')."""
+    cmd = [sys.executable, *args] if args and args[0] == "-m" else [sys.executable, "-m", "lossbench", *args]
+    return subprocess.run(cmd, cwd=cwd or ROOT, env={**os.environ, **(env or {})}, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def mnist_root() -> Path | None:
+    root = os.environ.get("LOSSBENCH_DATA_DIR")
+    if root and (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
+        return Path(root)
+    return None
+
+
+needs_mnist = pytest.mark.skipif(mnist_root() is None, reason="MNIST not found under $LOSSBENCH_DATA_DIR")
