@@ -111,17 +111,22 @@ def _read_mnist(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, 
         "t10k-labels-idx1-ubyte (torchvision's layout), or run once with network access and "
         "data.download=true."
     )
+    prefix = "train" if train else "t10k"
+    missing = [f for f in (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte") if not (raw / f).exists()]
+    if missing and not download:
+        raise DataError(f"MNIST not found: looked in {raw} for {', '.join(missing)} (data.download=false). {how}")
     try:
         ds = MNIST(str(root), train=train, download=download)
-    except RuntimeError as e:
-        if "not found" in str(e).lower():
-            raise DataError(f"MNIST not found: looked in {raw} (data.download={download}). {how}") from None
-        raise DataError(f"MNIST in {raw} could not be read ({e}). {how}") from None
-    except OSError as e:  # urllib/socket errors: offline download attempt
-        raise DataError(f"MNIST not found in {raw}, and downloading it failed ({e}). {how}") from None
-    except Exception as e:  # torchvision's IDX reader asserts on truncated or foreign files
+    except Exception as e:
+        reason = " ".join(str(e).split())[:300] or type(e).__name__
+        if missing:  # torchvision tried to download and could not (offline, say)
+            raise DataError(
+                f"MNIST not found: looked in {raw} for {', '.join(missing)}, and downloading it failed "
+                f"({reason}). {how}"
+            ) from None
+        # torchvision's IDX reader raises on truncated or foreign files
         raise DataError(
-            f"MNIST files in {raw} are corrupt or not MNIST ({type(e).__name__}: {e}). "
+            f"MNIST files in {raw} are corrupt or not MNIST ({type(e).__name__}: {reason}). "
             f"Delete them and download again. {how}"
         ) from None
     x, y = ds.data, ds.targets
