@@ -11,6 +11,16 @@ __version__ = "0.1.0"
 OmegaConf.register_new_resolver("uid", lambda: uuid.uuid4().hex[:6], use_cache=True, replace=True)
 
 
+def _direction(metric: str) -> str:
+    """${lossbench.direction:${objective_metric}} (configs/hparams_search/optuna.yaml): the way to optimise."""
+    from lossbench.config import LOWER_IS_BETTER
+
+    return "minimize" if metric in LOWER_IS_BETTER else "maximize"
+
+
+OmegaConf.register_new_resolver("lossbench.direction", _direction, replace=True)
+
+
 class LossbenchError(Exception):
     """A user-facing error: the message says what was wrong, what is allowed and how to fix it."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -13,31 +14,69 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lossbench import LossbenchError
+from lossbench.signals import hand_over
 from lossbench.store import SUMMARY, write_json
 
 
 def parallel_jobs(hc) -> int:
-    """How many jobs of this sweep share the machine (for the per-job CPU thread count)."""
+    """How many jobs of this sweep share the machine; each job uses cores // jobs torch threads.
+
+    basic launcher: 1 (jobs run one after another). joblib: n_jobs, negative counting back from the cores as
+    joblib does (-1, its default, = one job per core). submitit: every job gets cpus_per_task cores (SLURM's
+    allocation; submitit_local starts all jobs at once), so cores // cpus_per_task; unset = 1 core per job.
+    """
     if hc.mode != RunMode.MULTIRUN:
         return 1
     launcher = hc.launcher
-    n = launcher.get("n_jobs") or launcher.get("tasks_per_node") or 1
-    return max(1, int(n)) if n and n > 0 else 1
+    target = str(launcher.get("_target_") or "")
+    cores = os.cpu_count() or 1
+    if "joblib" in target:
+        n = int(launcher.get("n_jobs") or 1)
+        return max(1, n if n > 0 else cores + 1 + n)
+    if "submitit" in target:
+        cpus = launcher.get("cpus_per_task")
+        return max(1, cores // int(cpus)) if cpus else cores
+    return 1
+
+
+def sweep_value(summary: dict, metric: str) -> float | None:
+    """What a sweeper sees: the metric of a completed run; None for a failed or diverged one, or a NaN.
+
+    Not NaN: hydra-optuna-sweeper 1.3.0 with optuna 2.10 aborts the whole study on a NaN (hydra issue
+    #2237: it tells Optuna FAIL together with the NaN, which Optuna refuses), while a value that is not
+    float-castable is told as a FAIL trial and the study goes on.
+    """
+    value = (summary.get("final") or {}).get(metric)
+    if summary.get("status") != "completed" or value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _config(cfg: DictConfig) -> dict:
+    """The resolved config (what lossbench.report groups runs by), unresolved if it cannot be resolved."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:
+        return OmegaConf.to_container(cfg, resolve=False)
 
 
 def record_failure(out_dir: Path, cfg: DictConfig, error: str) -> None:
     """A job that could not run still leaves a summary saying why (unless the dir holds another run's)."""
-    path = out_dir / SUMMARY
-    from lossbench.store import read_json
+    from lossbench.store import read_json, run_lock
 
-    old = read_json(path)
-    if old is None or old.get("status") == "running":
-        write_json(path, {**(old or {}), "status": "failed", "error": error,
-                          "config": OmegaConf.to_container(cfg, resolve=False)})
+    path = out_dir / SUMMARY
+    try:
+        with run_lock(out_dir):  # never into a directory that a live run holds
+            old = read_json(path)
+            if old is None or old.get("status") == "running":
+                write_json(path, {**(old or {}), "status": "failed", "error": error,
+                                  "config": _config(cfg)})
+    except LossbenchError:
+        pass
 
 
 @hydra.main(config_path="../configs", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
     from lossbench import train  # torch is imported here, after Hydra has parsed the command line
 
     hc = HydraConfig.get()
@@ -45,20 +84,27 @@ def main(cfg: DictConfig) -> float:
     multirun = hc.mode == RunMode.MULTIRUN
     try:
         summary = train.run(cfg, out_dir, jobs=parallel_jobs(hc))
+    except KeyboardInterrupt:  # Ctrl-C before the training loop took over the signal (loading data, say)
+        print("lossbench: interrupted before training started; nothing to resume", file=sys.stderr)
+        sys.exit(130)
     except LossbenchError as e:
         print(f"lossbench: error: {e}", file=sys.stderr)
         record_failure(out_dir, cfg, str(e))
         if multirun:
-            return math.nan  # a sweep goes on; the job's summary says failed
+            return None  # a sweep goes on; the job's summary says failed (see sweep_value)
         sys.exit(2)
     except Exception as e:
         if not multirun:
             raise
         traceback.print_exc()
         record_failure(out_dir, cfg, f"{type(e).__name__}: {e}")
-        return math.nan
+        return None
+    out_dir = Path(summary.get("out_dir", out_dir))  # trainer.resume=<run dir> continues in that dir
     if summary.get("exit_code"):
-        print(f"lossbench: {summary['status']} at step {summary['steps']}; checkpoint in {out_dir}", file=sys.stderr)
+        print(f"lossbench: {summary['status']} at step {summary['steps']}; checkpoint in {out_dir}. "
+              f"Continue it with: python -m lossbench <same overrides> hydra.run.dir={out_dir} trainer.resume=true",
+              file=sys.stderr)
+        hand_over(summary["exit_code"] - 128)  # under submitit: its handler requeues the job, and exits
         sys.exit(summary["exit_code"])
     print(
         f"lossbench: {summary['status']} {summary['steps']} steps -> "
@@ -66,8 +112,7 @@ def main(cfg: DictConfig) -> float:
             "val/loss", "val/auc", "val/accuracy", "val/nll"))
         + f"  [{out_dir}]"
     )
-    value = summary["final"].get(cfg.objective_metric, math.nan)
-    return float(value) if value is not None else math.nan
+    return sweep_value(summary, cfg.objective_metric)
 
 
 if __name__ == "__main__":

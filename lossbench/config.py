@@ -165,8 +165,8 @@ def _validate_loss(lc: DictConfig, head: str) -> None:
                 "positive class to weight. Use loss.class_weight (inverse | effective | a list) instead, "
                 "or head=sigmoid with loss=bce_logits."
             )
-        if pw != "auto":
-            _number(pw, "loss.pos_weight (null | auto | a number)", positive=True)
+        if pw not in ("auto", "sqrt_auto"):
+            _number(pw, "loss.pos_weight (null | auto | sqrt_auto | a number)", positive=True)
     cw = lc.class_weight
     if cw is not None and not isinstance(cw, (list, ListConfig)) and cw not in ("inverse", "effective"):
         raise ConfigError(

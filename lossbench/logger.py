@@ -48,8 +48,11 @@ def flatten(d: dict, prefix: str = "") -> dict[str, int | float | str | bool]:
 class Logger:
     """A SummaryWriter that may be disabled (logger.enabled=false), with the helpers a run needs."""
 
-    def __init__(self, logdir: Path, enabled: bool = True, flush_secs: int = 30):
-        self.writer = SummaryWriter(str(logdir), flush_secs=flush_secs) if enabled else None
+    def __init__(self, logdir: Path, enabled: bool = True, flush_secs: int = 30, purge_step: int | None = None):
+        # purge_step (resume): TensorBoard hides events at steps >= purge_step that an earlier attempt wrote
+        # after its last checkpoint, so a resumed run's curves continue without duplicates.
+        self.writer = SummaryWriter(str(logdir), flush_secs=flush_secs, purge_step=purge_step) if enabled else None
+        self.step, self.tags = 0, set()  # last step and tags written by scalars(): hparams() goes after them
 
     def layout(self) -> None:
         if self.writer:
@@ -59,6 +62,7 @@ class Logger:
         if self.writer:
             for k, v in values.items():
                 self.writer.add_scalar(k, v, step)
+            self.step, self.tags = max(self.step, step), self.tags | values.keys()
 
     def histograms(self, step: int, z: torch.Tensor, p: torch.Tensor) -> None:
         if self.writer:
@@ -79,8 +83,12 @@ class Logger:
         fw = self.writer.file_writer
         for s in (exp, ssi, sei):
             fw.add_summary(s)
+        # The HPARAMS tab reads each metric's last value from the run's scalars: val/* curves already end at the
+        # final evaluation; only the others (hparam/*) are added, at the last step (step 0 would draw every
+        # curve back to the origin).
         for k, v in metrics.items():
-            self.writer.add_scalar(k, v)
+            if k not in self.tags:
+                self.writer.add_scalar(k, v, self.step)
 
     def flush(self) -> None:
         if self.writer:

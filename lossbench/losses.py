@@ -21,7 +21,8 @@ losses take z of shape (N, C) and y of shape (N,) (long). All return a scalar.
 
 Weights (computed from the training split by :func:`weights`):
 - ``pos_weight`` (sigmoid losses, shape (K,)): multiplies the positive term t log p, as
-  BCEWithLogitsLoss does; 'mean' still divides by N*K. ``auto`` = n_neg / n_pos per output.
+  BCEWithLogitsLoss does; 'mean' still divides by N*K. ``auto`` = n_neg / n_pos per output,
+  ``sqrt_auto`` = its square root.
 - ``class_weight`` (shape (C,)): softmax losses pass it as CrossEntropyLoss/NLLLoss ``weight``, whose
   'mean' divides by the sum of the target classes' weights; sigmoid losses multiply each sample's terms by
   the weight of its class and divide by N*K. ``inverse`` = N / (C n_c); ``effective`` =
@@ -56,10 +57,12 @@ def weights(lc: DictConfig, head: str, counts: torch.Tensor) -> tuple[torch.Tens
     if lc.pos_weight is not None:
         k = 1 if c == 2 else c
         pos = counts[1:] if c == 2 else counts
-        if lc.pos_weight == "auto":
+        if lc.pos_weight in ("auto", "sqrt_auto"):
             if (pos == 0).any():
-                raise ConfigError("loss.pos_weight=auto needs positives of every output in the training split.")
+                raise ConfigError(f"loss.pos_weight={lc.pos_weight} needs positives of every output in the training split.")
             pos_weight = (n - pos) / pos
+            if lc.pos_weight == "sqrt_auto":  # a milder correction: sqrt(n_neg / n_pos)
+                pos_weight = pos_weight.sqrt()
         else:
             pos_weight = torch.full((k,), float(lc.pos_weight), dtype=torch.float64)
     class_weight = None

@@ -62,6 +62,8 @@ def nll(z: torch.Tensor, y: torch.Tensor, head: str) -> torch.Tensor:
 
 def ece(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
     """Expected calibration error: sum over equal-width bins of |accuracy - confidence| * bin share."""
+    if not np.isfinite(confidence).all():
+        return math.nan
     bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
     total = 0.0
     for b in np.unique(bins):

@@ -28,8 +28,12 @@ MAXED = ("max_abs_logit", "max_grad_norm")
 
 
 class Monitor:
-    def __init__(self, device: torch.device, objective: Objective, enabled: bool = True, every: int = 1):
+    def __init__(self, device: torch.device, objective: Objective, enabled: bool = True, every: int = 1,
+                 scaled_grads: bool = False):
         self.objective, self.enabled, self.every = objective, enabled, every
+        # Under fp16 the GradScaler expects overflowing gradients and skips those steps: only a non-finite
+        # loss is divergence there.
+        self.scaled_grads = scaled_grads
         self.win = torch.zeros(len(WINDOW), device=device)
         self.win_max = torch.zeros(len(MAXED), device=device)
         self.first_bad = torch.full((), -1.0, device=device)  # first step with a non-finite loss or grad
@@ -52,7 +56,7 @@ class Monitor:
             bad_grad = (~torch.isfinite(gnorm)).float()
         else:
             gnorm = bad_grad = torch.zeros_like(loss)
-        bad = torch.maximum(bad_loss, bad_grad)
+        bad = bad_loss if self.scaled_grads else torch.maximum(bad_loss, bad_grad)
         self.first_bad = torch.where((self.first_bad < 0) & (bad > 0), self.step_t, self.first_bad)
         self.step_t += 1
         zero = torch.zeros_like(loss)
@@ -113,6 +117,19 @@ class Monitor:
 
     def summary(self) -> dict:
         return {**self.totals, "first_nonfinite_step": self.first_nonfinite_step}
+
+    # The unread window goes into checkpoints too, so that a resumed run logs the same windows and totals
+    # as an uninterrupted one.
+    _STATE = ("win", "win_max", "first_bad", "step_t", "window_steps", "totals", "first_nonfinite_step")
+
+    def state_dict(self) -> dict:
+        return {k: (v.cpu().clone() if isinstance(v, torch.Tensor) else v)
+                for k, v in ((k, getattr(self, k)) for k in self._STATE)}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in self._STATE:
+            old = getattr(self, k)
+            setattr(self, k, state[k].to(old.device) if isinstance(old, torch.Tensor) else state[k])
 
 
 def finite_part(x: torch.Tensor) -> tuple[torch.Tensor, int]:

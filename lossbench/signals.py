@@ -1,13 +1,26 @@
-"""Graceful stop on SIGINT/SIGTERM: the step in flight finishes, then the run saves and records itself."""
+"""Graceful stop on SIGINT/SIGTERM: the step in flight finishes, then the run saves and records itself.
+
+Under submitit (hydra/launcher=submitit_slurm or submitit_local) the stop signal is submitit's preemption/timeout
+signal (USR2 unless $SUBMITIT_PREEMPT_SIGNAL says otherwise) instead of SIGTERM, which submitit ignores on
+purpose. After the run has saved its checkpoint, `hand_over` passes that signal on to submitit's own handler,
+which requeues the job; the requeued job resumes from the checkpoint (with trainer.skip_completed=true).
+"""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
 
+def stop_signals() -> tuple[signal.Signals, ...]:
+    if os.environ.get("SUBMITIT_EXECUTOR"):
+        return (signal.SIGINT, getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")))
+    return (signal.SIGINT, signal.SIGTERM)
+
+
 class StopRequest:
-    """While active, the first SIGINT/SIGTERM sets `signum`; a second one exits at once."""
+    """While active, the first stop signal sets `signum`; a second one exits at once."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -15,7 +28,7 @@ class StopRequest:
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
+            for s in stop_signals():
                 self._old[s] = signal.signal(s, self._handle)
         return self
 
@@ -36,3 +49,11 @@ class StopRequest:
     @property
     def exit_code(self) -> int:
         return 128 + (self.signum or 0)
+
+
+def hand_over(signum: int) -> None:
+    """Call the handler that was installed for `signum` before the run (submitit's checkpoint-and-requeue,
+    which exits). SIGINT and SIGTERM are not handed over: their exit code says what happened."""
+    handler = signal.getsignal(signum)
+    if signum not in (signal.SIGINT, signal.SIGTERM) and callable(handler):
+        handler(signum, None)

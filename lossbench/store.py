@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
+import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
+from lossbench import ConfigError
 
 SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint.pt"
+LOCK = ".lock"
 
 
 def _atomic(path: Path, write) -> None:
@@ -53,8 +58,42 @@ def read_json(path: Path) -> dict | None:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
+    import torch  # here, not at the top: lossbench.report reads summaries without paying for torch
+
     _atomic(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: Path) -> dict:
+    import torch
+
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a run directory while a run writes into it.
+
+    flock(2) on out_dir/.lock: the kernel drops the lock when the process ends however it ends (SIGKILL,
+    a preempted node), so a crashed run never leaves a stale lock behind for its resume to trip over.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    f = open(out_dir / LOCK, "a+")  # noqa: SIM115 (held open for the whole run)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown process"
+        f.close()
+        raise ConfigError(
+            f"{out_dir} is in use by another lossbench run ({holder}); two runs never write into one "
+            "directory. Wait for it to finish, stop it, or use another hydra.run.dir."
+        ) from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        yield
+    finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()

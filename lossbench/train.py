@@ -20,9 +20,22 @@ from lossbench.config import LOWER_IS_BETTER, resolve_head, validate
 from lossbench.logger import Logger
 from lossbench.numerics import Monitor
 from lossbench.signals import StopRequest
-from lossbench.store import CHECKPOINT, SUMMARY, load_checkpoint, read_json, save_checkpoint, write_json
+from lossbench.store import (
+    CHECKPOINT,
+    SUMMARY,
+    load_checkpoint,
+    read_json,
+    run_lock,
+    save_checkpoint,
+    write_json,
+)
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+FINISHED = ("completed", "diverged")  # final results: trainer.skip_completed does not train them again
+# Config keys a resume may change: they do not change what is trained (max_steps/epochs: train longer).
+RESUME_MAY_CHANGE = ("trainer.resume", "trainer.skip_completed", "trainer.max_steps", "trainer.epochs",
+                     "trainer.threads", "trainer.log_every", "trainer.eval_every", "trainer.eval_batch_size",
+                     "trainer.ckpt_every", "trainer.device", "data.root", "data.download", "logger.", "numerics.")
 BCE_AUTOCAST_REFUSAL = (
     "torch.nn.functional.binary_cross_entropy and torch.nn.BCELoss are unsafe to autocast on CUDA "
     "(PyTorch raises for them under torch.autocast): a sigmoid followed by BCE in half precision saturates "
@@ -117,31 +130,73 @@ def reached(metric: str, value: float, target: float) -> bool:
     return math.isfinite(value) and (value <= target if metric in LOWER_IS_BETTER else value >= target)
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def check_resumable(ck: dict, resolved: dict, device: torch.device, max_steps: int, run_dir: Path) -> None:
+    """A checkpoint continues only the run it came from: same config (up to RESUME_MAY_CHANGE), same device
+    type, and steps left to train."""
+    old, new = _flat(ck["config"]), _flat(resolved)
+    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys())
+               if old.get(k) != new.get(k) and not k.startswith(RESUME_MAY_CHANGE)]
+    if changed:
+        raise ConfigError(
+            f"Cannot resume {run_dir}: the config differs from the checkpoint's ({'; '.join(changed)}). A resume "
+            "must repeat the original run's overrides (they are in <run dir>/.hydra/overrides.yaml); only "
+            f"{', '.join(k.rstrip('.') for k in RESUME_MAY_CHANGE)} may change. To train a different config, "
+            "start a new run."
+        )
+    if ck["device"] != device.type:
+        raise ConfigError(
+            f"Cannot resume {run_dir} on {device.type}: its checkpoint was written on {ck['device']} (the "
+            f"random-number state belongs to that device). Resume with trainer.device={ck['device']}."
+        )
+    if ck["step"] >= max_steps:
+        raise ConfigError(
+            f"Nothing to resume in {run_dir}: its checkpoint is at step {ck['step']} and this config trains "
+            f"{max_steps} steps. Raise trainer.max_steps (or trainer.epochs) to train it further."
+        )
+
+
 def run(cfg: DictConfig, out_dir: Path, jobs: int = 1) -> dict:
     """Train and evaluate one configuration. Writes out_dir/summary.json (atomically) and TensorBoard
     events under out_dir/tb; returns the summary. Raises LossbenchError for bad input, before training."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     validate(cfg)
+    resume = cfg.trainer.resume
+    if resume and resume is not True:
+        out_dir = Path(str(resume))  # trainer.resume=<run dir>: continue that run, in that directory
+    if resume and not (out_dir / CHECKPOINT).exists():
+        raise ConfigError(
+            f"trainer.resume={str(resume).lower() if resume is True else resume}: no checkpoint at "
+            f"{out_dir / CHECKPOINT}. Point trainer.resume at a run "
+            "directory that holds one (trainer.resume=true means this run's hydra.run.dir), or drop "
+            "trainer.resume to start afresh."
+        )
+    with run_lock(out_dir):  # two processes never write into one directory at once
+        return _run(cfg, out_dir, jobs, t0)
+
+
+def _run(cfg: DictConfig, out_dir: Path, jobs: int, t0: float) -> dict:
     tc, head = cfg.trainer, resolve_head(cfg)
 
     # --- resume / skip ---------------------------------------------------------------------------------
-    resume_dir = None
-    if tc.resume:
-        resume_dir = out_dir if tc.resume is True else Path(str(tc.resume))
-        if not (resume_dir / CHECKPOINT).exists():
-            raise ConfigError(
-                f"trainer.resume={tc.resume}: no checkpoint at {resume_dir / CHECKPOINT}. Point trainer.resume "
-                "at a run directory that holds one, or drop trainer.resume to start afresh."
-            )
-        out_dir = resume_dir
+    resume_dir = out_dir if tc.resume else None
     previous = read_json(out_dir / SUMMARY)
-    if tc.skip_completed and previous and previous.get("status") == "completed":
-        print(f"lossbench: {out_dir} already holds a completed run; skipped (trainer.skip_completed=true).")
-        return {**previous, "skipped": True}
-    if tc.skip_completed and (out_dir / CHECKPOINT).exists():
-        resume_dir = out_dir  # an unfinished job of an interrupted sweep: continue it
-    if previous and resume_dir is None:
+    if tc.skip_completed and resume_dir is None:
+        if previous and previous.get("status") in FINISHED:
+            print(f"lossbench: {out_dir} already holds a {previous['status']} run; skipped "
+                  "(trainer.skip_completed=true).")
+            return {**previous, "skipped": True}
+        if (out_dir / CHECKPOINT).exists():
+            resume_dir = out_dir  # an unfinished job of an interrupted or requeued sweep: continue it
+        # else: an attempt that left no checkpoint (failed, killed early): start it again from step 0
+    elif previous and resume_dir is None:
         raise ConfigError(
             f"{out_dir} already holds a run (status {previous.get('status')}); lossbench never writes two runs "
             "into one directory. Use trainer.resume=true to continue it, trainer.skip_completed=true in a "
@@ -179,12 +234,13 @@ def run(cfg: DictConfig, out_dir: Path, jobs: int = 1) -> dict:
     steps_per_epoch = n_train // bs
     max_steps = tc.epochs * steps_per_epoch if tc.epochs else tc.max_steps
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    monitor = Monitor(device, objective, cfg.numerics.enabled, cfg.numerics.every)
+    monitor = Monitor(device, objective, cfg.numerics.enabled, cfg.numerics.every, scaled_grads=scaler.is_enabled())
     params = [p for p in model.parameters() if p.requires_grad]
 
     start_step, perm, best, steps_to_target, history = 0, None, {}, None, []
     if resume_dir is not None:
         ck = load_checkpoint(resume_dir / CHECKPOINT)
+        check_resumable(ck, OmegaConf.to_container(cfg, resolve=True), device, max_steps, resume_dir)
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scaler.load_state_dict(ck["scaler"])
@@ -192,31 +248,35 @@ def run(cfg: DictConfig, out_dir: Path, jobs: int = 1) -> dict:
         torch.set_rng_state(ck["torch_rng"])
         perm = ck["perm"].to(device)
         start_step, best, steps_to_target = ck["step"], ck["best"], ck["steps_to_target"]
-        monitor.totals, monitor.first_nonfinite_step = ck["monitor_totals"], ck["first_nonfinite_step"]
-        history = ck.get("history", [])
+        monitor.load_state_dict(ck["monitor"])
+        history = ck["history"]
         print(f"lossbench: resuming {resume_dir} from step {start_step}")
 
     def checkpoint(step: int) -> None:
         save_checkpoint(out_dir / CHECKPOINT, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
             "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "perm": perm, "step": step,
-            "best": best, "steps_to_target": steps_to_target, "monitor_totals": monitor.totals,
-            "first_nonfinite_step": monitor.first_nonfinite_step, "history": history,
+            "best": best, "steps_to_target": steps_to_target, "monitor": monitor.state_dict(),
+            "history": history, "config": OmegaConf.to_container(cfg, resolve=True), "device": device.type,
         })
 
-    log = Logger(out_dir / "tb", cfg.logger.enabled, cfg.logger.flush_secs)
+    # A directory with events from an earlier attempt (resume, or a restart after a failure): TensorBoard
+    # drops what that attempt logged from start_step on, so the curves continue without duplicates.
+    purge = start_step if any((out_dir / "tb").glob("events.out.tfevents.*")) else None
+    log = Logger(out_dir / "tb", cfg.logger.enabled, cfg.logger.flush_secs, purge_step=purge)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     summary = {
         "status": "running", "config": resolved, "head": head, "steps": start_step, "max_steps": max_steps,
-        "device": str(device), "precision": tc.precision, "data": {
+        "device": str(device), "precision": tc.precision, "threads": torch.get_num_threads(), "data": {
             "n_train": n_train, "n_val": len(ds.y_val), "n_classes": ds.n_classes,
             "train_class_counts": counts.tolist(),
         },
         "n_params": sum(p.numel() for p in params),
     }
     write_json(out_dir / SUMMARY, summary)
-    final: dict[str, float] = {}
+    final: dict[str, float] = {k: v for k, v in history[-1].items() if k != "step"} if history else {}
     step, status, train_time, eval_time, z_val = start_step, "completed", 0.0, 0.0, None
+    loop_time, t_loop = 0.0, time.perf_counter()
     try:
         if start_step == 0:
             log.layout()
@@ -252,7 +312,9 @@ def run(cfg: DictConfig, out_dir: Path, jobs: int = 1) -> dict:
 
                 if cfg.numerics.hist_every and done % cfg.numerics.hist_every == 0:
                     log.histograms(done, z, objective.probs(z.detach()))
-                if done % tc.log_every == 0 or done == max_steps or stop.requested:
+                # An interrupt logs and evaluates nothing extra: the unread monitor window goes into the
+                # checkpoint, so that a resumed run logs exactly what an uninterrupted one would.
+                if done % tc.log_every == 0 or done == max_steps:
                     values = monitor.read()
                     now = time.perf_counter()
                     train_time += now - t_window
@@ -264,7 +326,7 @@ def run(cfg: DictConfig, out_dir: Path, jobs: int = 1) -> dict:
                     t_window, last_logged = time.perf_counter(), done
                     if monitor.first_nonfinite_step is not None and tc.on_nonfinite == "stop":
                         status = "diverged"
-                if status == "diverged" or done % tc.eval_every == 0 or done == max_steps or stop.requested:
+                if status == "diverged" or done % tc.eval_every == 0 or done == max_steps:
                     te = time.perf_counter()
                     final, z_val = evaluate(model, objective, ds, head, tc.eval_batch_size, amp)
                     log.scalars(final, done)
@@ -282,11 +344,15 @@ def run(cfg: DictConfig, out_dir: Path, jobs: int = 1) -> dict:
                     checkpoint(done)
                 if status == "diverged":
                     break
-                if stop.requested:
+                if stop.requested and done < max_steps:
                     status = "interrupted"
+                    train_time += time.perf_counter() - t_window
                     break
             else:
                 done = max(start_step, max_steps)
+                if tc.on_nonfinite == "continue" and monitor.first_nonfinite_step is not None:
+                    status = "diverged"  # it went on to the end, but a loss or gradient was NaN/Inf on the way
+            loop_time = time.perf_counter() - t_loop  # steps, monitors, logging, evaluation
             step = done
             if status in ("completed", "interrupted"):
                 checkpoint(step)
@@ -298,7 +364,7 @@ def run(cfg: DictConfig, out_dir: Path, jobs: int = 1) -> dict:
     finally:
         summary.update({
             "status": status, "steps": step, "wall_time_s": time.perf_counter() - t0,
-            "train_time_s": train_time, "eval_time_s": eval_time,
+            "train_time_s": train_time, "eval_time_s": eval_time, "loop_time_s": loop_time,
             "samples_per_sec": (step - start_step) * bs / train_time if train_time > 0 else None,
             "final": final, "best": best,
             "convergence": {"target_metric": tc.target_metric, "target_value": tc.target_value,
@@ -309,15 +375,16 @@ def run(cfg: DictConfig, out_dir: Path, jobs: int = 1) -> dict:
             summary["amp"] = {"final_scale": scaler.get_scale(), "skipped_steps": monitor.totals["nonfinite_grad"]}
         if z_val is not None and status != "failed":
             summary["per_class_recall"] = metrics.per_class_recall(z_val, ds.y_val, head, ds.n_classes)
-            if ds.n_classes == 2:
+            if ds.n_classes == 2 and status != "interrupted":
                 log.pr_curve(ds.y_val, metrics.scores(z_val, head), step)
-        hp_metrics = {k: v for k, v in final.items()}
-        hp_metrics["hparam/steps_to_target"] = float(steps_to_target) if steps_to_target else math.nan
-        hp_metrics["hparam/diverged"] = float(status == "diverged")
-        log.hparams({**_hparams(resolved), "head": head, "status": status}, hp_metrics)
+        if status != "interrupted":  # an interrupted run writes its hparams when it ends (after a resume)
+            hp_metrics = {k: v for k, v in final.items()}
+            hp_metrics["hparam/steps_to_target"] = float(steps_to_target) if steps_to_target else math.nan
+            hp_metrics["hparam/diverged"] = float(status == "diverged")
+            log.hparams({**_hparams(resolved), "head": head, "status": status}, hp_metrics)
         log.close()
         write_json(out_dir / SUMMARY, summary)
-    summary["exit_code"] = exit_code
+    summary["exit_code"], summary["out_dir"] = exit_code, str(out_dir)
     return summary
 
 

@@ -1,0 +1,302 @@
+r"""`python -m lossbench.check`: the identities between PyTorch's classification losses, verified numerically.
+
+Each identity is evaluated in every requested dtype (float64, float32, bfloat16, float16 by default): both
+sides are computed in that dtype from the same inputs and compared in float64. A row reports
+
+- ``diff``: the largest difference, absolute for values up to 1 and relative above,
+  ``max |a - b| / max(1, |b|)`` (so a loss of 30 in float16 is judged by its relative error);
+- ``tol``: the tolerance, a small multiple of the dtype's machine epsilon (derived per row, see
+  :data:`CHECKS`), or ``-`` for informative rows;
+- ``verdict``: ``ok`` / ``FAIL`` for identities that must hold, ``differs`` / ``agrees`` for rows that are
+  *expected* to differ (e.g. Sigmoid + BCELoss at large |x|, sklearn's clip vs BCELoss's clamp), and
+  ``n/a`` where a claim could not be checked.
+
+The command exits 1 if an identity that must hold fails, else 0.
+
+    python -m lossbench.check
+    python -m lossbench.check --dtypes float64,float32
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import log_loss
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+GRID = (-30.0, 30.0, 6001)  # x grid for the elementwise binary identities (step 0.01)
+PART = 0.01  # "parted": the two sides differ by more than 1% (relative above 1)
+
+
+@dataclass
+class Row:
+    identity: str
+    dtype: str
+    diff: float
+    tol: float | None  # None: informative row (expected to differ, or not checkable)
+    detail: str = ""
+    checked: bool = True  # False: the claim could not be checked (verdict n/a)
+    part: float = PART  # informative rows: "differs" above this
+
+    @property
+    def must(self) -> bool:
+        return self.tol is not None
+
+    @property
+    def verdict(self) -> str:
+        if not self.checked:
+            return "n/a"
+        if self.must:
+            return "ok" if self.diff <= self.tol else "FAIL"
+        return "differs" if self.diff > self.part else "agrees"
+
+
+def mixed(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max(1, |b|) in float64; NaN/inf anywhere counts as an infinite difference."""
+    a, b = a.double(), b.double()
+    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        return math.inf
+    return float(((a - b).abs() / b.abs().clamp(min=1)).max())
+
+
+def eps(dt: torch.dtype) -> float:
+    return torch.finfo(dt).eps
+
+
+def grid(dt: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """x on [-30, 30] (each value twice) and labels y in {0, 1}, in dtype dt."""
+    x = torch.linspace(*GRID, dtype=torch.float64)
+    x = torch.cat([x, x]).to(dt)
+    y = torch.cat([torch.zeros(GRID[2]), torch.ones(GRID[2])]).to(dt)
+    return x, y
+
+
+def batch(dt: torch.dtype, n: int = 256, c: int = 5):
+    """Fixed logits (N, C) with spread ~3, labels with some ignore_index=-100, positive class weights."""
+    g = torch.Generator().manual_seed(0)
+    z = (torch.randn(n, c, generator=g, dtype=torch.float64) * 3).to(dt)
+    y = torch.randint(0, c, (n,), generator=g)
+    y[::17] = -100
+    w = (torch.rand(c, generator=g, dtype=torch.float64) * 2 + 0.25).to(dt)
+    return z, y, w
+
+
+# --- identities that must hold ------------------------------------------------------------------------------
+def ce_is_logsoftmax_nll(dt: torch.dtype, name: str) -> list[Row]:
+    z, y, w = batch(dt)
+    rows = []
+    for label, kw in (("", {}), (" weight", {"weight": w}), (" weight+ignore_index", {"weight": w, "ignore_index": -100})):
+        yy = y if "ignore_index" in kw else y.clamp(min=0)
+        for red in ("mean", "none"):
+            a = F.cross_entropy(z, yy, reduction=red, **kw)
+            b = F.nll_loss(F.log_softmax(z, dim=1), yy, reduction=red, **kw)
+            rows.append(Row(f"CE = LogSoftmax+NLL{label} ({red})", name, mixed(a, b), 2 * eps(dt)))
+    return rows
+
+
+def sigmoid_is_softmax(dt: torch.dtype, name: str) -> list[Row]:
+    x, _ = grid(dt)
+    a = torch.sigmoid(x)
+    b = torch.softmax(torch.stack([torch.zeros_like(x), x], dim=1), dim=1)[:, 1]
+    return [Row("sigmoid(x) = softmax([0,x])[1], x in [-30,30]", name, mixed(a, b), 2 * eps(dt))]
+
+
+def bce_logits_is_ce(dt: torch.dtype, name: str) -> list[Row]:
+    x, y = grid(dt)
+    a = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    b = F.cross_entropy(torch.stack([torch.zeros_like(x), x], dim=1), y.long(), reduction="none")
+    # each side is a log-sum-exp of two terms with a few roundings in dt: a few ulps each
+    return [Row("BCEWithLogits(x,y) = CE([0,x],y), x in [-30,30]", name, mixed(a, b), 16 * eps(dt))]
+
+
+def bce_logits_is_exact(dt: torch.dtype, name: str) -> list[Row]:
+    x, y = grid(dt)
+    a = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    xd, yd = x.double(), y.double()
+    exact = xd.clamp(min=0) - xd * yd + torch.log1p(torch.exp(-xd.abs()))
+    return [Row("BCEWithLogits = exact fp64 loss, x in [-30,30]", name, mixed(a, exact), 16 * eps(dt))]
+
+
+def bce_sigmoid_benign(dt: torch.dtype, name: str) -> list[Row]:
+    r = 2.0
+    x, y = grid(dt)
+    keep = x.double().abs() <= r
+    x, y = x[keep], y[keep]
+    a = F.binary_cross_entropy(torch.sigmoid(x), y, reduction="none")
+    b = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    # log(1 - p) turns p's rounding error (~eps) into eps / (1 - p) <= eps * (1 + e^r)
+    return [Row(f"BCE(sigmoid(x)) = BCEWithLogits, |x| <= {r:g}", name, mixed(a, b), 4 * eps(dt) * (1 + math.exp(r)))]
+
+
+def label_smoothing(dt: torch.dtype, name: str) -> list[Row]:
+    z, y, w = batch(dt)
+    y = y.clamp(min=0)
+    a_s, c = 0.1, z.shape[1]
+    rows = []
+    for label, wt in (("", None), (" + weight", w)):
+        got = F.cross_entropy(z, y, weight=wt, label_smoothing=a_s)
+        lp = F.log_softmax(z.double(), dim=1)
+        wd = torch.ones(c, dtype=torch.float64) if wt is None else wt.double()
+        # PyTorch's rule: both terms divided by the sum of the target classes' weights
+        smooth = -(lp * wd).sum(dim=1).sum() / wd[y].sum()
+        want = (1 - a_s) * F.nll_loss(lp, y, weight=None if wt is None else wd) + a_s / c * smooth
+        rows.append(Row(f"CE(label_smoothing=0.1){label} = (1-a)NLL + a/C sum(-log p)", name, mixed(got, want),
+                        8 * eps(dt)))
+    t = (1 - a_s) * F.one_hot(y, c).double() + a_s / c
+    soft = F.cross_entropy(z, t.to(dt))
+    rows.append(Row("CE(label_smoothing=0.1) = CE(soft target (1-a)onehot + a/C)", name,
+                    mixed(F.cross_entropy(z, y, label_smoothing=a_s), soft), 8 * eps(dt)))
+    return rows
+
+
+def weighted_means(dt: torch.dtype, name: str) -> list[Row]:
+    z, y, w = batch(dt)
+    y = y.clamp(min=0)
+    per = F.cross_entropy(z, y, weight=w, reduction="none").double()
+    got = F.cross_entropy(z, y, weight=w)
+    by_weights = per.sum() / w.double()[y].sum()
+    by_n = per.sum() / len(y)
+    rows = [
+        Row("CE(weight) mean = sum w_y l / sum w_y", name, mixed(got, by_weights), 8 * eps(dt)),
+        Row("CE(weight) mean vs sum w_y l / N (not the rule)", name, mixed(by_n, by_weights), None,
+            f"/N would give {float(by_n):.4f}, PyTorch gives {float(got):.4f}"),
+    ]
+    x, t = z[:, 0], (y == 1).to(dt)
+    pw = torch.tensor([4.0], dtype=dt)
+    per = F.binary_cross_entropy_with_logits(x, t, pos_weight=pw, reduction="none").double()
+    got = F.binary_cross_entropy_with_logits(x, t, pos_weight=pw)
+    by_n = per.sum() / len(x)
+    by_weights = per.sum() / (1 + (float(pw) - 1) * t.double()).sum()
+    rows += [
+        Row("BCEWithLogits(pos_weight=4) mean = sum l / N", name, mixed(got, by_n), 8 * eps(dt)),
+        Row("BCEWithLogits(pos_weight) mean vs sum l / sum weights (CE's rule)", name, mixed(by_weights, by_n), None,
+            f"CE's rule would give {float(by_weights):.4f}, PyTorch gives {float(got):.4f}"),
+    ]
+    return rows
+
+
+def worked_numbers(dt: torch.dtype, name: str) -> list[Row]:
+    """The tutorials' numbers, given to 4 decimals: |value - quoted| <= 5e-5 plus the dtype's rounding."""
+    z = torch.tensor([[1.0, 2.0, 3.0]], dtype=dt)
+    tol = 5e-5 + 4 * eps(dt) * 2.5
+    got = F.cross_entropy(z, torch.tensor([2]))
+    rows = [Row("CE([[1,2,3]], 2) = 0.4076", name, abs(float(got) - 0.4076), tol, f"got {float(got):.4f}")]
+    lp = F.log_softmax(z, dim=1)
+    for c, quoted in enumerate((2.4076, 1.4076, 0.4076)):
+        got = F.nll_loss(lp, torch.tensor([c]))
+        rows.append(Row(f"NLL(log_softmax([1,2,3]), {c}) = {quoted}", name, abs(float(got) - quoted), tol,
+                        f"got {float(got):.4f}"))
+    return rows
+
+
+# --- rows that are expected to differ ----------------------------------------------------------------------
+def bce_sigmoid_parting(dt: torch.dtype, name: str) -> list[Row]:
+    """Where Sigmoid + BCELoss stops agreeing with BCEWithLogitsLoss on the grid, and by how much."""
+    x, y = grid(dt)
+    a = F.binary_cross_entropy(torch.sigmoid(x), y, reduction="none").double()
+    b = F.binary_cross_entropy_with_logits(x, y, reduction="none").double()
+    d = (a - b).abs() / b.abs().clamp(min=1)
+    xd = x.double()
+    # parted: beyond 1% and beyond BCEWithLogits' own rounding in dt (16 eps, see bce_logits_is_exact)
+    part = max(PART, 16 * eps(dt))
+    parted = d > part
+    hi = float(xd[parted & (xd > 0)].min()) if (parted & (xd > 0)).any() else math.inf
+    lo = float(xd[parted & (xd < 0)].max()) if (parted & (xd < 0)).any() else -math.inf
+    i = int((a - b).abs().argmax())
+    detail = (f"agree within {part:.3g} for x in ({lo:g}, {hi:g}); max |diff| {float((a - b).abs()[i]):.4g} at x={float(xd[i]):.2f} "
+              f"y={int(y[i])} (BCE {float(a[i]):.4g}, exact {float(b[i]):.4g})")
+    return [Row("BCE(sigmoid(x)) vs BCEWithLogits, x in [-30,30]", name, float(d.max()), None, detail, part=part)]
+
+
+def sklearn_log_loss(dt: torch.dtype, name: str) -> list[Row]:
+    """F.binary_cross_entropy = sklearn log_loss (fp64 only: sklearn computes in float64)."""
+    if dt != torch.float64:
+        return []
+    g = torch.Generator().manual_seed(1)
+    p = torch.rand(1000, generator=g, dtype=torch.float64) * 0.998 + 0.001
+    y = (torch.rand(1000, generator=g, dtype=torch.float64) < p).double()
+    got = F.binary_cross_entropy(p, y)
+    want = log_loss(y.numpy(), p.numpy(), labels=[0, 1])
+    rows = [Row("F.binary_cross_entropy = sklearn log_loss, p in (0,1)", name, mixed(got, torch.tensor(want, dtype=torch.float64)),
+                16 * eps(dt))]
+    edge_p, edge_y = torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0])
+    t = F.binary_cross_entropy(edge_p.double(), edge_y.double(), reduction="none")
+    s = [log_loss([int(v)], np.array([float(q)]), labels=[0, 1]) for q, v in zip(edge_p, edge_y, strict=True)]
+    rows.append(Row("F.binary_cross_entropy vs log_loss at p in {0,1}, wrong label", name,
+                    mixed(t, torch.tensor(s, dtype=torch.float64)), None,
+                    f"torch clamps log at -100 -> {float(t[0]):g}; sklearn clips p to float64 eps -> {s[0]:.4f}"))
+    return rows
+
+
+def unverified_example(dt: torch.dtype, name: str) -> list[Row]:
+    if dt != torch.float64:
+        return []
+    return [Row("the tutorials' (3, 4) CE example, mean 1.4238", "-", math.nan, None,
+                "not checked: the example's logits and targets could not be identified, and lossbench "
+                "does not invent inputs to match a quoted number", checked=False)]
+
+
+CHECKS = (
+    ce_is_logsoftmax_nll, sigmoid_is_softmax, bce_logits_is_ce, bce_logits_is_exact, bce_sigmoid_benign,
+    bce_sigmoid_parting, sklearn_log_loss, label_smoothing, weighted_means, worked_numbers, unverified_example,
+)
+
+
+def run_checks(dtypes: list[str]) -> list[Row]:
+    rows = []
+    for check in CHECKS:
+        for name in dtypes:
+            rows += check(DTYPES[name], name)
+    return rows
+
+
+def fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if math.isnan(v):
+        return "-"
+    return f"{v:.3g}"
+
+
+def table(rows: list[Row]) -> str:
+    head = ("identity", "dtype", "max diff", "tol", "verdict", "detail")
+    body = [(r.identity, r.dtype, fmt(r.diff), fmt(r.tol), r.verdict, r.detail) for r in rows]
+    widths = [max(len(str(line[i])) for line in (head, *body)) for i in range(5)]
+    lines = []
+    for line in (head, *body):
+        lines.append("  ".join(str(v).ljust(w) for v, w in zip(line[:5], widths, strict=True)) + "  " + line[5])
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lossbench.check", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dtypes", default=",".join(DTYPES),
+                    help=f"comma-separated subset of {', '.join(DTYPES)} (default: all)")
+    args = ap.parse_args(argv)
+    names = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    bad = [d for d in names if d not in DTYPES]
+    if bad or not names:
+        print(f"lossbench.check: error: unknown dtype(s) {', '.join(bad) or '(none given)'}. "
+              f"Valid choices: --dtypes with any of {', '.join(DTYPES)}, comma-separated.", file=sys.stderr)
+        return 2
+    rows = run_checks(names)
+    print(table(rows))
+    failed = [r for r in rows if r.verdict == "FAIL"]
+    must = sum(r.must for r in rows)
+    print(f"\n{must - len(failed)}/{must} identities hold; "
+          f"{sum(not r.must and r.checked for r in rows)} informative rows; "
+          f"{sum(not r.checked for r in rows)} not checkable.")
+    if failed:
+        print("FAILED: " + "; ".join(f"{r.identity} [{r.dtype}]" for r in failed), file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Each numerics monitor fires where it must and stays quiet where it must not, from real training runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch.utils.tensorboard import SummaryWriter
+
+from lossbench import ConfigError, losses
+from lossbench.numerics import log_histograms
+from lossbench.train import check_precision
+from tests.conftest import cli, run_cfg
+
+SMALL = ["data.n_train=2000", "data.n_val=1000", "trainer.max_steps=300", "logger.enabled=false"]
+
+
+@pytest.fixture(scope="module")
+def saturation_runs(tmp_path_factory):
+    """bce vs bce_logits with inputs scaled by 50 (default SGD): logits far beyond sigmoid's fp32 range."""
+    root = tmp_path_factory.mktemp("sat")
+    return {loss: run_cfg(root / loss, f"loss={loss}", "data.scale=50", *SMALL) for loss in ("bce", "bce_logits")}
+
+
+def test_bce_saturates_clamps_and_kills_gradients(saturation_runs):
+    n = saturation_runs["bce"]["numerics"]
+    assert n["saturated_frac_mean"] > 0.5
+    assert n["clamped_frac_mean"] > 0.05  # wrong, saturated samples report loss 100 ...
+    assert n["dead_frac_mean"] > 0.05  # ... and get a gradient of exactly 0
+    assert n["loss_gap_mean"] < -1  # the clamp hides loss: the exact loss is |z| > 100 for those samples
+    assert n["max_abs_logit"] > 100
+
+
+def test_bce_logits_has_no_clamp_and_keeps_learning(saturation_runs):
+    bce, logits = saturation_runs["bce"], saturation_runs["bce_logits"]
+    n = logits["numerics"]
+    assert n["clamped_frac_mean"] == 0 and n["dead_frac_mean"] == 0 and n["loss_gap_mean"] == 0
+    assert n["nonfinite_loss"] == 0 and n["nonfinite_grad"] == 0
+    assert logits["best"]["val/auc"] > bce["best"]["val/auc"] + 0.03
+    assert logits["final"]["val/nll"] < bce["final"]["val/nll"] / 10
+
+
+def test_monitors_stay_quiet_in_the_benign_regime(tmp_path):
+    s = run_cfg(tmp_path, "loss=bce", *SMALL)
+    n = s["numerics"]
+    assert n["clamped_frac_mean"] == 0 and n["dead_frac_mean"] == 0 and n["saturated_frac_mean"] == 0
+    assert n["nonfinite_loss"] == 0 and n["nonfinite_grad"] == 0 and n["first_nonfinite_step"] is None
+    assert abs(n["loss_gap_mean"]) < 1e-4
+    assert s["status"] == "completed"
+
+
+def test_nll_manual_overflows_where_ce_does_not(tmp_path):
+    common = ["data.scale=1000", "data.n_train=1000", "data.n_val=500", "trainer.max_steps=60",
+              "trainer.log_every=10", "trainer.eval_every=30", "logger.enabled=false"]
+    manual = run_cfg(tmp_path / "manual", "loss=nll_manual", *common)
+    ce = run_cfg(tmp_path / "ce", "loss=ce", *common)
+    assert manual["status"] == "diverged"
+    assert manual["numerics"]["nonfinite_loss"] > 0 and manual["numerics"]["first_nonfinite_step"] is not None
+    assert ce["numerics"]["nonfinite_loss"] == 0 and ce["status"] == "completed"
+
+
+def test_exploding_lr_is_recorded_as_diverged_with_exit_code_0(tmp_path):
+    r = cli("optim.lr=1000", "trainer.max_steps=200", "trainer.log_every=10", "data.n_train=500",
+            "data.n_val=200", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["status"] == "diverged"
+    first = s["numerics"]["first_nonfinite_step"]
+    assert first is not None and first < s["steps"] <= first + 10  # stopped at the next log point
+    assert s["numerics"]["nonfinite_loss"] + s["numerics"]["nonfinite_grad"] > 0
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))  # logs flushed
+
+
+@pytest.mark.parametrize(("mode", "status"), [("skip", "completed"), ("continue", "diverged")])
+def test_on_nonfinite_modes(tmp_path, mode, status):
+    s = run_cfg(tmp_path, "optim.lr=1000", f"trainer.on_nonfinite={mode}", "data.n_train=500", "data.n_val=200",
+                "trainer.max_steps=60", "trainer.log_every=10", "logger.enabled=false")
+    assert s["steps"] == 60 and s["status"] == status
+    assert s["numerics"]["first_nonfinite_step"] is not None
+
+
+def test_fp16_bce_on_cpu_runs_and_the_monitors_show_it(tmp_path):
+    s = run_cfg(tmp_path, "loss=bce", "trainer.precision=fp16", "data.scale=50", "data.n_train=500",
+                "data.n_val=200", "trainer.max_steps=20", "trainer.log_every=10", "logger.enabled=false")
+    assert s["precision"] == "fp16" and "amp" in s
+    n = s["numerics"]
+    # sigmoid is exactly 0/1 from |x| ≈ 8.3 in fp16: many probabilities saturate and BCE's log terms clamp
+    assert n["saturated_frac_mean"] > 0.3 and n["clamped_frac_mean"] > 0.05
+
+
+def test_bce_under_cuda_autocast_is_refused_with_pytorchs_reason():
+    with pytest.raises(ConfigError, match="unsafe to autocast.*loss=bce_logits"):
+        check_precision("fp16", torch.device("cuda"), "bce")
+    check_precision("fp16", torch.device("cpu"), "bce")  # on the CPU PyTorch runs it: so do we
+
+
+def test_clamp_and_gap_on_a_hand_built_batch():
+    """A wrong, saturated sample: BCELoss reports 100, the exact loss is |z|, the clamp flag is set."""
+    lc = OmegaConf.create({"name": "bce", "pos_weight": None, "class_weight": None, "beta": 0.9,
+                           "label_smoothing": 0.0, "reduction": "mean"})
+    obj = losses.build(lc, "sigmoid", 2, torch.tensor([1, 1]))
+    z, y = torch.tensor([[200.0], [-3.0]]), torch.tensor([0, 0])
+    assert obj(z, y).item() == pytest.approx((100 + torch.nn.functional.softplus(torch.tensor(-3.0)).item()) / 2)
+    assert obj.exact(z, y).item() == pytest.approx((200 + 0.04858735) / 2, rel=1e-5)
+    assert obj.clamped(obj.probs(z), y).tolist() == [[True], [False]]
+
+
+def test_histograms_survive_all_nan_tensors(tmp_path):
+    w = SummaryWriter(str(tmp_path))
+    nan = torch.full((8, 1), float("nan"))
+    log_histograms(w, 1, nan, nan)  # must not raise "empty histogram"
+    log_histograms(w, 2, torch.tensor([[1.0], [float("inf")]]), torch.tensor([[0.5], [1.0]]))
+    w.close()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(tmp_path)).Reload()
+    assert [e.value for e in ea.Scalars("numerics/logits_nonfinite")] == [8.0, 1.0]
+    assert [e.step for e in ea.Histograms("hist/logits")] == [2]

@@ -1,0 +1,152 @@
+"""lossbench.report on real (tiny, in-process) runs, and the TensorBoard dashboards read back from the events."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from lossbench import report
+from lossbench.__main__ import record_failure
+from lossbench.data import load
+from tests.conftest import make_cfg, run_cfg
+
+TINY = ["trainer.max_steps=30", "trainer.eval_every=15", "trainer.log_every=15", "data.n_train=500", "data.n_val=200"]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """A sweep-like tree: loss=bce and bce_logits x seeds 0, 1 (trained), plus one job that failed validation."""
+    root = tmp_path_factory.mktemp("sweep")
+    job = 0
+    for loss in ("bce", "bce_logits"):
+        for seed in (0, 1):
+            run_cfg(root / str(job), f"loss={loss}", f"seed={seed}", *TINY)
+            job += 1
+    record_failure(root / str(job), make_cfg("loss=bce", "seed=2", "loss.pos_weight=-1", *TINY), "pos_weight must be > 0")
+    return root
+
+
+def row_of(table: str, label: str, section: int) -> list[str]:
+    """The cells of `label`'s row in the section-th markdown table of table.md."""
+    part = table.split("### ")[section + 1]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in part.splitlines() if line.startswith("| ")]
+    return next(r for r in rows if r[0] == label)
+
+
+def test_report_numbers_match_the_summaries(sweep, capsys):
+    assert report.main([str(sweep)]) == 0
+    printed = capsys.readouterr().out
+    out = sweep / "report"
+    table = (out / "table.md").read_text()
+    assert table.split("\n", 4)[4].strip() in printed  # the tables are printed as written
+
+    summaries = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
+    bce = [s for s in summaries if s["config"]["loss"]["name"] == "bce_logits"]
+    assert len(bce) == 2
+    aucs = [s["final"]["val/auc"] for s in bce]
+    header = ["group", "runs", *report.METRICS, "status"]
+    row = dict(zip(header, row_of(table, "loss=bce_logits loss.pos_weight=null", 0), strict=True))
+    assert row["runs"] == "2" and row["status"] == "2 completed"
+    assert row["auc"] == f"{statistics.mean(aucs):.4f} ± {statistics.stdev(aucs):.4f}"
+    nll = [s["best"]["val/nll"] for s in bce]
+    best = dict(zip(header, row_of(table, "loss=bce_logits loss.pos_weight=null", 1), strict=False))
+    assert best["nll"] == f"{statistics.mean(nll):.4f} ± {statistics.stdev(nll):.4f}"
+
+    # The failed job is its own group (its config differs: pos_weight), shown with its status, not dropped.
+    failed = row_of(table, "loss=bce loss.pos_weight=-1", 0)
+    assert failed[1] == "1" and failed[-1] == "1 failed" and set(failed[2:-1]) == {"–"}
+    assert row_of(table, "loss=bce loss.pos_weight=null", 0)[-1] == "2 completed"
+
+    with open(out / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 5
+    assert sorted(r["status"] for r in rows) == ["completed"] * 4 + ["failed"]
+    by_dir = {Path(r["dir"]).name: r for r in rows}
+    for p in sweep.glob("*/summary.json"):
+        s = json.loads(p.read_text())
+        r = by_dir[p.parent.name]
+        assert r["seed"] == str(s["config"]["seed"])
+        if s["status"] == "completed":
+            assert float(r["final/val/auc"]) == pytest.approx(s["final"]["val/auc"])
+            assert float(r["numerics/saturated_frac_mean"]) == pytest.approx(s["numerics"]["saturated_frac_mean"])
+        else:
+            assert r["final/val/auc"] == "" and "pos_weight" in r["error"]
+
+    for name in ("curves.png", "numerics.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_report_out_dir_and_several_paths(sweep, tmp_path, capsys):
+    sub = [str(sweep / "0"), str(sweep / "2")]  # one bce and one bce_logits run
+    assert report.main([*sub, "--out", str(tmp_path / "r")]) == 0
+    table = (tmp_path / "r" / "table.md").read_text()
+    assert "| loss=bce | 1 |" in table and "| loss=bce_logits | 1 |" in table
+
+
+def test_no_runs_is_a_clear_error(tmp_path, capsys):
+    assert report.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"no runs found under {tmp_path}: expected summary.json files written by python -m lossbench" in err
+
+
+def test_grouping_ignores_seeds_and_paths_and_labels_by_what_differs():
+    def run(seed, loss, scale, root):
+        cfg = {"seed": seed, "data": {"name": "synthetic", "scale": scale, "seed": seed, "root": root},
+               "loss": {"name": loss, "pos_weight": None}, "trainer": {"resume": False, "max_steps": 100}}
+        params = {k: v for k, v in report.flatten(cfg).items() if k not in report.IGNORED}
+        return report.Run(Path(f"/x/{seed}"), {"status": "completed", "config": cfg}, params)
+
+    runs = [run(s, loss, scale, f"/data/{s}") for loss in ("bce", "ce") for scale in (1.0, 50.0) for s in (0, 1, 2)]
+    groups = report.group_runs(runs)
+    assert [g.label for g in groups] == ["data.scale=1 loss=bce", "data.scale=50 loss=bce",
+                                         "data.scale=1 loss=ce", "data.scale=50 loss=ce"]
+    assert all(len(g.runs) == 3 for g in groups)
+    single = report.group_runs([run(s, "bce", 1.0, "/d") for s in (0, 1)])
+    assert [g.label for g in single] == ["data=synthetic loss=bce"]
+
+
+def test_hparams_custom_scalars_and_pr_curve_read_back_from_the_run_events(tmp_path):
+    from tensorboard.backend.event_processing import event_accumulator as ea
+    from tensorboard.plugins.custom_scalar import layout_pb2
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    from tensorboard.util import tensor_util
+
+    s = run_cfg(tmp_path, "loss=bce_logits", "seed=3", "optim.lr=0.05", *TINY)
+    assert [p.name for p in (tmp_path / "tb").iterdir() if p.is_dir()] == []  # no add_hparams sub-run
+    acc = ea.EventAccumulator(str(tmp_path / "tb"), size_guidance={ea.SCALARS: 0, ea.TENSORS: 0})
+    acc.Reload()
+
+    content = acc.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    hp = {k: v.string_value or v.number_value for k, v in start.hparams.items()}
+    assert hp["loss.name"] == "bce_logits" and hp["seed"] == 3 and hp["optim.lr"] == pytest.approx(0.05)
+    assert hp["status"] == "completed" and hp["head"] == "sigmoid"
+    exp = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    metric_tags = {m.name.tag for m in exp.metric_infos}
+    assert {"val/auc", "val/nll", "val/ap", "hparam/diverged", "hparam/steps_to_target"} <= metric_tags
+    # Each metric's last event is its final value at the last step (none written back at step 0).
+    for tag in ("val/auc", "hparam/diverged"):
+        last = acc.Scalars(tag)[-1]
+        assert last.step == s["steps"] == 30
+    assert acc.Scalars("val/auc")[-1].value == pytest.approx(s["final"]["val/auc"], rel=1e-6)
+    assert [e.step for e in acc.Scalars("val/auc")] == [15, 30]
+    assert acc.Scalars("hparam/diverged")[-1].value == 0.0
+
+    layout = layout_pb2.Layout.FromString(tensor_util.make_ndarray(acc.Tensors("custom_scalars__config__")[0].tensor_proto).item())
+    assert [c.title for c in layout.category] == ["train", "val", "numerics"]
+    charts = {ch.title: list(ch.multiline.tag) for c in layout.category for ch in c.chart}
+    assert charts["ranking"] == ["val/auc", "val/ap"]
+
+    pr = acc.Tensors("val/pr_curve")
+    assert [e.step for e in pr] == [30]
+    values = tensor_util.make_ndarray(pr[0].tensor_proto)  # rows: TP, FP, TN, FN, precision, recall
+    assert values.shape[0] == 6
+    y_val = load(make_cfg("loss=bce_logits", "seed=3", *TINY).data).y_val
+    # At threshold 0 every sample is predicted positive: TP = positives, FP = negatives, TN = FN = 0.
+    assert values[0, 0] == int(y_val.sum()) and values[1, 0] == len(y_val) - int(y_val.sum())
+    assert values[2, 0] == 0 and values[3, 0] == 0
