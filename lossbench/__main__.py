@@ -101,8 +101,9 @@ def main(cfg: DictConfig) -> float | None:
         return None
     out_dir = Path(summary.get("out_dir", out_dir))  # trainer.resume=<run dir> continues in that dir
     if summary.get("exit_code"):
-        print(f"lossbench: {summary['status']} at step {summary['steps']}; checkpoint in {out_dir}. "
-              f"Continue it with: python -m lossbench <same overrides> hydra.run.dir={out_dir} trainer.resume=true",
+        how = ("a sweep continues it when rerun with trainer.skip_completed=true" if multirun else
+               f"continue it with: python -m lossbench <same overrides> hydra.run.dir={out_dir} trainer.resume=true")
+        print(f"lossbench: {summary['status']} at step {summary['steps']}; checkpoint in {out_dir}; {how}",
               file=sys.stderr)
         hand_over(summary["exit_code"] - 128)  # under submitit: its handler requeues the job, and exits
         sys.exit(summary["exit_code"])

@@ -8,15 +8,18 @@ creation -- is not timed, for any of them):
     transforms.ToTensor() + Normalize, DataLoader(shuffle=True), cross-entropy, torch.optim.Adam.
 (b) bare: tensors already in memory, a random permutation, index batching, forward/backward/step and
     nothing else (the optimiser built as lossbench builds it, so that (b) vs (c) is the instrumentation).
-(c) lossbench: train.run with data=mnist loss=ce optim=adam as a user runs it -- monitors, histograms,
-    TensorBoard logging and periodic evaluation on the 10k validation split all on. Timed by the loop
-    itself: summary["loop_time_s"] covers every step, monitor, log write and evaluation (the final one
-    included); setup and the final checkpoint are not in it.
+(c) lossbench: train.run with data=mnist loss=ce optim=adam as a user runs it -- numerics monitors,
+    histograms, TensorBoard logging and periodic evaluation on the validation split (10k) all on. Timed
+    by the loop itself: summary["loop_time_s"] covers every step, monitor, log write and evaluation (the
+    final one included); setup and the final checkpoint are not in it.
 (d) lossbench with numerics=off (monitors and histograms off; logging and evaluation still on).
 
 Without MNIST (no --data-root / LOSSBENCH_DATA_DIR holding it) every loop uses a synthetic set of
 MNIST's shape: (a) then reads uint8 images as PIL images through the same transforms, so the reference
 still does its per-sample work.
+
+--clock cpu divides by this process's CPU time instead of wall time: steadier on a machine that other
+work shares, meaningful with --threads 1 and --workers 0 (worker processes are not counted).
 
 `--sweep-check` instead times a 2-job sweep with the joblib launcher (n_jobs=2) against the same two
 jobs run one after another by the basic launcher.
@@ -25,6 +28,7 @@ jobs run one after another by the basic launcher.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -40,9 +44,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from lossbench import data, models, train
+from lossbench.store import read_json
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-N_TRAIN, N_VAL = 60000, 10000
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -52,11 +56,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=1000, help="timed steps per loop and repeat")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats of each loop (median reported)")
     p.add_argument("--warmup-steps", type=int, default=50, help="steps of the untimed warm-up round")
+    p.add_argument("--eval-every", type=int, default=500,
+                   help="(c), (d): steps between evaluations (default 500, as experiment=mnist_mlp)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--compile", action="store_true", help="torch.compile the model (all loops)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers for (a) (the example's CPU default: 0)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"], help="what the final line's ratios use")
+    p.add_argument("--n-train", type=int, default=60000, help="training samples (MNIST: a random subset)")
+    p.add_argument("--n-val", type=int, default=10000, help="validation samples (MNIST: a random subset)")
     p.add_argument("--data-root", default=os.environ.get("LOSSBENCH_DATA_DIR"),
                    help="torchvision MNIST root (default $LOSSBENCH_DATA_DIR); synthetic data if absent")
     p.add_argument("--sweep-check", action="store_true",
@@ -69,23 +78,28 @@ def has_mnist(root: str | None) -> bool:
     return bool(root) and (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
 
 
+def data_overrides(args: argparse.Namespace) -> list[str]:
+    if has_mnist(args.data_root):
+        return ["data=mnist", f"data.root={args.data_root}", "data.download=false",
+                f"data.n_train={args.n_train}", f"data.n_val={args.n_val}"]
+    # same shape as MNIST's (flattened) and the same split sizes
+    return ["data=synthetic", "data.n_classes=10", "data.n_features=784", f"data.n_train={args.n_train}",
+            f"data.n_val={args.n_val}"]
+
+
 def compose_cfg(args: argparse.Namespace, *extra: str) -> DictConfig:
     overrides = [
         "loss=ce", "optim=adam", f"model={args.model}", f"trainer.batch_size={args.batch_size}",
         f"trainer.device={args.device}", f"trainer.precision={args.precision}",
         f"trainer.compile={str(args.compile).lower()}", f"trainer.threads={args.threads or 'null'}",
-        "trainer.target_metric=val/accuracy", "trainer.target_value=0.97",
+        f"trainer.eval_every={args.eval_every}", "trainer.target_metric=val/accuracy", "trainer.target_value=0.97",
+        *data_overrides(args),
     ]
-    if has_mnist(args.data_root):
-        overrides += ["data=mnist", f"data.root={args.data_root}", "data.download=false"]
-    else:  # same shape as MNIST's (flattened), same split sizes
-        overrides += ["data=synthetic", "data.n_classes=10", "data.n_features=784",
-                      f"data.n_train={N_TRAIN}", f"data.n_val={N_VAL}"]
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         return compose("config", overrides=[*overrides, *extra])
 
 
-# --- (a) the usual DataLoader loop -------------------------------------------------------------------------
+# --- (a)'s data: per-sample PIL images through ToTensor + Normalize ---------------------------------------
 class UInt8Images(torch.utils.data.Dataset):
     """uint8 images served one at a time as PIL images, exactly as torchvision.datasets.MNIST serves them."""
 
@@ -105,16 +119,25 @@ def reference_dataset(args: argparse.Namespace, synthetic_u8: tuple[torch.Tensor
     from torchvision import datasets, transforms
 
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
-    if synthetic_u8 is None:
-        return datasets.MNIST(args.data_root, train=True, download=False, transform=transform)
-    return UInt8Images(*synthetic_u8, transform)
+    if synthetic_u8 is not None:
+        return UInt8Images(*synthetic_u8, transform)
+    ds = datasets.MNIST(args.data_root, train=True, download=False, transform=transform)
+    return ds if args.n_train >= len(ds) else torch.utils.data.Subset(ds, range(args.n_train))
 
 
-# --- the loops: each returns samples/s over its timed steps ------------------------------------------------
+# --- the loops: each returns (samples per wall second, samples per CPU second) over its timed steps --------
+class Clocks:
+    def __init__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def rates(self, samples: int, device: torch.device) -> tuple[float, float]:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return samples / (time.perf_counter() - self.wall), samples / (time.process_time() - self.cpu)
+
+
 def _amp(args: argparse.Namespace, device: torch.device):
     if args.precision == "fp32":
-        import contextlib
-
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=train.AMP_DTYPES[args.precision])
 
@@ -125,15 +148,14 @@ def _model(cfg: DictConfig, device: torch.device, compiled: bool):
     return model, (torch.compile(model) if compiled else model)
 
 
-def reference_loop(args, cfg, device, dataset, steps: int) -> float:
+def reference_loop(args, cfg, device, dataset, steps: int) -> tuple[float, float]:
     model, fwd = _model(cfg, device, args.compile)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True,
                                          num_workers=args.workers, drop_last=True)
     model.train()
-    t0 = time.perf_counter()
-    done = 0
+    clocks, done = Clocks(), 0
     while done < steps:
         for x, y in loader:
             x, y = x.to(device), y.to(device)
@@ -146,17 +168,16 @@ def reference_loop(args, cfg, device, dataset, steps: int) -> float:
             done += 1
             if done == steps:
                 break
-    _sync(device)
-    return steps * args.batch_size / (time.perf_counter() - t0)
+    return clocks.rates(steps * args.batch_size, device)
 
 
-def bare_loop(args, cfg, device, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
+def bare_loop(args, cfg, device, x: torch.Tensor, y: torch.Tensor, steps: int) -> tuple[float, float]:
     model, fwd = _model(cfg, device, args.compile)
     optimizer = train.make_optimizer(cfg.optim, model.parameters())
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
     bs, n = args.batch_size, len(y)
     per_epoch = n // bs
-    t0 = time.perf_counter()
+    clocks = Clocks()
     for step in range(steps):
         if step % per_epoch == 0:
             perm = torch.randperm(n, device=device)
@@ -167,11 +188,10 @@ def bare_loop(args, cfg, device, x: torch.Tensor, y: torch.Tensor, steps: int) -
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-    _sync(device)
-    return steps * bs / (time.perf_counter() - t0)
+    return clocks.rates(steps * bs, device)
 
 
-def lossbench_loop(cfg: DictConfig, steps: int) -> float:
+def lossbench_loop(cfg: DictConfig, steps: int, eval_shares: list[float] | None = None) -> tuple[float, float]:
     """train.run as a user runs it (logger on, writing to a temporary run directory)."""
     cfg = cfg.copy()
     OmegaConf.update(cfg, "trainer.max_steps", steps)
@@ -179,12 +199,10 @@ def lossbench_loop(cfg: DictConfig, steps: int) -> float:
         summary = train.run(cfg, Path(tmp) / "run")
     if summary["status"] != "completed":
         raise RuntimeError(f"lossbench run ended {summary['status']}: {summary.get('error')}")
-    return summary["steps"] * summary["config"]["trainer"]["batch_size"] / summary["loop_time_s"]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    if eval_shares is not None:
+        eval_shares.append(summary["eval_time_s"] / summary["loop_time_s"])
+    samples = summary["steps"] * summary["config"]["trainer"]["batch_size"]
+    return samples / summary["loop_time_s"], samples / summary["loop_cpu_s"]
 
 
 # --- the benchmark --------------------------------------------------------------------------------------
@@ -193,69 +211,72 @@ def benchmark(args: argparse.Namespace) -> dict[str, float]:
     threads = args.threads or os.cpu_count() or 1
     cfg = compose_cfg(args)
     cfg_off = compose_cfg(args, "numerics=off")
-    mnist = has_mnist(args.data_root)
-    if mnist:
+    if has_mnist(args.data_root):
         ds = data.load(cfg.data)
         x, y, u8 = ds.x_train, ds.y_train, None
         source = f"MNIST from {args.data_root}"
     else:
         gen = torch.Generator().manual_seed(0)
-        u8 = (torch.randint(0, 256, (N_TRAIN, 28, 28), dtype=torch.uint8, generator=gen),
-              torch.randint(0, 10, (N_TRAIN,), generator=gen))
+        u8 = (torch.randint(0, 256, (args.n_train, 28, 28), dtype=torch.uint8, generator=gen),
+              torch.randint(0, 10, (args.n_train,), generator=gen))
         x = ((u8[0].float() / 255 - data.MNIST_MEAN) / data.MNIST_STD).unsqueeze(1)
         y = u8[1]
         source = "synthetic data of MNIST's shape (no MNIST under --data-root / LOSSBENCH_DATA_DIR)"
     x, y = x.to(device), y.to(device)
     ref_ds = reference_dataset(args, u8)
 
-    loops: dict[str, Callable[[int], float]] = {
+    eval_shares: list[float] = []
+    loops: dict[str, Callable[[int], tuple[float, float]]] = {
         "a_dataloader": lambda n: reference_loop(args, cfg, device, ref_ds, n),
         "b_bare": lambda n: bare_loop(args, cfg, device, x, y, n),
-        "c_lossbench": lambda n: lossbench_loop(cfg, n),
+        "c_lossbench": lambda n: lossbench_loop(cfg, n, eval_shares),
         "d_lossbench_numerics_off": lambda n: lossbench_loop(cfg_off, n),
     }
     print(f"lossbench.bench: model={args.model} batch_size={args.batch_size} steps={args.steps} "
           f"repeats={args.repeats} device={device} precision={args.precision} compile={args.compile} "
-          f"threads={threads} data: {source}", flush=True)
+          f"threads={threads} workers={args.workers} clock={args.clock} n_train={len(y)} n_val={args.n_val}; "
+          f"data: {source}", flush=True)
     print(f"(c) config: numerics.every={cfg.numerics.every} hist_every={cfg.numerics.hist_every} "
-          f"log_every={cfg.trainer.log_every} eval_every={cfg.trainer.eval_every} "
-          f"(+ final eval) on {N_VAL} validation samples, logger={cfg.logger.enabled}", flush=True)
-    results: dict[str, list[float]] = {k: [] for k in loops}
+          f"log_every={cfg.trainer.log_every} eval_every={cfg.trainer.eval_every} (+ final eval) "
+          f"logger={cfg.logger.enabled}", flush=True)
+    wall: dict[str, list[float]] = {k: [] for k in loops}
+    cpu: dict[str, list[float]] = {k: [] for k in loops}
     for rnd in range(args.repeats + 1):  # round 0: warm-up, not recorded
         n = min(args.warmup_steps, args.steps) if rnd == 0 else args.steps
         for name, fn in loops.items():
             torch.set_num_threads(threads)  # train.run sets its own; (a) and (b) get the same count
-            sps = fn(n)
+            w, c = fn(n)
             if rnd:
-                results[name].append(sps)
-                print(f"  round {rnd}: {name:26s} {sps:10.0f} samples/s", flush=True)
-    med = {k: statistics.median(v) for k, v in results.items()}
-    print("median samples/s:")
-    for k, v in med.items():
-        print(f"  {k:26s} {v:10.0f}")
-    a, b, c, d = (med[k] for k in loops)
-    print(f"lossbench/dataloader (c/a) = {c / a:.2f}x   lossbench/bare (c/b) = {c / b:.3f}   "
-          f"monitors off/bare (d/b) = {d / b:.3f}   monitors' own cost (1 - c/d) = {1 - c / d:.3f}")
+                wall[name].append(w)
+                cpu[name].append(c)
+                print(f"  round {rnd}: {name:26s} {w:9.0f} samples/s wall {c:9.0f} samples/s cpu", flush=True)
+    med = {clock: {k: statistics.median(v) for k, v in d.items()} for clock, d in (("wall", wall), ("cpu", cpu))}
+    print("median samples/s:            wall       cpu")
+    for k in loops:
+        print(f"  {k:26s} {med['wall'][k]:9.0f} {med['cpu'][k]:9.0f}")
+    for clock in ("wall", "cpu"):
+        a, b, c, d = (med[clock][k] for k in loops)
+        print(f"{clock:4s}: c/a = {c / a:.2f}x   c/b = {c / b:.3f}   d/b = {d / b:.3f}   "
+              f"monitors' own cost 1 - c/d = {1 - c / d:+.3f}")
+    print(f"evaluation's share of (c)'s loop wall time (median): {statistics.median(eval_shares[1:]):.3f}")
+    a, b, c, d = (med[args.clock][k] for k in loops)
     print(f"speedup_vs_dataloader={c / a:.3f} overhead_vs_bare={1 - c / b:.3f}", flush=True)
-    return med
+    return med[args.clock]
 
 
 def sweep_check(args: argparse.Namespace) -> None:
     """Two jobs (seed=0,1), basic launcher (one after another) vs joblib launcher with n_jobs=2."""
     common = ["loss=ce", "optim=adam", f"trainer.max_steps={args.sweep_steps}", "seed=0,1",
-              f"trainer.batch_size={args.batch_size}", f"model={args.model}", f"trainer.device={args.device}"]
-    if has_mnist(args.data_root):
-        common += ["data=mnist", f"data.root={args.data_root}", "data.download=false"]
-    else:
-        common += ["data=synthetic", "data.n_classes=10", "data.n_features=784", f"data.n_train={N_TRAIN}",
-                   f"data.n_val={N_VAL}"]
+              f"trainer.batch_size={args.batch_size}", f"model={args.model}", f"trainer.device={args.device}",
+              f"trainer.eval_every={args.eval_every}", *data_overrides(args)]
     variants = {
-        "basic (sequential)": [],
-        "joblib n_jobs=2": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
-        "joblib n_jobs=2, trainer.threads=all cores": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                                                       f"trainer.threads={os.cpu_count()}"],
+        "basic launcher (one after another)": [],
+        "joblib n_jobs=2 (threads = cores / 2)": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+        f"joblib n_jobs=2, trainer.threads={os.cpu_count()}": [
+            "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"trainer.threads={os.cpu_count()}"],
     }
-    print(f"lossbench.bench --sweep-check: 2 jobs x {args.sweep_steps} steps, {os.cpu_count()} cores", flush=True)
+    print(f"lossbench.bench --sweep-check: 2 jobs x {args.sweep_steps} steps, {os.cpu_count()} cores, "
+          f"{data_overrides(args)[0]}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, extra) in enumerate(variants.items()):
             sweep_dir = Path(tmp) / str(i)
@@ -263,11 +284,11 @@ def sweep_check(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True)
             wall = time.perf_counter() - t0
-            if proc.returncode:
+            jobs = [read_json(p) or {} for p in sorted(sweep_dir.glob("*/summary.json"))]
+            if proc.returncode or len(jobs) != 2 or any(j.get("status") != "completed" for j in jobs):
                 raise RuntimeError(f"sweep failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
-            jobs = [train.read_json(p) for p in sorted(sweep_dir.glob("*/summary.json"))]
-            per_job = ", ".join(f"{j['loop_time_s']:.1f}s" for j in jobs)
-            print(f"  {name:44s} sweep wall {wall:6.1f}s   per-job loop time {per_job}", flush=True)
+            per_job = ", ".join(f"{j['loop_time_s']:.1f}s ({j['threads']} thr)" for j in jobs)
+            print(f"  {name:40s} sweep wall {wall:6.1f}s   per-job loop time {per_job}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -89,7 +89,7 @@ def validate(cfg: DictConfig) -> None:
     head = resolve_head(cfg)
     if (head, loss) not in VALID_PAIRS:
         why = WHY_INVALID.get((head, loss), "this pair is not supported")
-        valid = ", ".join(f"head={h} loss={l}" for h, l in sorted(VALID_PAIRS))
+        valid = ", ".join(f"head={h} loss={lo}" for h, lo in sorted(VALID_PAIRS))
         raise ConfigError(f"Invalid head/loss pair head={head} loss={loss}: {why}. Valid pairs: {valid}.")
 
     if cfg.data.name not in DATASETS:

@@ -1,6 +1,8 @@
 """Numeric-health monitors: accumulated on the device every step, read (one host sync) at log points.
 
-Every step (the cheap part, also with monitors off: divergence is always recorded)
+Every step (the cheap part, also with monitors off: divergence is always recorded). A step costs one
+``torch.stack`` of its loss and per-parameter gradient norms (``torch._foreach_norm``) into a row of a
+device buffer; the rows are reduced together every BUFFER steps and at reads, with no host sync.
   nonfinite_loss   steps whose loss was NaN/Inf
   nonfinite_grad   steps with a NaN/Inf gradient (monitors on; under fp16 these are the steps the
                    GradScaler skips)
@@ -25,6 +27,7 @@ from lossbench.losses import Objective
 WINDOW = ("loss", "nonfinite_loss", "nonfinite_grad", "grad_norm", "saturated_frac", "clamped_frac",
           "dead_frac", "loss_gap", "detail_steps")
 MAXED = ("max_abs_logit", "max_grad_norm")
+BUFFER = 64  # steps whose per-step values are buffered on the device before they are reduced
 
 
 class Monitor:
@@ -34,11 +37,14 @@ class Monitor:
         # Under fp16 the GradScaler expects overflowing gradients and skips those steps: only a non-finite
         # loss is divergence there.
         self.scaled_grads = scaled_grads
+        self.device = device
         self.win = torch.zeros(len(WINDOW), device=device)
         self.win_max = torch.zeros(len(MAXED), device=device)
         self.first_bad = torch.full((), -1.0, device=device)  # first step with a non-finite loss or grad
-        self.step_t = torch.zeros((), device=device)
+        self.step_t = 0  # steps observed so far, over the whole run
         self.window_steps = 0
+        self.rows: torch.Tensor | None = None  # per step: loss, then the gradient norm of each parameter
+        self.n_rows = 0
         self.totals = {"nonfinite_loss": 0, "nonfinite_grad": 0, "max_abs_logit": 0.0, "max_grad_norm": 0.0,
                        "saturated_frac_mean": 0.0, "clamped_frac_mean": 0.0, "dead_frac_mean": 0.0,
                        "loss_gap_mean": 0.0, "detail_steps": 0, "steps": 0}
@@ -48,22 +54,43 @@ class Monitor:
         return self.enabled and step % self.every == 0
 
     def observe(self, loss: torch.Tensor, grads: list[torch.Tensor] | None) -> torch.Tensor:
-        """Record one step; returns the step's gradient norm (NaN/Inf when a gradient is). No host sync."""
-        loss = loss.detach().float()
-        bad_loss = (~torch.isfinite(loss)).float()
+        """Record one step (no host sync). Returns the step's row: its loss and, with grads, each gradient's
+        L2 norm; all finite iff neither the loss nor a gradient holds a NaN/Inf."""
+        values = [loss.detach().float()]
         if grads:
-            gnorm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).float()
-            bad_grad = (~torch.isfinite(gnorm)).float()
-        else:
-            gnorm = bad_grad = torch.zeros_like(loss)
-        bad = bad_loss if self.scaled_grads else torch.maximum(bad_loss, bad_grad)
-        self.first_bad = torch.where((self.first_bad < 0) & (bad > 0), self.step_t, self.first_bad)
+            values += [g.float() for g in torch._foreach_norm(grads)]
+        if self.rows is None or self.rows.shape[1] != len(values) or self.n_rows == len(self.rows):
+            self._reduce()
+            if self.rows is None or self.rows.shape[1] != len(values):
+                self.rows = torch.empty(BUFFER, len(values), device=self.device)
+        row = self.rows[self.n_rows]
+        torch.stack(values, out=row)
+        self.n_rows += 1
         self.step_t += 1
-        zero = torch.zeros_like(loss)
-        self.win[:4] += torch.stack([loss, bad_loss, bad_grad, torch.nan_to_num(gnorm, nan=0.0, posinf=0.0)])
-        self.win_max[1] = torch.maximum(self.win_max[1], torch.where(torch.isfinite(gnorm), gnorm, zero))
-        self.window_steps += 1
-        return gnorm
+        return row
+
+    def _reduce(self) -> None:
+        """Fold the buffered rows into the window sums and maxima, on the device."""
+        n = self.n_rows
+        if not n:
+            return
+        rows = self.rows[:n]
+        loss = rows[:, 0]
+        bad_loss = ~torch.isfinite(loss)
+        if rows.shape[1] > 1:
+            gnorm = rows[:, 1:].double().square().sum(dim=1).sqrt()  # float64: no overflow of the squares
+            bad_grad = ~torch.isfinite(gnorm)
+            gnorm = torch.where(bad_grad, 0.0, gnorm).float()
+        else:
+            bad_grad, gnorm = torch.zeros_like(bad_loss), torch.zeros_like(loss)
+        bad = bad_loss if self.scaled_grads else bad_loss | bad_grad
+        step = torch.arange(self.step_t - n, self.step_t, device=loss.device, dtype=torch.float32)
+        first = torch.where(bad, step, math.inf).min()
+        self.first_bad = torch.where((self.first_bad < 0) & torch.isfinite(first), first, self.first_bad)
+        self.win[:4] += torch.stack([loss.sum(), bad_loss.sum(), bad_grad.sum(), gnorm.sum()])
+        self.win_max[1] = torch.maximum(self.win_max[1], gnorm.max())
+        self.window_steps += n
+        self.n_rows = 0
 
     def observe_detail(self, loss: torch.Tensor, z: torch.Tensor, y: torch.Tensor, z_grad: torch.Tensor | None):
         """Saturation, clamp, dead-gradient, logit-range and loss-gap samples of this batch."""
@@ -85,6 +112,7 @@ class Monitor:
 
     def read(self) -> dict[str, float]:
         """Window averages since the last read (one host sync), folded into the run totals."""
+        self._reduce()
         values = torch.cat([self.win, self.win_max, self.first_bad.reshape(1)]).tolist()
         self.win.zero_()
         self.win_max.zero_()
@@ -118,9 +146,10 @@ class Monitor:
     def summary(self) -> dict:
         return {**self.totals, "first_nonfinite_step": self.first_nonfinite_step}
 
-    # The unread window goes into checkpoints too, so that a resumed run logs the same windows and totals
-    # as an uninterrupted one.
-    _STATE = ("win", "win_max", "first_bad", "step_t", "window_steps", "totals", "first_nonfinite_step")
+    # The unread window (buffered rows included, unreduced: the sums must add up in the same order) goes
+    # into checkpoints too, so that a resumed run logs the same windows and totals as an uninterrupted one.
+    _STATE = ("win", "win_max", "first_bad", "step_t", "window_steps", "rows", "n_rows", "totals",
+              "first_nonfinite_step")
 
     def state_dict(self) -> dict:
         return {k: (v.cpu().clone() if isinstance(v, torch.Tensor) else v)
@@ -128,8 +157,7 @@ class Monitor:
 
     def load_state_dict(self, state: dict) -> None:
         for k in self._STATE:
-            old = getattr(self, k)
-            setattr(self, k, state[k].to(old.device) if isinstance(old, torch.Tensor) else state[k])
+            setattr(self, k, state[k].to(self.device) if isinstance(state[k], torch.Tensor) else state[k])
 
 
 def finite_part(x: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -294,6 +294,7 @@ def plot_panels(path: Path, groups: list[Group], curves: list[list[dict]], tags:
     legend_rows = math.ceil(len(groups) / 3)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows + 0.6 + 0.25 * legend_rows), squeeze=False)
     colors = [plt.get_cmap("tab10")(i % 10) for i in range(len(groups))]
+    styles = [("-", "--", "-.", ":")[i % 4] for i in range(len(groups))]  # groups that coincide stay visible
     drawn = [False] * len(groups)
     for ax, tag in zip(axes.flat, present, strict=False):
         low, high = math.inf, -math.inf
@@ -304,7 +305,8 @@ def plot_panels(path: Path, groups: list[Group], curves: list[list[dict]], tags:
             if not ok.any():
                 continue
             x, y = np.array(steps)[ok], y[:, ok]
-            ax.plot(x, np.nanmean(y, axis=0), color=colors[i], lw=1.5, marker="o" if len(x) < 25 else None, ms=3)
+            ax.plot(x, np.nanmean(y, axis=0), color=colors[i], ls=styles[i], lw=1.5,
+                    marker="o" if len(x) < 25 else None, ms=3)
             if len(runs) > 1:
                 ax.fill_between(x, np.nanmin(y, axis=0), np.nanmax(y, axis=0), color=colors[i], alpha=0.2, lw=0)
             drawn[i], low, high = True, min(low, float(np.nanmin(y))), max(high, float(np.nanmax(y)))
@@ -316,7 +318,8 @@ def plot_panels(path: Path, groups: list[Group], curves: list[list[dict]], tags:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(present):]:
         ax.axis("off")
-    handles = [Line2D([], [], color=c, lw=1.5 if d else 0, marker=None if d else "x") for c, d in zip(colors, drawn, strict=True)]
+    handles = [Line2D([], [], color=c, ls=ls, lw=1.5 if d else 0, marker=None if d else "x")
+               for c, ls, d in zip(colors, styles, drawn, strict=True)]
     labels = [g.legend() + ("" if d else ": no curve") for g, d in zip(groups, drawn, strict=True)]
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=11)

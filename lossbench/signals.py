@@ -3,7 +3,8 @@
 Under submitit (hydra/launcher=submitit_slurm or submitit_local) the stop signal is submitit's preemption/timeout
 signal (USR2 unless $SUBMITIT_PREEMPT_SIGNAL says otherwise) instead of SIGTERM, which submitit ignores on
 purpose. After the run has saved its checkpoint, `hand_over` passes that signal on to submitit's own handler,
-which requeues the job; the requeued job resumes from the checkpoint (with trainer.skip_completed=true).
+which requeues the job; the requeued job resumes from its checkpoint (train.py: skip_completed is implied under
+submitit).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class StopRequest:
 
     def __exit__(self, *exc) -> None:
         for s, h in self._old.items():
+            if self.requested and s in (signal.SIGINT, signal.SIGTERM):
+                h = signal.SIG_DFL  # the process is on its way out: another signal still ends it at once
             signal.signal(s, h)
 
     @property

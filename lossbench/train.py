@@ -35,7 +35,8 @@ FINISHED = ("completed", "diverged")  # final results: trainer.skip_completed do
 # Config keys a resume may change: they do not change what is trained (max_steps/epochs: train longer).
 RESUME_MAY_CHANGE = ("trainer.resume", "trainer.skip_completed", "trainer.max_steps", "trainer.epochs",
                      "trainer.threads", "trainer.log_every", "trainer.eval_every", "trainer.eval_batch_size",
-                     "trainer.ckpt_every", "trainer.device", "data.root", "data.download", "logger.", "numerics.")
+                     "trainer.ckpt_every", "trainer.device", "trainer.sync_debug", "data.root", "data.download",
+                     "logger.", "numerics.")
 BCE_AUTOCAST_REFUSAL = (
     "torch.nn.functional.binary_cross_entropy and torch.nn.BCELoss are unsafe to autocast on CUDA "
     "(PyTorch raises for them under torch.autocast): a sigmoid followed by BCE in half precision saturates "
@@ -188,7 +189,9 @@ def _run(cfg: DictConfig, out_dir: Path, jobs: int, t0: float) -> dict:
     # --- resume / skip ---------------------------------------------------------------------------------
     resume_dir = out_dir if tc.resume else None
     previous = read_json(out_dir / SUMMARY)
-    if tc.skip_completed and resume_dir is None:
+    # A job that submitit (SLURM, or submitit_local) requeued after a preemption or timeout runs again in its
+    # own directory and must continue from its checkpoint: under submitit, skip_completed is implied.
+    if (tc.skip_completed or os.environ.get("SUBMITIT_EXECUTOR")) and resume_dir is None:
         if previous and previous.get("status") in FINISHED:
             print(f"lossbench: {out_dir} already holds a {previous['status']} run; skipped "
                   "(trainer.skip_completed=true).")
@@ -228,6 +231,14 @@ def _run(cfg: DictConfig, out_dir: Path, jobs: int, t0: float) -> dict:
     model.to(device)
     optimizer = make_optimizer(cfg.optim, model.parameters())
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
+    check_sync = bool(tc.get("sync_debug")) and device.type == "cuda"
+    if check_sync and (tc.on_nonfinite == "skip" or tc.precision == "fp16"):
+        raise ConfigError(
+            "trainer.sync_debug=true checks that no training step synchronises with the host, but "
+            "trainer.on_nonfinite=skip (a per-step decision on the host) and precision=fp16 (the GradScaler "
+            "reads its inf check each step) synchronise by design. Use on_nonfinite=stop or continue and "
+            "precision=fp32 or bf16 for the check."
+        )
     step_model = torch.compile(model) if tc.compile else model
 
     n_train, bs = len(ds.y_train), min(tc.batch_size, len(ds.y_train))
@@ -261,8 +272,9 @@ def _run(cfg: DictConfig, out_dir: Path, jobs: int, t0: float) -> dict:
         })
 
     # A directory with events from an earlier attempt (resume, or a restart after a failure): TensorBoard
-    # drops what that attempt logged from start_step on, so the curves continue without duplicates.
-    purge = start_step if any((out_dir / "tb").glob("events.out.tfevents.*")) else None
+    # drops what that attempt logged after start_step (the checkpoint's step, whose own points are kept), so
+    # the curves continue without duplicates.
+    purge = start_step + 1 if any((out_dir / "tb").glob("events.out.tfevents.*")) else None
     log = Logger(out_dir / "tb", cfg.logger.enabled, cfg.logger.flush_secs, purge_step=purge)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     summary = {
@@ -276,7 +288,7 @@ def _run(cfg: DictConfig, out_dir: Path, jobs: int, t0: float) -> dict:
     write_json(out_dir / SUMMARY, summary)
     final: dict[str, float] = {k: v for k, v in history[-1].items() if k != "step"} if history else {}
     step, status, train_time, eval_time, z_val = start_step, "completed", 0.0, 0.0, None
-    loop_time, t_loop = 0.0, time.perf_counter()
+    loop_time, loop_cpu, t_loop, c_loop = 0.0, 0.0, time.perf_counter(), time.process_time()
     try:
         if start_step == 0:
             log.layout()
@@ -285,6 +297,8 @@ def _run(cfg: DictConfig, out_dir: Path, jobs: int, t0: float) -> dict:
             for step in range(start_step, max_steps):
                 if step % steps_per_epoch == 0 or perm is None:
                     perm = torch.randperm(n_train, device=device, generator=gen)
+                if check_sync:  # from here to the optimiser's update: any host sync raises
+                    torch.cuda.set_sync_debug_mode("error")
                 i = step % steps_per_epoch
                 idx = perm[i * bs : (i + 1) * bs]
                 xb, yb = ds.x_train[idx], ds.y_train[idx]
@@ -298,16 +312,18 @@ def _run(cfg: DictConfig, out_dir: Path, jobs: int, t0: float) -> dict:
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
-                gnorm = monitor.observe(loss, [p.grad for p in params if p.grad is not None] if monitor.enabled else None)
+                seen = monitor.observe(loss, [p.grad for p in params if p.grad is not None] if monitor.enabled else None)
                 if detail:
                     monitor.observe_detail(loss, z, yb, z.grad)
                 if tc.on_nonfinite == "skip" and not scaler.is_enabled() and not bool(
-                    torch.isfinite(loss) & torch.isfinite(gnorm)
+                    torch.isfinite(seen).all()  # the loss and every gradient norm
                 ):
                     pass  # skip this update (the GradScaler already skips them under fp16)
                 else:
                     scaler.step(optimizer)
                 scaler.update()
+                if check_sync:  # log and eval points read from the device by design
+                    torch.cuda.set_sync_debug_mode("default")
                 done = step + 1
 
                 if cfg.numerics.hist_every and done % cfg.numerics.hist_every == 0:
@@ -353,6 +369,7 @@ def _run(cfg: DictConfig, out_dir: Path, jobs: int, t0: float) -> dict:
                 if tc.on_nonfinite == "continue" and monitor.first_nonfinite_step is not None:
                     status = "diverged"  # it went on to the end, but a loss or gradient was NaN/Inf on the way
             loop_time = time.perf_counter() - t_loop  # steps, monitors, logging, evaluation
+            loop_cpu = time.process_time() - c_loop  # the same, in this process's CPU time
             step = done
             if status in ("completed", "interrupted"):
                 checkpoint(step)
@@ -362,9 +379,12 @@ def _run(cfg: DictConfig, out_dir: Path, jobs: int, t0: float) -> dict:
         summary["error"] = f"{type(e).__name__}: {e}"
         raise
     finally:
+        if check_sync:
+            torch.cuda.set_sync_debug_mode("default")
         summary.update({
             "status": status, "steps": step, "wall_time_s": time.perf_counter() - t0,
             "train_time_s": train_time, "eval_time_s": eval_time, "loop_time_s": loop_time,
+            "loop_cpu_s": loop_cpu,
             "samples_per_sec": (step - start_step) * bs / train_time if train_time > 0 else None,
             "final": final, "best": best,
             "convergence": {"target_metric": tc.target_metric, "target_value": tc.target_value,

@@ -109,19 +109,6 @@ def test_sigint_stops_cleanly_and_resume_matches_an_uninterrupted_run(tmp_path):
     assert scalars(run_dir) == scalars(tmp_path / "ref")  # one continuous TensorBoard run, no duplicates
 
 
-def test_sigterm_stops_cleanly_with_143(tmp_path):
-    run_dir = tmp_path / "run"
-    proc = start(run_dir, "trainer.max_steps=1000000", *SMALL)
-    wait_until_training(proc, run_dir)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
-    assert "Traceback" not in err
-    s = json.loads((run_dir / store.SUMMARY).read_text())
-    assert s["status"] == "interrupted"
-    assert store.load_checkpoint(run_dir / store.CHECKPOINT)["step"] == s["steps"]
-
-
 def test_second_sigint_exits_at_once():
     code = (
         "import signal\n"
@@ -136,6 +123,25 @@ def test_second_sigint_exits_at_once():
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.stdout == "first handled\n"
     assert r.returncode == -signal.SIGINT
+
+
+def test_under_submitit_its_preemption_signal_stops_the_run_and_is_handed_over(monkeypatch):
+    """submitit ignores SIGTERM and sends USR2 before a timeout or preemption; lossbench stops on USR2,
+    saves, then calls submitit's handler (which requeues the job and exits)."""
+    from lossbench.signals import StopRequest, hand_over
+
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    calls = []
+    old = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))  # stands in for submitit's
+    try:
+        with StopRequest() as stop:
+            assert signal.getsignal(signal.SIGTERM) is not stop._handle  # left to submitit
+            signal.raise_signal(signal.SIGUSR2)
+            assert stop.requested and calls == []  # the run finishes its step and saves first
+        hand_over(stop.signum)
+        assert calls == [signal.SIGUSR2] and stop.exit_code == 128 + signal.SIGUSR2
+    finally:
+        signal.signal(signal.SIGUSR2, old)
 
 
 # --- resume and determinism, in-process ------------------------------------------------------------------
@@ -248,28 +254,31 @@ def test_rerun_with_skip_completed_trains_only_what_is_missing(tmp_path, monkeyp
     for j in jobs:
         same_results(store.read_json(j / store.SUMMARY), store.read_json(tmp_path / "ref" / store.SUMMARY))
     assert scalars(jobs[2]) == scalars(tmp_path / "ref")  # the failed attempt's curves are dropped
+    report = pytest.importorskip("lossbench.report")
+    runs = report.find_runs(jobs)  # what python -m lossbench.report would tabulate: every job, all completed
+    assert [(r.dir, r.status) for r in runs] == [(j, "completed") for j in jobs]
 
 
 def test_interrupted_sweep_rerun_only_trains_the_unfinished_job(tmp_path):
-    """A real multirun (basic launcher): Ctrl-C while job 1 trains; the same command again with
-    trainer.skip_completed=true skips job 0 and continues job 1 from its checkpoint (interrupted once more
-    here, so that the test need not wait for a long job)."""
+    """A real multirun (basic launcher): SIGTERM while job 1 trains; the same command again with
+    trainer.skip_completed=true skips job 0 and continues job 1 from its checkpoint (stopped once more, by
+    Ctrl-C, so that the test need not wait for a long job)."""
     sweep = tmp_path / "sweep"
     args = ["-m", "trainer.max_steps=60,1000000", *SMALL]
 
-    def interrupt_sweep(*extra: str, after_step: int = 0) -> tuple[list[dict], str]:
+    def interrupt_sweep(sig: int, *extra: str, after_step: int = 0) -> tuple[list[dict], str]:
         proc = start(sweep, *args, *extra)
         wait_until_training(proc, sweep / "1", after_step)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 130, err
+        assert proc.returncode == 128 + sig, err  # 143 for SIGTERM, 130 for SIGINT
         assert "Traceback" not in err
         return [store.read_json(sweep / str(i) / store.SUMMARY) for i in (0, 1)], out
 
-    first, _ = interrupt_sweep()
+    first, _ = interrupt_sweep(signal.SIGTERM)
     assert [s["status"] for s in first] == ["completed", "interrupted"]
     tb0 = sorted((sweep / "0" / "tb").iterdir())
-    again, out = interrupt_sweep("trainer.skip_completed=true", after_step=first[1]["steps"])
+    again, out = interrupt_sweep(signal.SIGINT, "trainer.skip_completed=true", after_step=first[1]["steps"])
     assert f"{sweep / '0'} already holds a completed run; skipped" in out
     assert f"resuming {sweep / '1'} from step {first[1]['steps']}" in out
     assert again[0] == first[0] and sorted((sweep / "0" / "tb").iterdir()) == tb0  # job 0 untouched

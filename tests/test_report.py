@@ -150,3 +150,21 @@ def test_hparams_custom_scalars_and_pr_curve_read_back_from_the_run_events(tmp_p
     # At threshold 0 every sample is predicted positive: TP = positives, FP = negatives, TN = FN = 0.
     assert values[0, 0] == int(y_val.sum()) and values[1, 0] == len(y_val) - int(y_val.sum())
     assert values[2, 0] == 0 and values[3, 0] == 0
+
+
+def test_diverged_runs_are_counted_and_their_numerics_totalled(tmp_path, capsys):
+    for seed in (0, 1):
+        run_cfg(tmp_path / "sweep" / str(seed), "optim.lr=1000", f"seed={seed}", *TINY)
+    run_cfg(tmp_path / "sweep" / "2", "seed=0", *TINY)
+    assert report.main([str(tmp_path / "sweep")]) == 0
+    table = (tmp_path / "sweep" / "report" / "table.md").read_text()
+    diverged = [json.loads((tmp_path / "sweep" / str(s) / "summary.json").read_text()) for s in (0, 1)]
+    assert [s["status"] for s in diverged] == ["diverged", "diverged"]
+    row = row_of(table, "optim.lr=1000", 0)
+    assert row[1] == "2" and row[-1] == "2 diverged"
+    assert row[2] == "–"  # val/auc is NaN for both: no mean made up
+    numerics = row_of(table, "optim.lr=1000", 2)
+    assert numerics[5] == str(sum(s["numerics"]["nonfinite_loss"] for s in diverged))
+    assert "(reached 0/2)" in numerics[1]
+    assert row_of(table, "optim.lr=0.01", 0)[-1] == "1 completed"
+    assert "2 diverged" in capsys.readouterr().out

@@ -27,7 +27,7 @@ def summaries(root: Path) -> dict[str, dict]:
 
 def test_basic_multirun_records_every_job_even_a_failed_one(tmp_path):
     sweep = tmp_path / "sweep"
-    r = cli("-m", "loss.pos_weight=2,-1", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep}")
+    r = cli("--multirun", "loss.pos_weight=2,-1", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep}")
     assert r.returncode == 0, r.stderr[-3000:]
     runs = summaries(sweep)
     assert len(runs) == 4
@@ -49,7 +49,7 @@ def test_basic_multirun_records_every_job_even_a_failed_one(tmp_path):
 
 def test_joblib_jobs_run_in_parallel_in_the_launchers_sweep_dir(tmp_path):
     # ${uid:} must resolve once, in the launcher: the loky workers see the sweep dir the launcher made.
-    r = cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", *TINY,
+    r = cli("--multirun", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", *TINY,
             f"hydra.sweep.dir={tmp_path}/sweep_${{uid:}}")
     assert r.returncode == 0, r.stderr[-3000:]
     dirs = list(tmp_path.glob("sweep_*"))
@@ -64,31 +64,33 @@ def test_joblib_jobs_run_in_parallel_in_the_launchers_sweep_dir(tmp_path):
 
 
 def test_sweeps_started_together_never_share_a_directory(tmp_path):
-    """Two sweeps and two single runs whose directories would be the same but for ${uid:}."""
+    """Two sweeps (and a single run) whose directories would be the same but for ${uid:}."""
     import subprocess
     import sys
 
 
-    cmd = [sys.executable, "-m", "lossbench", *TINY, "trainer.max_steps=1", "logger.enabled=false"]
-    procs = [subprocess.Popen([*cmd, "-m", "seed=0", f"hydra.sweep.dir={tmp_path}/multi/same_${{uid:}}"], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
-    procs += [subprocess.Popen([*cmd, f"hydra.run.dir={tmp_path}/runs/same_${{uid:}}"], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
+    # Both directory patterns differ from the default only by leaving out ${now:}, i.e. the same second.
+    job = [*TINY, "trainer.max_steps=1", "logger.enabled=false"]
+    commands = [["-m", *job, f"hydra.sweep.dir={tmp_path}/multi/same_${{uid:}}"]] * 2
+    commands += [[*job, f"hydra.run.dir={tmp_path}/runs/same_${{uid:}}"]]
+    procs = [subprocess.Popen([sys.executable, "-m", "lossbench", *c], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT) for c in commands]
     for p in procs:
         out = p.communicate(timeout=300)[0].decode()
         assert p.returncode == 0, out[-3000:]
     assert len(list(tmp_path.glob("multi/same_*/0/summary.json"))) == 2
-    assert len(list(tmp_path.glob("runs/same_*/summary.json"))) == 2
+    assert len(list(tmp_path.glob("runs/same_*/summary.json"))) == 1
 
 
 def test_submitit_local_runs_a_sweep(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep = tmp_path / "sweep"
-    r = cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", "seed=0,1", *TINY,
+    r = cli("--multirun", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", "seed=0", *TINY,
             f"hydra.sweep.dir={sweep}")
     assert r.returncode == 0, r.stderr[-3000:]
     runs = summaries(sweep)
-    assert sorted(runs) == ["0", "1"] and {s["status"] for s in runs.values()} == {"completed"}
+    assert sorted(runs) == ["0"] and runs["0"]["status"] == "completed"
+    assert list(sweep.glob(".submitit/*/*_log.out"))  # it ran as a submitit job
     assert {s["threads"] for s in runs.values()} == {1}  # no cpus_per_task: one core per job
 
 

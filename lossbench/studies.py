@@ -1,0 +1,200 @@
+"""`python -m lossbench.studies STUDY SWEEP_DIR [--out DIR]`: the report of one study in experiments/.
+
+Runs :mod:`lossbench.report` on the sweep (table.md, summary.csv, curves.png, numerics.png) and adds
+``study.md``: the columns that answer the study's question, mean ± std over seeds per group, e.g. recall and
+mean predicted probability for ``pos_weight``, recall of the rarest classes for ``class_weights``, and for
+``equivalence`` how far the validation curves of two losses trained from the same seed ever drift apart.
+
+    python -m lossbench -m experiment=pos_weight
+    python -m lossbench.studies pos_weight outputs/studies/pos_weight/<time> --out experiments/pos_weight
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from lossbench.report import Group, ReportError, cell, find_runs, get, group_runs, markdown, report
+
+Getter = Callable[[dict], float | None]
+
+
+def final(metric: str) -> Getter:
+    return lambda s: get(s, "final", f"val/{metric}")
+
+
+def best(metric: str) -> Getter:
+    return lambda s: get(s, "best", f"val/{metric}")
+
+
+def numerics(key: str) -> Getter:
+    return lambda s: get(s, "numerics", key)
+
+
+def class_recall(c: int) -> Getter:
+    def f(s: dict) -> float | None:
+        pcr = s.get("per_class_recall") or []
+        return pcr[c] if c < len(pcr) else None
+    return f
+
+
+def steps_to_target(s: dict) -> float | None:
+    return get(s, "convergence", "steps_to_target")
+
+
+
+
+# Per study: (column header, getter, format). Every column is mean ± std over the group's seeds.
+COLUMNS: dict[str, list[tuple[str, Getter, str]]] = {
+    "saturation": [
+        ("final AUC", final("auc"), ".3f"), ("best AUC", best("auc"), ".3f"), ("final val NLL", final("nll"), ".3g"),
+        ("saturated frac", numerics("saturated_frac_mean"), ".3f"), ("clamped frac", numerics("clamped_frac_mean"), ".3f"),
+        ("dead frac", numerics("dead_frac_mean"), ".3f"), ("max abs logit", numerics("max_abs_logit"), ".3g"),
+        ("first non-finite step", numerics("first_nonfinite_step"), ".0f"),
+    ],
+    "equivalence": [
+        ("final AUC", final("auc"), ".4f"), ("final val NLL", final("nll"), ".4f"),
+        ("final accuracy", final("accuracy"), ".4f"), ("final ECE", final("ece"), ".4f"),
+    ],
+    "pos_weight": [
+        ("AUC", final("auc"), ".3f"), ("AP", final("ap"), ".3f"), ("balanced acc", final("balanced_accuracy"), ".3f"),
+        ("recall@0.5", final("recall"), ".3f"), ("accuracy", final("accuracy"), ".3f"),
+        ("mean p(pos)", final("mean_prob"), ".3f"), ("val NLL", final("nll"), ".3f"),
+    ],
+    "class_weights": [
+        ("balanced acc", final("balanced_accuracy"), ".4f"), ("macro AUC", final("auc"), ".4f"),
+        ("recall class 7", class_recall(7), ".3f"), ("recall class 8", class_recall(8), ".3f"),
+        ("recall class 9 (rarest)", class_recall(9), ".3f"), ("recall class 0 (largest)", class_recall(0), ".3f"),
+        ("ECE", final("ece"), ".4f"),
+    ],
+    "multiclass_heads": [
+        ("steps to acc 0.95", steps_to_target, ".0f"), ("accuracy", final("accuracy"), ".4f"),
+        ("ECE", final("ece"), ".4f"), ("mean confidence", final("mean_confidence"), ".4f"),
+        ("val NLL", final("nll"), ".4f"), ("macro AUC", final("auc"), ".4f"),
+    ],
+    "label_smoothing": [
+        ("accuracy", final("accuracy"), ".4f"), ("ECE", final("ece"), ".4f"),
+        ("mean max prob", final("mean_confidence"), ".4f"), ("val NLL", final("nll"), ".4f"),
+        ("steps to acc 0.95", steps_to_target, ".0f"),
+    ],
+}
+# equivalence: pairs of losses whose curves are compared run by run (same seed, same data, same init)
+PAIRS = (("ce", "nll"), ("bce_logits", "bce"), ("bce_logits", "ce"))
+CURVE_METRICS = ("val/nll", "val/auc")
+
+
+def study_table(study: str, groups: list[Group]) -> str:
+    cols = COLUMNS[study]
+    rows = []
+    for g in groups:
+        n = len(g.runs)
+        rows.append([g.label, str(n)] + [cell([get_(r.summary) for r in g.runs], n, fmt) for _, get_, fmt in cols]
+                    + [g.statuses()])
+    return markdown(["group", "runs", *(c[0] for c in cols), "status"], rows)
+
+
+def curve_gaps(groups: list[Group]) -> str:
+    """Largest |difference| over all evaluations between the curves of two losses run with the same seed."""
+    by_loss: dict[str, dict[int, dict]] = {}
+    for g in groups:
+        for r in g.runs:
+            loss = get(r.summary, "config", "loss", "name")
+            by_loss.setdefault(loss, {})[get(r.summary, "config", "seed")] = r.summary
+    rows = []
+    for a, b in PAIRS:
+        if a not in by_loss or b not in by_loss:
+            continue
+        seeds = sorted(set(by_loss[a]) & set(by_loss[b]))
+        row = [f"{a} vs {b}", str(len(seeds))]
+        for m in CURVE_METRICS:
+            gaps = []
+            for seed in seeds:
+                ha = {h["step"]: h.get(m) for h in by_loss[a][seed].get("history") or []}
+                hb = {h["step"]: h.get(m) for h in by_loss[b][seed].get("history") or []}
+                d = [abs(ha[s] - hb[s]) for s in ha if s in hb and ha[s] is not None and hb[s] is not None]
+                gaps.append(max(d) if d else math.nan)
+            row.append(cell(gaps, len(seeds), ".3g"))
+        rows.append(row)
+    header = ["pair (same seed)", "seeds", *(f"max over steps of abs diff in {m}" for m in CURVE_METRICS)]
+    return markdown(header, rows)
+
+
+def plot_class_recall(path: Path, groups: list[Group]) -> None:
+    """Per-class recall (mean over seeds, error bar = std), one bar per group and class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    n_classes = max(len(r.summary.get("per_class_recall") or []) for g in groups for r in g.runs)
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    width = 0.8 / len(groups)
+    for i, g in enumerate(groups):
+        rec = np.array([(r.summary.get("per_class_recall") or [np.nan] * n_classes) for r in g.runs], dtype=float)
+        x = np.arange(n_classes) + (i - (len(groups) - 1) / 2) * width
+        ax.bar(x, np.nanmean(rec, axis=0), width, yerr=np.nanstd(rec, axis=0, ddof=1) if len(rec) > 1 else None,
+               label=g.label, capsize=1.5)
+    ax.set_xticks(range(n_classes))
+    ax.set_xlabel("class (training samples fall with the class index)")
+    ax.set_ylabel("recall")
+    ax.set_ylim(0, 1.02)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=3, loc="lower left")
+    ax.set_title("Per-class validation recall, mean ± std over seeds", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+MAX_PNG_BYTES = 200_000  # plots are committed to experiments/: keep them small
+
+
+def shrink_png(path: Path) -> None:
+    """Re-encode a large plot with a 64-colour palette (line plots lose nothing visible)."""
+    if path.stat().st_size <= MAX_PNG_BYTES:
+        return
+    from PIL import Image
+
+    with Image.open(path) as im:
+        small = im.convert("RGB").quantize(colors=64)
+    small.save(path, optimize=True)
+
+
+def write(study: str, sweep: Path, out: Path) -> str:
+    _, written = report([sweep], out)
+    groups = group_runs(find_runs([sweep]))
+    md = f"# {study}: mean ± std over seeds\n\nFrom: {sweep}\n\n" + study_table(study, groups) + "\n"
+    if study == "equivalence":
+        md += "\n## How far the curves of two losses drift apart (same seed, same data and init)\n\n"
+        md += curve_gaps(groups) + "\n"
+    if study == "class_weights":
+        plot_class_recall(out / "class_recall.png", groups)
+    (out / "study.md").write_text(md)
+    for path in [*written, out / "class_recall.png"]:
+        if path.suffix == ".png" and path.exists():
+            shrink_png(path)
+    return md
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lossbench.studies", description=__doc__.split("\n\n")[0])
+    ap.add_argument("study", choices=sorted(COLUMNS))
+    ap.add_argument("sweep", type=Path, help="the study's sweep directory (outputs/studies/<study>/<time>)")
+    ap.add_argument("--out", type=Path, default=None, help="output directory (default: experiments/<study>)")
+    args = ap.parse_args(argv)
+    out = args.out or Path("experiments") / args.study
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        print(write(args.study, args.sweep, out))
+    except ReportError as e:
+        print(f"lossbench.studies: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
