@@ -45,6 +45,14 @@ def steps_to_target(s: dict) -> float | None:
     return get(s, "convergence", "steps_to_target")
 
 
+def first_step(metric: str, value: float) -> Getter:
+    """First evaluated step at which val/<metric> >= value (from the run's history); None if never."""
+    def f(s: dict) -> float | None:
+        return next((h["step"] for h in s.get("history") or [] if (h.get(f"val/{metric}") or -math.inf) >= value),
+                    None)
+    return f
+
+
 
 
 # Per study: (column header, getter, format). Every column is mean ± std over the group's seeds.
@@ -71,6 +79,8 @@ COLUMNS: dict[str, list[tuple[str, Getter, str]]] = {
         ("ECE", final("ece"), ".4f"),
     ],
     "multiclass_heads": [
+        ("steps to acc 0.90", first_step("accuracy", 0.90), ".0f"),
+        ("steps to acc 0.93", first_step("accuracy", 0.93), ".0f"),
         ("steps to acc 0.95", steps_to_target, ".0f"), ("accuracy", final("accuracy"), ".4f"),
         ("ECE", final("ece"), ".4f"), ("mean confidence", final("mean_confidence"), ".4f"),
         ("val NLL", final("nll"), ".4f"), ("macro AUC", final("auc"), ".4f"),

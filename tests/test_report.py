@@ -166,5 +166,6 @@ def test_diverged_runs_are_counted_and_their_numerics_totalled(tmp_path, capsys)
     numerics = row_of(table, "optim.lr=1000", 2)
     assert numerics[5] == str(sum(s["numerics"]["nonfinite_loss"] for s in diverged))
     assert "(reached 0/2)" in numerics[1]
-    assert row_of(table, "optim.lr=0.01", 0)[-1] == "1 completed"
+    default_lr = report.short_value(make_cfg().optim.lr)
+    assert row_of(table, f"optim.lr={default_lr}", 0)[-1] == "1 completed"
     assert "2 diverged" in capsys.readouterr().out
