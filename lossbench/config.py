@@ -53,6 +53,14 @@ METRICS = ("loss", "nll", "auc", "ap", "accuracy", "balanced_accuracy", "ece")
 LOWER_IS_BETTER = {"val/loss", "val/nll", "val/ece"}
 
 
+def flatten(d: dict, prefix: str = "") -> dict:
+    """Nested dict -> {'a.b': value} (a resolved config as dotted keys)."""
+    out: dict = {}
+    for k, v in d.items():
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def choices(items) -> str:
     return ", ".join(sorted(items))
 
@@ -165,8 +173,13 @@ def _validate_loss(lc: DictConfig, head: str) -> None:
                 "positive class to weight. Use loss.class_weight (inverse | effective | a list) instead, "
                 "or head=sigmoid with loss=bce_logits."
             )
-        if pw not in ("auto", "sqrt_auto"):
-            _number(pw, "loss.pos_weight (null | auto | sqrt_auto | a number)", positive=True)
+        if pw not in ("auto", "sqrt_auto") and (
+            isinstance(pw, bool) or not isinstance(pw, Number) or not math.isfinite(pw) or pw <= 0
+        ):
+            raise ConfigError(
+                f"loss.pos_weight={pw!r} is not valid. Valid choices: null, auto (n_neg/n_pos of the training "
+                "split), sqrt_auto (its square root), or a positive number, e.g. loss.pos_weight=5."
+            )
     cw = lc.class_weight
     if cw is not None and not isinstance(cw, (list, ListConfig)) and cw not in ("inverse", "effective"):
         raise ConfigError(

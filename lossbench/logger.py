@@ -9,6 +9,8 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from lossbench.config import flatten
+
 LAYOUT = {
     "train": {
         "loss": ["Multiline", ["train/loss", "val/loss"]],
@@ -31,18 +33,9 @@ LAYOUT = {
 }
 
 
-def flatten(d: dict, prefix: str = "") -> dict[str, int | float | str | bool]:
-    """Nested dict -> {'a.b': value} with TensorBoard-legal values (lists and None become strings)."""
-    out: dict[str, int | float | str | bool] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{key}."))
-        elif isinstance(v, (bool, int, float, str)):
-            out[key] = v
-        else:
-            out[key] = str(v)
-    return out
+def hparam_values(params: dict) -> dict[str, int | float | str | bool]:
+    """Dotted keys with TensorBoard-legal values (lists and None become strings)."""
+    return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flatten(params).items()}
 
 
 class Logger:
@@ -79,7 +72,7 @@ class Logger:
         if not self.writer:
             return
         metrics = {k: (v if math.isfinite(v) else float("nan")) for k, v in metrics.items()}
-        exp, ssi, sei = hparams_summary(flatten(params), metrics)
+        exp, ssi, sei = hparams_summary(hparam_values(params), metrics)
         fw = self.writer.file_writer
         for s in (exp, ssi, sei):
             fw.add_summary(s)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lossbench.config import flatten
 from lossbench.store import SUMMARY, read_json
 
 # Config keys that do not change what a run computes (seeds, paths, resuming, bookkeeping): runs that differ
@@ -66,16 +67,6 @@ class Group:
 
 
 # --- reading and grouping ------------------------------------------------------------------------------
-
-
-def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def natural_key(path: Path) -> list:

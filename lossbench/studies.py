@@ -147,16 +147,15 @@ def plot_class_recall(path: Path, groups: list[Group]) -> None:
         rec = np.array([(r.summary.get("per_class_recall") or [np.nan] * n_classes) for r in g.runs], dtype=float)
         x = np.arange(n_classes) + (i - (len(groups) - 1) / 2) * width
         ax.bar(x, np.nanmean(rec, axis=0), width, yerr=np.nanstd(rec, axis=0, ddof=1) if len(rec) > 1 else None,
-               label=g.label, capsize=1.5)
+               label=g.label.replace("data.", "").replace("loss.", ""), capsize=1.5)
     ax.set_xticks(range(n_classes))
     ax.set_xlabel("class (training samples fall with the class index)")
     ax.set_ylabel("recall")
     ax.set_ylim(0, 1.02)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=3, loc="lower left")
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     ax.set_title("Per-class validation recall, mean ± std over seeds", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
 
 
