@@ -56,9 +56,9 @@ class Monitor:
     def observe(self, loss: torch.Tensor, grads: list[torch.Tensor] | None) -> torch.Tensor:
         """Record one step (no host sync). Returns the step's row: its loss and, with grads, each gradient's
         L2 norm; all finite iff neither the loss nor a gradient holds a NaN/Inf."""
-        values = [loss.detach().float()]
+        values = [loss.detach()]
         if grads:
-            values += [g.float() for g in torch._foreach_norm(grads)]
+            values += torch._foreach_norm(grads)  # stack() below casts into the float32 buffer
         if self.rows is None or self.rows.shape[1] != len(values) or self.n_rows == len(self.rows):
             self._reduce()
             if self.rows is None or self.rows.shape[1] != len(values):

@@ -282,7 +282,9 @@ def plot_panels(path: Path, groups: list[Group], curves: list[list[dict]], tags:
     if not present:
         return False
     cols, rows = 3, math.ceil(len(present) / 3)
-    legend_rows = math.ceil(len(groups) / 3)
+    longest = max((len(g.legend()) for g in groups), default=0)
+    ncol = 3 if longest <= 45 else 2 if longest <= 70 else 1  # long group labels get whole rows
+    legend_rows = math.ceil(len(groups) / ncol)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows + 0.6 + 0.25 * legend_rows), squeeze=False)
     colors = [plt.get_cmap("tab10")(i % 10) for i in range(len(groups))]
     styles = [("-", "--", "-.", ":")[i % 4] for i in range(len(groups))]  # groups that coincide stay visible
@@ -312,12 +314,12 @@ def plot_panels(path: Path, groups: list[Group], curves: list[list[dict]], tags:
     handles = [Line2D([], [], color=c, ls=ls, lw=1.5 if d else 0, marker=None if d else "x")
                for c, ls, d in zip(colors, styles, drawn, strict=True)]
     labels = [g.legend() + ("" if d else ": no curve") for g, d in zip(groups, drawn, strict=True)]
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), fontsize=8, frameon=False)
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), ncol), fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=11)
     height = fig.get_figheight()
     fig.subplots_adjust(left=0.06, right=0.98, top=1 - 0.75 / height, bottom=(0.45 + 0.22 * legend_rows) / height,
                         wspace=0.25, hspace=0.45)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return True
 
