@@ -174,8 +174,3 @@ def log_histograms(writer, step: int, z: torch.Tensor, p: torch.Tensor) -> None:
         writer.add_scalar(f"numerics/{name}_nonfinite", bad, step)
         if values.numel():
             writer.add_histogram(f"hist/{name}", values, step)
-
-
-def safe_float(x: float) -> float | None:
-    """JSON has no NaN/Inf: None for those."""
-    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
