@@ -4,7 +4,6 @@ options (AMP, torch.compile) train on the CPU. No timing assertions: timings bel
 from __future__ import annotations
 
 import math
-import os
 import re
 
 import pytest
@@ -115,8 +114,6 @@ def test_amp_trains_on_the_cpu(tmp_path, precision):
     assert s["final"]["val/auc"] > 0.6
 
 
-@pytest.mark.skipif(not os.environ.get("LOSSBENCH_SLOW_TESTS"), reason="torch.compile on the CPU builds its "
-                    "kernels with gcc (about a minute on 2 cores); set LOSSBENCH_SLOW_TESTS=1 to run it")
 def test_compile_trains_on_the_cpu(tmp_path):
     s = run_cfg(tmp_path, "trainer.compile=true", "trainer.device=cpu", "trainer.max_steps=20",
                 "trainer.log_every=10", "trainer.eval_every=20", "data.n_train=512", "data.n_val=256",
