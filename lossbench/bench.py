@@ -43,34 +43,46 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from lossbench import data, models, train
+from lossbench import LossbenchError, data, models, train
 from lossbench.store import read_json
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return int(text)
+
+
+def non_negative(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return int(text)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m lossbench.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="mlp", choices=["mlp", "linear", "cnn"])
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=1000, help="timed steps per loop and repeat")
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats of each loop (median reported)")
-    p.add_argument("--warmup-steps", type=int, default=50, help="steps of the untimed warm-up round")
-    p.add_argument("--eval-every", type=int, default=500,
+    p.add_argument("--batch-size", type=positive, default=128)
+    p.add_argument("--steps", type=positive, default=1000, help="timed steps per loop and repeat")
+    p.add_argument("--repeats", type=positive, default=3, help="timed repeats of each loop (median reported)")
+    p.add_argument("--warmup-steps", type=non_negative, default=50, help="steps of the untimed warm-up round")
+    p.add_argument("--eval-every", type=positive, default=500,
                    help="(c), (d): steps between evaluations (default 500, as experiment=mnist_mlp)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--compile", action="store_true", help="torch.compile the model (all loops)")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers for (a) (the example's CPU default: 0)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--workers", type=non_negative, default=0, help="DataLoader workers for (a) (the example's CPU default: 0)")
+    p.add_argument("--threads", type=positive, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--clock", default="wall", choices=["wall", "cpu"], help="what the final line's ratios use")
-    p.add_argument("--n-train", type=int, default=60000, help="training samples (MNIST: a random subset)")
-    p.add_argument("--n-val", type=int, default=10000, help="validation samples (MNIST: a random subset)")
+    p.add_argument("--n-train", type=positive, default=60000, help="training samples (MNIST: a random subset)")
+    p.add_argument("--n-val", type=positive, default=10000, help="validation samples (MNIST: a random subset)")
     p.add_argument("--data-root", default=os.environ.get("LOSSBENCH_DATA_DIR"),
                    help="torchvision MNIST root (default $LOSSBENCH_DATA_DIR); synthetic data if absent")
     p.add_argument("--sweep-check", action="store_true",
                    help="time a 2-job joblib sweep against the same jobs run one after another")
-    p.add_argument("--sweep-steps", type=int, default=1500, help="steps of each sweep-check job")
+    p.add_argument("--sweep-steps", type=positive, default=1500, help="steps of each sweep-check job")
     return p.parse_args(argv)
 
 
@@ -293,10 +305,14 @@ def sweep_check(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.sweep_check:
-        sweep_check(args)
-    else:
-        benchmark(args)
+    try:
+        if args.sweep_check:
+            sweep_check(args)
+        else:
+            benchmark(args)
+    except LossbenchError as e:  # e.g. --device cuda without CUDA
+        print(f"lossbench.bench: error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -140,23 +140,20 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"Unknown trainer.on_nonfinite={t.on_nonfinite!r}. Valid choices: {choices(ON_NONFINITE)}."
         )
-    metric = t.target_metric
-    if metric is not None and metric.removeprefix("val/") not in METRICS:
-        raise ConfigError(
-            f"Unknown trainer.target_metric={metric!r}. Valid choices: "
-            + ", ".join(f"val/{m}" for m in METRICS)
-            + "."
-        )
-    if cfg.objective_metric.removeprefix("val/") not in METRICS:
-        raise ConfigError(
-            f"Unknown objective_metric={cfg.objective_metric!r}. Valid choices: "
-            + ", ".join(f"val/{m}" for m in METRICS)
-            + "."
-        )
+    if t.target_metric is not None:
+        _metric(t.target_metric, "trainer.target_metric")
+    _metric(cfg.objective_metric, "objective_metric")
     if t.threads is not None:
         _integer(t.threads, "trainer.threads", minimum=1)
     _integer(cfg.numerics.every, "numerics.every", minimum=1)
     _integer(cfg.numerics.hist_every, "numerics.hist_every", minimum=0)
+
+
+def _metric(name: str, key: str) -> None:
+    if name.removeprefix("val/") not in METRICS:
+        raise ConfigError(
+            f"Unknown {key}={name!r}. Valid choices: " + ", ".join(f"val/{m}" for m in METRICS) + "."
+        )
 
 
 def _validate_loss(lc: DictConfig, head: str) -> None:

@@ -339,7 +339,7 @@ def _run(cfg: DictConfig, out_dir: Path, jobs: int, t0: float) -> dict:
                         values["amp/skipped_steps"] = values["numerics/nonfinite_grad"]
                     log.scalars(values, done)
                     t_window, last_logged = time.perf_counter(), done
-                    if monitor.first_nonfinite_step is not None and tc.on_nonfinite == "stop":
+                    if monitor.first_nonfinite_step is not None and on_nonfinite == "stop":
                         status = "diverged"
                 if status == "diverged" or done % eval_every == 0 or done == max_steps:
                     te = time.perf_counter()
@@ -365,7 +365,7 @@ def _run(cfg: DictConfig, out_dir: Path, jobs: int, t0: float) -> dict:
                     break
             else:
                 done = max(start_step, max_steps)
-                if tc.on_nonfinite == "continue" and monitor.first_nonfinite_step is not None:
+                if on_nonfinite == "continue" and monitor.first_nonfinite_step is not None:
                     status = "diverged"  # it went on to the end, but a loss or gradient was NaN/Inf on the way
             loop_time = time.perf_counter() - t_loop  # steps, monitors, logging, evaluation
             loop_cpu = time.process_time() - c_loop  # the same, in this process's CPU time
