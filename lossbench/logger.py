@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import torch
+from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
@@ -52,9 +53,11 @@ class Logger:
             self.writer.add_custom_scalars(LAYOUT)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
+        """All values as one event (one Summary with a value per tag, as TensorFlow's writers do): a dozen
+        add_scalar calls cost a dozen events through the writer's queue, about 10x the time."""
         if self.writer:
-            for k, v in values.items():
-                self.writer.add_scalar(k, v, step)
+            summary = Summary(value=[Summary.Value(tag=k, simple_value=float(v)) for k, v in values.items()])
+            self.writer.file_writer.add_summary(summary, step)
             self.step, self.tags = max(self.step, step), self.tags | values.keys()
 
     def histograms(self, step: int, z: torch.Tensor, p: torch.Tensor) -> None:

@@ -287,6 +287,10 @@ def _run(cfg: DictConfig, out_dir: Path, jobs: int, t0: float) -> dict:
     # Plain Python values for the hot loop: reading a DictConfig attribute costs ~20 us, a few per step.
     on_nonfinite, log_every, eval_every, ckpt_every = tc.on_nonfinite, tc.log_every, tc.eval_every, tc.ckpt_every
     hist_every = cfg.numerics.hist_every
+    skip_nonfinite = on_nonfinite == "skip" and not scaler.is_enabled()
+    # Gradients are checked every step only where a per-step answer is needed (see numerics.py): the skip
+    # decision, and fp16's count of the steps the GradScaler skips.
+    grads_every_step = skip_nonfinite or scaler.is_enabled()
     loop_time, loop_cpu, t_loop, c_loop = 0.0, 0.0, time.perf_counter(), time.process_time()
     try:
         if start_step == 0:
@@ -311,12 +315,12 @@ def _run(cfg: DictConfig, out_dir: Path, jobs: int, t0: float) -> dict:
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
-                seen = monitor.observe(loss, [p.grad for p in params if p.grad is not None] if monitor.enabled else None)
+                loss_seen, grads_finite = monitor.observe(loss), None
+                if detail or grads_every_step:
+                    grads_finite = monitor.observe_grads([p.grad for p in params if p.grad is not None], step)
                 if detail:
                     monitor.observe_detail(loss, z, yb, z.grad)
-                if on_nonfinite == "skip" and not scaler.is_enabled() and not bool(
-                    torch.isfinite(seen).all()  # the loss and every gradient norm
-                ):
+                if skip_nonfinite and not bool(torch.isfinite(loss_seen) & grads_finite):
                     pass  # skip this update (the GradScaler already skips them under fp16)
                 else:
                     scaler.step(optimizer)

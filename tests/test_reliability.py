@@ -40,8 +40,8 @@ def interrupt_at(monkeypatch, step: int, action) -> None:
     """Run `action` right after training step `step` (counted from 1) of the next in-process run."""
     observe = Monitor.observe
 
-    def hooked(self, loss, grads):
-        out = observe(self, loss, grads)
+    def hooked(self, loss):
+        out = observe(self, loss)
         if int(self.step_t) == step:
             action()
         return out
