@@ -271,6 +271,12 @@ def benchmark(args: argparse.Namespace) -> dict[str, float]:
         print(f"{clock:4s}: c/a = {c / a:.2f}x   c/b = {c / b:.3f}   d/b = {d / b:.3f}   "
               f"monitors' own cost 1 - c/d = {1 - c / d:+.3f}")
     print(f"evaluation's share of (c)'s loop wall time (median): {statistics.median(eval_shares[1:]):.3f}")
+    # The same overhead round by round (c and b of one round run back to back): shows how much the machine
+    # moved between rounds, and is less sensitive to slow drift than the ratio of medians.
+    rounds = wall if args.clock == "wall" else cpu
+    paired = sorted(1 - c / b for b, c in zip(rounds["b_bare"], rounds["c_lossbench"], strict=True))
+    print(f"overhead_vs_bare per round ({args.clock}): " + " ".join(f"{x:+.3f}" for x in paired)
+          + f"   median {statistics.median(paired):+.3f}")
     a, b, c, d = (med[args.clock][k] for k in loops)
     print(f"speedup_vs_dataloader={c / a:.3f} overhead_vs_bare={1 - c / b:.3f}", flush=True)
     return med[args.clock]

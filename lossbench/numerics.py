@@ -1,25 +1,26 @@
 """Numeric-health monitors: accumulated on the device, read (one host sync) at log points.
 
 Every step (also with monitors off: divergence is always recorded)
-  nonfinite_loss   steps whose loss was NaN/Inf. The step's loss tensor is kept and the kept ones are reduced
-                   together every BUFFER steps and at reads: no host sync, no op per step.
-Every ``numerics.every`` steps (the sampled part; monitors on)
+  nonfinite_loss   steps whose loss was NaN/Inf. The step's loss tensor is kept, and the kept ones are
+                   reduced together every BUFFER steps and at reads: no host sync and no kernel per step.
+Every ``numerics.every`` steps (the sampled steps; monitors on)
   grad_norm        global L2 norm of the (unscaled) gradients (one ``torch._foreach_norm``)
   nonfinite_grad   sampled steps with a NaN/Inf gradient
-The statistics below are computed from the sampled batches' logits, labels, logit gradients and losses,
-which are kept (references, no copies) and processed together at the next read: one set of ops per read
-instead of a couple of dozen small ops per sampled step.
   saturated_frac   fraction of predicted probabilities exactly 0 or 1 in the compute dtype
   clamped_frac     fraction of BCE log terms at BCELoss's -100 clamp (0 for losses without one)
   dead_frac        fraction of samples whose gradient w.r.t. their logits is exactly 0 while their
                    prediction is wrong: they can never be corrected
   max_abs_logit    largest finite |z|
   loss_gap         reported loss minus the same objective computed stably from logits (Objective.exact)
+The last five come from the sampled batches' losses, logits, labels and logit gradients, which are kept
+(references, not copies) and processed together at the next read: one set of ops per read instead of a
+couple of dozen small ops per sampled step.
+
 Gradients are checked on every step where a per-step answer is needed: with trainer.on_nonfinite=skip (the
 update is skipped on a non-finite gradient) and under fp16, where nonfinite_grad counts the steps that the
 GradScaler skips (monitors on or off). Elsewhere a sampled check suffices to place a divergence: a NaN/Inf
 gradient makes the weights NaN/Inf at that update, so the next step's loss is NaN/Inf. The per-step gradient
-norm (about 50 us per MLP step on one CPU core, 2% of the step) is what this sampling saves.
+norm (about 50 us per MLP step on one CPU core, 2% of the step) is what the sampling saves.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class Monitor:
         self.win_max = torch.zeros(2, device=device)
         self.first_bad = torch.full((), math.inf, device=device)
         self.losses: list[torch.Tensor] = []  # unreduced per-step losses (0-d device tensors)
+        self.grad_rows: list[torch.Tensor] = []  # unreduced per-parameter gradient norms of sampled steps
+        self.grad_steps: list[torch.Tensor] = []  # and their step numbers (0-d device tensors: no host copy)
         self.kept: list[tuple[torch.Tensor, ...]] = []  # unprocessed sampled batches: loss, z, y, dL/dz
         self.step_t = 0  # steps observed so far, over the whole run
         self.window = {"steps": 0, "grad_steps": 0, "detail_steps": 0}  # counted on the host: no sync
@@ -83,17 +86,29 @@ class Monitor:
         self.losses = []
 
     def observe_grads(self, grads: list[torch.Tensor], step: int) -> torch.Tensor:
-        """The global gradient norm of this step (no host sync). Returns a bool tensor: all finite."""
-        norms = torch.stack(torch._foreach_norm(grads)).double()  # float64: the squares don't overflow
-        gnorm = norms.square().sum().sqrt()
+        """Record this step's per-parameter gradient norms (one ``torch._foreach_norm``, no host sync): kept
+        and reduced together at the next read. Returns them; all finite iff every gradient is."""
+        norms = torch.stack(torch._foreach_norm(grads))
+        self.grad_rows.append(norms)
+        self.grad_steps.append(torch.full((), step, dtype=torch.float32, device=norms.device))
+        self.window["grad_steps"] += 1
+        if len(self.grad_rows) == BUFFER:
+            self._reduce_grads()
+        return norms
+
+    def _reduce_grads(self) -> None:
+        """Fold the kept gradient norms into the window sums and maxima, on the device."""
+        if not self.grad_rows:
+            return
+        gnorm = torch.stack(self.grad_rows).double().square().sum(dim=1).sqrt()  # float64: squares don't overflow
         bad = ~torch.isfinite(gnorm)
         gnorm = torch.where(bad, 0.0, gnorm).float()
-        self.win[2:4] += torch.stack([bad.float(), gnorm])
-        self.win_max[1] = torch.maximum(self.win_max[1], gnorm)
+        self.win[2:4] += torch.stack([bad.sum().float(), gnorm.sum()])
+        self.win_max[1] = torch.maximum(self.win_max[1], gnorm.max())
         if not self.scaled_grads:
-            self.first_bad = torch.minimum(self.first_bad, torch.where(bad, float(step), math.inf))
-        self.window["grad_steps"] += 1
-        return ~bad
+            first = torch.where(bad, torch.stack(self.grad_steps), math.inf).min()
+            self.first_bad = torch.minimum(self.first_bad, first)
+        self.grad_rows, self.grad_steps = [], []
 
     def observe_detail(self, loss: torch.Tensor, z: torch.Tensor, y: torch.Tensor, z_grad: torch.Tensor | None):
         """Keep this batch for the saturation, clamp, dead-gradient, logit-range and loss-gap statistics."""
@@ -125,6 +140,7 @@ class Monitor:
     def read(self) -> dict[str, float]:
         """Window averages since the last read (one host sync), folded into the run totals."""
         self._reduce()
+        self._reduce_grads()
         self._reduce_detail()
         values = torch.cat([self.win, self.win_max, self.first_bad.reshape(1)]).tolist()
         self.win.zero_()
@@ -169,6 +185,8 @@ class Monitor:
         state = {k: (v.cpu().clone() if isinstance(v, torch.Tensor) else v)
                  for k, v in ((k, getattr(self, k)) for k in self._STATE)}
         state["losses"] = [t.cpu() for t in self.losses]
+        state["grad_rows"] = [t.cpu() for t in self.grad_rows]
+        state["grad_steps"] = [t.cpu() for t in self.grad_steps]
         state["kept"] = [tuple(t.cpu() for t in batch) for batch in self.kept]
         return state
 
@@ -177,6 +195,8 @@ class Monitor:
             v = state[k]
             setattr(self, k, v.to(self.device) if isinstance(v, torch.Tensor) else dict(v) if isinstance(v, dict) else v)
         self.losses = [t.to(self.device) for t in state["losses"]]
+        self.grad_rows = [t.to(self.device) for t in state["grad_rows"]]
+        self.grad_steps = [t.to(self.device) for t in state["grad_steps"]]
         self.kept = [tuple(t.to(self.device) for t in batch) for batch in state["kept"]]
 
 
