@@ -30,7 +30,7 @@ def test_bench_runs_all_four_loops_and_ends_with_the_ratio_line(tmp_path, capsys
     speedup, overhead = last_line(out)
     assert speedup > 0 and math.isfinite(overhead)
     assert "synthetic data of MNIST's shape" in out
-    assert "overhead_vs_bare per round (wall): " in out
+    assert "per round (wall): c/a = " in out
     for loop in ("a_dataloader", "b_bare", "c_lossbench", "d_lossbench_numerics_off"):
         assert f"round 1: {loop}" in out
 
