@@ -380,6 +380,12 @@ def _run(cfg: DictConfig, out_dir: Path, jobs: int, t0: float) -> dict:
     except BaseException as e:
         status = "failed"
         summary["error"] = f"{type(e).__name__}: {e}"
+        if tc.deterministic and isinstance(e, RuntimeError) and "does not have a deterministic implementation" in str(e):
+            raise ConfigError(
+                f"trainer.deterministic=true, but an operation of this run has no deterministic kernel on "
+                f"{device.type}: PyTorch says \"{str(e).split('.')[0]}\". Use trainer.deterministic=false (runs "
+                "are then reproducible only up to floating-point summation order), or another model/loss."
+            ) from None
         raise
     finally:
         if check_sync:

@@ -171,3 +171,25 @@ def test_report_on_a_path_without_runs(tmp_path):
     (tmp_path / "empty").mkdir()
     r = cli("-m", "lossbench.report", str(tmp_path / "empty"))
     assert_clean_error(r, 2, "no runs found under")
+
+
+def test_deterministic_run_hitting_an_op_without_a_deterministic_kernel_is_a_clear_error(tmp_path, monkeypatch):
+    """On CUDA some ops (e.g. scatter-adds in backward) have no deterministic kernel; under
+    trainer.deterministic=true PyTorch raises mid-run. Simulated on the CPU with put_, which has none here."""
+    from lossbench import losses
+
+    forward = losses.Objective.forward
+
+    def with_put(self, z, y):
+        torch.zeros(3).put_(torch.tensor([0]), torch.tensor([1.0]))
+        return forward(self, z, y)
+
+    monkeypatch.setattr(losses.Objective, "forward", with_put)
+    try:
+        with pytest.raises(ConfigError, match=r"trainer.deterministic=true.*put_ does not have a deterministic "
+                                              r"implementation.*trainer.deterministic=false") as info:
+            run_cfg(tmp_path, *FAST, "trainer.deterministic=true")
+    finally:
+        torch.use_deterministic_algorithms(False)  # the run switched it on for the process
+    assert "\n" not in str(info.value)
+    assert store.read_json(tmp_path / store.SUMMARY)["status"] == "failed"
