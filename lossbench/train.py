@@ -315,12 +315,12 @@ def _run(cfg: DictConfig, out_dir: Path, jobs: int, t0: float) -> dict:
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
-                seen = [monitor.observe(loss)]
+                loss_seen, grad_norms = monitor.observe(loss), None
                 if detail or grads_every_step:
-                    seen.append(monitor.observe_grads([p.grad for p in params if p.grad is not None], step))
+                    grad_norms = monitor.observe_grads([p.grad for p in params if p.grad is not None], step)
                 if detail:
                     monitor.observe_detail(loss, z, yb, z.grad)
-                if skip_nonfinite and not bool(torch.isfinite(torch.cat([t.reshape(-1) for t in seen])).all()):
+                if skip_nonfinite and not bool(torch.isfinite(loss_seen) & torch.isfinite(grad_norms).all()):
                     pass  # skip this update (the GradScaler already skips them under fp16)
                 else:
                     scaler.step(optimizer)
