@@ -85,12 +85,12 @@ class Monitor:
         self.win[:2] += torch.stack([loss.sum(), bad.sum()])
         self.losses = []
 
-    def observe_grads(self, grads: list[torch.Tensor], step: int) -> torch.Tensor:
-        """Record this step's per-parameter gradient norms (one ``torch._foreach_norm``, no host sync): kept
-        and reduced together at the next read. Returns them; all finite iff every gradient is."""
+    def observe_grads(self, grads: list[torch.Tensor]) -> torch.Tensor:
+        """Record the per-parameter gradient norms of the step just observed (one ``torch._foreach_norm``, no
+        host sync): kept and reduced together at the next read. Returns them; all finite iff every gradient is."""
         norms = torch.stack(torch._foreach_norm(grads))
         self.grad_rows.append(norms)
-        self.grad_steps.append(torch.full((), step, dtype=torch.float32, device=norms.device))
+        self.grad_steps.append(torch.full((), self.step_t - 1, dtype=torch.float32, device=norms.device))
         self.window["grad_steps"] += 1
         if len(self.grad_rows) == BUFFER:
             self._reduce_grads()
@@ -131,6 +131,7 @@ class Monitor:
             saturated = ((p == 0) | (p == 1)).float().view(n, -1).mean(1)
             clamped = obj.clamped(p, yf).float().view(n, -1).mean(1) if obj.has_clamp else torch.zeros_like(saturated)
             dead = ((z_grad.reshape(n * b, k) == 0).all(dim=1) & (obj.predict(zf) != yf)).float().view(n, b).mean(1)
+            # one exact() per kept batch (at most DETAIL_BUFFER): it reduces over its batch as the loss does
             gap = loss.float() - torch.stack([obj.exact(z[i], y[i]) for i in range(n)])
             finite_abs = torch.where(torch.isfinite(z), z.abs(), 0.0).max().float()
             self.win[4:] += torch.stack([saturated, clamped, dead, gap]).sum(dim=1)

@@ -317,7 +317,7 @@ def _run(cfg: DictConfig, out_dir: Path, jobs: int, t0: float) -> dict:
                 scaler.unscale_(optimizer)
                 loss_seen, grad_norms = monitor.observe(loss), None
                 if detail or grads_every_step:
-                    grad_norms = monitor.observe_grads([p.grad for p in params if p.grad is not None], step)
+                    grad_norms = monitor.observe_grads([p.grad for p in params if p.grad is not None])
                 if detail:
                     monitor.observe_detail(loss, z, yb, z.grad)
                 if skip_nonfinite and not bool(torch.isfinite(loss_seen) & torch.isfinite(grad_norms).all()):
