@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -39,12 +40,25 @@ def hparam_values(params: dict) -> dict[str, int | float | str | bool]:
     return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flatten(params).items()}
 
 
+def _wait_to_sort_after(logdir: Path) -> None:
+    """TensorBoard reads a run's event files in name order; a name starts with its creation second, then host,
+    pid and an unpadded counter (...1795802457.vm.1788.10 sorts before ...1795802457.vm.1788.9). A writer
+    opened in the same second as an earlier attempt's file waits for the next second (at most one), so that
+    its events, purge included, are read after that attempt's."""
+    seconds = [int(f.name.split(".")[3]) for f in logdir.glob("events.out.tfevents.*")
+               if f.name.split(".")[3].isdigit()]
+    while seconds and int(time.time()) <= max(seconds):
+        time.sleep(0.05)
+
+
 class Logger:
     """A SummaryWriter that may be disabled (logger.enabled=false), with the helpers a run needs."""
 
     def __init__(self, logdir: Path, enabled: bool = True, flush_secs: int = 30, purge_step: int | None = None):
         # purge_step (resume): TensorBoard hides events at steps >= purge_step that an earlier attempt wrote
         # after its last checkpoint, so a resumed run's curves continue without duplicates.
+        if enabled and purge_step is not None:
+            _wait_to_sort_after(Path(logdir))
         self.writer = SummaryWriter(str(logdir), flush_secs=flush_secs, purge_step=purge_step) if enabled else None
         self.step, self.tags = 0, set()  # last step and tags written by scalars(): hparams() goes after them
 
