@@ -1,6 +1,8 @@
 """Datasets as tensors: loaded once, moved to the training device once, batched by index.
 
-Labels are integer class indices (long) for every task; each loss turns them into what it needs.
+Labels (``y_*``) are integer class indices (long) for every task; each loss turns them into what it needs.
+A dataset may also carry the targets its loss trains on when they are not the labels (``t_*``: soft labels,
+a teacher's logits); metrics always score against the labels.
 """
 
 from __future__ import annotations
@@ -25,6 +27,16 @@ class Dataset:
     x_val: torch.Tensor
     y_val: torch.Tensor
     n_classes: int
+    t_train: torch.Tensor | None = None  # what the loss sees, if not y_train (soft targets, teacher logits)
+    t_val: torch.Tensor | None = None
+
+    @property
+    def train_targets(self) -> torch.Tensor:
+        return self.y_train if self.t_train is None else self.t_train
+
+    @property
+    def val_targets(self) -> torch.Tensor:
+        return self.y_val if self.t_val is None else self.t_val
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -35,14 +47,9 @@ class Dataset:
         return torch.bincount(self.y_train.cpu(), minlength=self.n_classes)
 
     def to(self, device: torch.device) -> Dataset:
-        return Dataset(
-            self.name,
-            self.x_train.to(device),
-            self.y_train.to(device),
-            self.x_val.to(device),
-            self.y_val.to(device),
-            self.n_classes,
-        )
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Dataset(self.name, move(self.x_train), move(self.y_train), move(self.x_val), move(self.y_val),
+                       self.n_classes, move(self.t_train), move(self.t_val))
 
 
 def load(dc: DictConfig) -> Dataset:

@@ -166,6 +166,14 @@ class Objective(nn.Module):
     def predict(self, z: torch.Tensor) -> torch.Tensor:
         return (z[:, 0] > 0).long() if self.k == 1 else z.argmax(dim=1)
 
+    def wrong(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per sample (bool, (N,)): is the prediction wrong? (numerics/dead_frac counts the dead among them)"""
+        return self.predict(z) != y
+
+    def begin_step(self, step: int) -> None:
+        """Called by the training loop before each step (a host int, no sync): losses with a schedule
+        (e.g. deferred re-weighting) switch here. The seeds' losses have none."""
+
     def exact(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The same objective computed stably from logits in float32."""
         z = z.float()
@@ -184,7 +192,8 @@ class Objective(nn.Module):
         return self._reduce(terms, y)
 
     def clamped(self, p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per element of p: is the BCE log term that counts at BCELoss's -100 clamp? (bool, z's shape)."""
+        """Per element of p: is the BCE log term that counts at BCELoss's -100 clamp? (bool, z's shape).
+        Only called when ``has_clamp``; a loss with its own clamp or clip counts that one here."""
         t = self.targets(y, torch.float32)
         p = p.float()
         return ((t > 0) & (torch.log(p) <= CLAMP)) | ((t < 1) & (torch.log(1 - p) <= CLAMP))

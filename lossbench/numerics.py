@@ -130,7 +130,7 @@ class Monitor:
             p = obj.probs(zf)
             saturated = ((p == 0) | (p == 1)).float().view(n, -1).mean(1)
             clamped = obj.clamped(p, yf).float().view(n, -1).mean(1) if obj.has_clamp else torch.zeros_like(saturated)
-            dead = ((z_grad.reshape(n * b, k) == 0).all(dim=1) & (obj.predict(zf) != yf)).float().view(n, b).mean(1)
+            dead = ((z_grad.reshape(n * b, k) == 0).all(dim=1) & obj.wrong(zf, yf)).float().view(n, b).mean(1)
             # one exact() per kept batch (at most DETAIL_BUFFER): it reduces over its batch as the loss does
             gap = loss.float() - torch.stack([obj.exact(z[i], y[i]) for i in range(n)])
             finite_abs = torch.where(torch.isfinite(z), z.abs(), 0.0).max().float()

@@ -117,7 +117,7 @@ def evaluate(model, objective, ds: data.Dataset, head: str, batch_size: int, amp
     """Validation metrics (host floats) and the logits they came from."""
     z = predict_logits(model, ds.x_val, batch_size, amp)
     with torch.no_grad():
-        out = {"loss": float(objective(z, ds.y_val))}
+        out = {"loss": float(objective(z, ds.val_targets))}
     out.update(metrics.evaluate(z, ds.y_val, head, ds.n_classes))
     return {f"val/{k}": v for k, v in out.items()}, z
 
@@ -304,9 +304,10 @@ def _run(cfg: DictConfig, out_dir: Path, jobs: int, t0: float) -> dict:
                     torch.cuda.set_sync_debug_mode("error")
                 i = step % steps_per_epoch
                 idx = perm[i * bs : (i + 1) * bs]
-                xb, yb = ds.x_train[idx], ds.y_train[idx]
+                xb, yb = ds.x_train[idx], ds.train_targets[idx]
                 detail = monitor.wants_detail(step)
 
+                objective.begin_step(step)
                 with amp():
                     z = step_model(xb)
                     loss = objective(z, yb)
