@@ -152,10 +152,16 @@ class Objective(nn.Module):
         if self.name == "bce_manual":
             pw = 1 if self.pos_weight is None else self.pos_weight
             return self._reduce(-(pw * t * torch.log(out) + (1 - t) * torch.log(1 - out)), y)
-        if self.pos_weight is None:  # bce: nn.BCELoss, log terms clamped at -100
-            return self._reduce(self.bce(out, t), y)
+        # bce: nn.BCELoss, log terms clamped at -100. BCELoss refuses NaN probabilities (a diverged model's):
+        # it raises on the CPU and fails a device assert on CUDA, which kills the process. A NaN is passed
+        # around it instead (+ 0 * p is 0 for finite p, NaN for NaN, and adds nothing to the gradient), so
+        # the loss is NaN and the run ends 'diverged' like any other.
+        nan = 0 * out
+        out = out.nan_to_num(0.5)
+        if self.pos_weight is None:
+            return self._reduce(self.bce(out, t) + nan, y)
         ones, zeros = torch.ones_like(out), torch.zeros_like(out)
-        terms = self.pos_weight * t * self.bce(out, ones) + (1 - t) * self.bce(out, zeros)
+        terms = self.pos_weight * t * self.bce(out, ones) + (1 - t) * self.bce(out, zeros) + nan
         return self._reduce(terms, y)
 
     # --- what the monitors and metrics need ----------------------------------------------------------------
