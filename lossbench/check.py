@@ -195,6 +195,79 @@ def worked_numbers(dt: torch.dtype, name: str) -> list[Row]:
     return rows
 
 
+# --- the tutorials' clipped hand-written BCE, and CE over extra dimensions ------------------------------------
+TUTORIAL_TRUE = (0.0, 1.0, 0.0)
+# (probabilities, the tutorial's printed result) for y_true = TUTORIAL_TRUE
+TUTORIAL_CLIPPED = (((0.0, 1.0, 0.0), 3.0000150000863473e-05), ((0.1, 0.8, 0.1), 0.43386458262986227),
+                    ((0.2, 0.6, 0.2), 0.9571127263944101), ((0.3, 0.4, 0.3), 1.62964061975162))
+
+
+def tutorial_clip(p: torch.Tensor) -> torch.Tensor:
+    """The tutorial's clip: each probability >= 1 becomes 0.99999, each <= 0 becomes 0.00001. (Its function does
+    this in place and so also changes the caller's array; this one works on a copy.)"""
+    p = p.clone()
+    p[p >= 1] = 0.99999
+    p[p <= 0] = 0.00001
+    return p
+
+
+def tutorial_bce(t: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """The tutorial's hand-written cross-entropy of one sample: -sum_c [t_c log p_c + (1 - t_c) log(1 - p_c)]."""
+    p = tutorial_clip(p)
+    return -(t * torch.log(p) + (1 - t) * torch.log(1 - p)).sum()
+
+
+def tutorial_clipped_bce(dt: torch.dtype, name: str) -> list[Row]:
+    """The four printed numbers (float64 only: they are float64 reprs), by the tutorial's function and by
+    nn.BCELoss(reduction="sum") on the clipped probabilities."""
+    if dt != torch.float64:
+        return []
+    t = torch.tensor(TUTORIAL_TRUE, dtype=dt)
+    rows = []
+    for probs, quoted in TUTORIAL_CLIPPED:
+        p = torch.tensor(probs, dtype=dt)
+        ours = tutorial_bce(t, p)
+        bce = torch.nn.BCELoss(reduction="sum")(tutorial_clip(p), t)
+        want = torch.tensor(quoted, dtype=dt)
+        label = f"clipped BCE, y=[0,1,0], p={list(probs)} = {quoted!r}"
+        rows += [Row(f"tutorial's function: {label}", name, mixed(ours, want), 4 * eps(dt), f"got {float(ours)!r}"),
+                 Row(f"nn.BCELoss(sum) on clipped p: {label}", name, mixed(bce, want), 16 * eps(dt),
+                     f"got {float(bce)!r}")]
+    return rows
+
+
+EXTRA_DIMS = (((32, 10, 5), (32, 5)), ((2, 3, 3, 3), (2, 3, 3)))
+
+
+def ce_extra_dims(dt: torch.dtype, name: str) -> list[Row]:
+    """CrossEntropyLoss on (N, C, d1, ...) with targets (N, d1, ...): the mean of NLL(log_softmax(dim=1)) over all
+    N*d1*... positions; with class weights, sum of w_y l / sum of w_y; ignore_index drops positions from both."""
+    g = torch.Generator().manual_seed(2)
+    rows = []
+    for z_shape, y_shape in EXTRA_DIMS:
+        c = z_shape[1]
+        z = (torch.randn(z_shape, generator=g, dtype=torch.float64) * 3).to(dt)
+        y = torch.randint(0, c, y_shape, generator=g)
+        w = (torch.rand(c, generator=g, dtype=torch.float64) * 2 + 0.25).to(dt)
+        log_p = F.log_softmax(z, dim=1)
+        shape = f"{tuple(z_shape)}/{tuple(y_shape)}"
+        got = F.cross_entropy(z, y)
+        want = F.nll_loss(log_p, y, reduction="sum") / y.numel()
+        rows.append(Row(f"CE {shape} = NLL(log_softmax(dim=1), sum) / (N*d1*...)", name, mixed(got, want), 8 * eps(dt)))
+        got = F.cross_entropy(z, y, weight=w)
+        want = F.nll_loss(log_p, y, weight=w, reduction="sum") / w[y].sum()
+        rows.append(Row(f"CE {shape} weight = sum w_y l / sum w_y", name, mixed(got, want), 8 * eps(dt)))
+        y_ign = y.clone()
+        y_ign.view(-1)[::7] = -100
+        kept = y_ign != -100
+        got = F.cross_entropy(z, y_ign, weight=w, ignore_index=-100)
+        terms = -log_p.gather(1, y_ign.clamp(min=0).unsqueeze(1)).squeeze(1) * w[y_ign.clamp(min=0)]
+        want = terms[kept].sum() / w[y_ign[kept]].sum()
+        rows.append(Row(f"CE {shape} weight+ignore_index = sum over kept w_y l / sum over kept w_y", name,
+                        mixed(got, want), 8 * eps(dt), f"{int((~kept).sum())} of {y.numel()} positions ignored"))
+    return rows
+
+
 # --- rows that are expected to differ ----------------------------------------------------------------------
 def bce_sigmoid_parting(dt: torch.dtype, name: str) -> list[Row]:
     """Where Sigmoid + BCELoss stops agreeing with BCEWithLogitsLoss on the grid, and by how much."""
@@ -244,7 +317,8 @@ def unverified_example(dt: torch.dtype, name: str) -> list[Row]:
 
 CHECKS = (
     ce_is_logsoftmax_nll, sigmoid_is_softmax, bce_logits_is_ce, bce_logits_is_exact, bce_sigmoid_benign,
-    bce_sigmoid_parting, sklearn_log_loss, label_smoothing, weighted_means, worked_numbers, unverified_example,
+    bce_sigmoid_parting, sklearn_log_loss, label_smoothing, weighted_means, worked_numbers, tutorial_clipped_bce,
+    ce_extra_dims, unverified_example,
 )
 
 

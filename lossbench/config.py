@@ -14,6 +14,9 @@ from omegaconf import DictConfig, ListConfig
 from lossbench import ConfigError
 
 LOSSES = ("bce", "bce_logits", "ce", "nll", "bce_manual", "nll_manual")
+# Losses for imbalanced data (focal, LDAM, logit adjustment, balanced softmax, poly-1) and a third hand-written BCE.
+IMBALANCE_LOSSES = ("focal", "ldam", "logit_adjusted", "balanced_softmax", "poly1", "bce_clipped")
+LOSSES += IMBALANCE_LOSSES
 HEADS = ("sigmoid", "softmax")
 NATURAL_HEAD = {
     "bce": "sigmoid",
@@ -22,6 +25,12 @@ NATURAL_HEAD = {
     "ce": "softmax",
     "nll": "softmax",
     "nll_manual": "softmax",
+    "focal": "sigmoid",  # torchvision's sigmoid_focal_loss, the paper's form; head=softmax for (1 - p_y)^gamma CE
+    "ldam": "softmax",
+    "logit_adjusted": "softmax",
+    "balanced_softmax": "softmax",
+    "poly1": "softmax",  # Poly-1 cross-entropy, the paper's main form; head=sigmoid for Poly-1 BCE
+    "bce_clipped": "sigmoid",
 }
 # (head, loss) pairs that train something meaningful.
 VALID_PAIRS = {
@@ -32,6 +41,15 @@ VALID_PAIRS = {
     ("softmax", "nll"),
     ("softmax", "nll_manual"),
     ("softmax", "bce"),  # BCE on softmax probabilities against one-hot targets
+    ("sigmoid", "focal"),
+    ("softmax", "focal"),
+    ("softmax", "ldam"),
+    ("softmax", "logit_adjusted"),
+    ("softmax", "balanced_softmax"),
+    ("sigmoid", "poly1"),
+    ("softmax", "poly1"),
+    ("sigmoid", "bce_clipped"),
+    ("softmax", "bce_clipped"),  # clipped BCE on softmax probabilities, as the tutorial's one-hot example
 }
 WHY_INVALID = {
     ("sigmoid", "ce"): "CrossEntropyLoss normalises over the outputs with a softmax; on a binary sigmoid head "
@@ -42,15 +60,24 @@ WHY_INVALID = {
     ("softmax", "bce_logits"): "BCEWithLogitsLoss applies its own sigmoid to each output, i.e. it defines a "
     "sigmoid head; use head=sigmoid (or loss=bce for BCE on softmax probabilities)",
     ("softmax", "bce_manual"): "bce_manual is the hand-written sigmoid + BCE example; use head=sigmoid",
+    ("sigmoid", "ldam"): "LDAM subtracts a margin from the true class's logit inside a softmax cross-entropy, so the "
+    "true class must beat the other classes' logits; a binary sigmoid head has one logit and nothing to beat it "
+    "with. Use head=softmax (2 logits for a binary task)",
+    ("sigmoid", "logit_adjusted"): "the logit adjustment tau*log(pi) shifts softmax logits relative to each other; "
+    "on a sigmoid head the shift of each output is only a bias (for a prior-matched start use model.head_bias=prior)",
+    ("sigmoid", "balanced_softmax"): "balanced softmax adds log n_c to softmax logits; it is defined for a softmax "
+    "head only",
 }
-DATASETS = ("synthetic", "imbalanced", "mnist")
+DATASETS = ("synthetic", "imbalanced", "longtail", "mnist")
 MODELS = ("mlp", "linear", "cnn")
 OPTIMS = ("sgd", "adam", "adamw")
 PRECISIONS = ("fp32", "bf16", "fp16")
 ON_NONFINITE = ("stop", "skip", "continue")
 REDUCTIONS = ("mean", "sum")
 METRICS = ("loss", "nll", "auc", "ap", "accuracy", "balanced_accuracy", "ece")
-LOWER_IS_BETTER = {"val/loss", "val/nll", "val/ece"}
+LOWER_IS_BETTER = {"val/loss", "val/nll", "val/ece", "val/posthoc/nll", "val/posthoc/ece"}
+IMBALANCE_PROFILES = ("exp", "step")
+FOCAL_IMPLS = ("stable", "naive")
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -113,6 +140,7 @@ def validate(cfg: DictConfig) -> None:
     hb = cfg.model.head_bias
     if hb is not None and hb != "prior":
         _number(hb, "model.head_bias")
+    _validate_cosine_head(cfg, hb)
 
     _validate_loss(cfg.loss, head)
     _validate_data(cfg.data)
@@ -196,10 +224,89 @@ def _validate_loss(lc: DictConfig, head: str) -> None:
             f"loss={lc.name} (NLLLoss) has no label_smoothing. Use loss=ce, whose label_smoothing is "
             "the same objective computed from logits."
         )
+    _validate_imbalance_loss(lc, head)
+
+
+# --- keys of the imbalance losses, DRW and post-hoc logit adjustment --------------------------------------------
+def _validate_imbalance_loss(lc: DictConfig, head: str) -> None:
+    name = lc.name
+    if name == "focal":
+        _number(lc.gamma, "loss.gamma", minimum=0)
+        if lc.impl not in FOCAL_IMPLS:
+            raise ConfigError(f"Unknown loss.impl={lc.impl!r}. Valid choices: {choices(FOCAL_IMPLS)} (stable computes "
+                              "(1-p_t)^gamma from logits; naive is torchvision's sigmoid_focal_loss / exp(-CE)).")
+        alpha = lc.alpha
+        if alpha is not None:
+            if head == "softmax":
+                raise ConfigError(
+                    f"loss.alpha={alpha} weighs positive against negative terms of a sigmoid head; on head=softmax "
+                    "give per-class weights instead: loss.class_weight=effective|inverse|[w_0,...], and loss.alpha=null."
+                )
+            _number(alpha, "loss.alpha")
+            if alpha != -1 and not 0 <= alpha <= 1:
+                raise ConfigError(f"loss.alpha must be in [0, 1], or -1 (off) as in torchvision, or null, got {alpha}.")
+        if lc.pos_weight is not None:
+            raise ConfigError("loss=focal weighs positives with loss.alpha (and classes with loss.class_weight); "
+                              "pos_weight is BCEWithLogitsLoss's. Use loss.pos_weight=null.")
+        if lc.label_smoothing > 0:
+            raise ConfigError("loss=focal has no label_smoothing: its p_t is defined for 0/1 targets. Use "
+                              "loss.label_smoothing=0, or loss=ce|poly1 with label smoothing.")
+    if name == "ldam":
+        _number(lc.max_m, "loss.max_m", minimum=0)
+        _number(lc.s, "loss.s", positive=True)
+    if name == "logit_adjusted":
+        _number(lc.tau, "loss.tau", minimum=0)
+    if name == "poly1":
+        _number(lc.epsilon, "loss.epsilon", minimum=-1)
+    if name == "bce_clipped":
+        eps = lc.eps
+        _number(eps, "loss.eps", positive=True)
+        if eps >= 0.5:
+            raise ConfigError(f"loss.eps={eps} must be in (0, 0.5): probabilities are clipped to [eps, 1 - eps]. "
+                              "Keras uses 1e-7 (the default), the tutorial 1e-5.")
+    drw, tau = lc.get("drw_step"), lc.get("posthoc_tau")
+    if drw is not None:
+        if head != "softmax":
+            raise ConfigError(
+                f"loss.drw_step={drw} (deferred re-weighting) switches on class weights of a softmax loss; "
+                f"loss={name} with head={head} is a sigmoid loss. Use head=softmax, or loss.drw_step=null."
+            )
+        _integer(drw, "loss.drw_step", minimum=0)
+        if lc.class_weight in (None, "effective") and not (0 < lc.beta < 1):
+            raise ConfigError(f"loss.beta must be in (0, 1) for the effective-number weights of DRW, got {lc.beta}.")
+    if tau is not None:
+        if head != "softmax":
+            raise ConfigError(
+                f"loss.posthoc_tau={tau} (post-hoc logit adjustment, argmax(z - tau log pi)) is for softmax heads; "
+                f"head={head} has no class prior to subtract. Use head=softmax, or loss.posthoc_tau=null."
+            )
+        _number(tau, "loss.posthoc_tau", minimum=0)
+
+
+def _validate_cosine_head(cfg: DictConfig, head_bias) -> None:
+    cosine = cfg.model.get("cosine_head", False)
+    if cosine not in (True, False):
+        raise ConfigError(f"model.cosine_head must be true or false, got {cosine!r}.")
+    if cosine and cfg.loss.name != "ldam":
+        raise ConfigError(
+            f"model.cosine_head=true bounds the logits to cosines in [-1, 1]; only loss=ldam scales them back up "
+            f"(loss.s), so loss={cfg.loss.name} could never reach confident probabilities. Use model.cosine_head=false, "
+            "or loss=ldam."
+        )
+    if cosine and head_bias is not None:
+        raise ConfigError("model.cosine_head=true has no output bias: use model.head_bias=null.")
 
 
 def _validate_data(dc: DictConfig) -> None:
     _number(dc.scale, "data.scale", positive=True)
+    profile = dc.get("imbalance_profile", "exp")
+    if profile not in IMBALANCE_PROFILES:
+        raise ConfigError(
+            f"Unknown data.imbalance_profile={profile!r}. Valid choices: {choices(IMBALANCE_PROFILES)} (exp: class c "
+            "keeps n_max ratio^(-c/(C-1)); step: half the classes keep n_max, the other half n_max/ratio)."
+        )
+    if dc.get("balanced_val", False) not in (True, False):
+        raise ConfigError(f"data.balanced_val must be true or false, got {dc.balanced_val!r}.")
     ratio = dc.imbalance_ratio
     if ratio is not None:
         _number(ratio, "data.imbalance_ratio")
@@ -207,7 +314,7 @@ def _validate_data(dc: DictConfig) -> None:
             raise ConfigError(
                 f"data.imbalance_ratio is majority : minority and must be >= 1 (1 = balanced), got {ratio}."
             )
-    if dc.name in ("synthetic", "imbalanced"):
+    if dc.name in ("synthetic", "imbalanced", "longtail"):
         _integer(dc.n_classes, "data.n_classes", minimum=2)
         for key in ("n_features", "n_train", "n_val"):
             _integer(dc[key], f"data.{key}", minimum=1)

@@ -53,18 +53,26 @@ class Dataset:
 
 
 def load(dc: DictConfig) -> Dataset:
-    if dc.name in ("synthetic", "imbalanced"):
+    if dc.name in ("synthetic", "imbalanced", "longtail"):
         return synthetic(dc)
     return mnist(dc)
 
 
-def long_tail_counts(n_max: int, n_classes: int, ratio: float) -> list[int]:
-    """Cao et al. (2019) profile: class c keeps n_max * ratio^(-c/(C-1)) samples."""
-    return [int(round(n_max * ratio ** (-c / (n_classes - 1)))) for c in range(n_classes)]
+def profile_shares(n_classes: int, ratio: float, profile: str = "exp") -> list[float]:
+    """Each class's size relative to the largest (class 0), Cao et al. (2019)'s two long-tail profiles:
+    exp: class c keeps ratio^(-c/(C-1)); step: the first C - C//2 classes keep 1, the last C//2 keep 1/ratio."""
+    if profile == "step":
+        return [1.0 if c < n_classes - n_classes // 2 else 1.0 / ratio for c in range(n_classes)]
+    return [ratio ** (-c / (n_classes - 1)) for c in range(n_classes)]
 
 
-def _split_counts(n: int, n_classes: int, ratio: float, split: str) -> list[int]:
-    shares = torch.tensor([ratio ** (-c / (n_classes - 1)) for c in range(n_classes)], dtype=torch.float64)
+def long_tail_counts(n_max: int, n_classes: int, ratio: float, profile: str = "exp") -> list[int]:
+    """Samples kept per class when the largest keeps n_max (see profile_shares)."""
+    return [int(round(n_max * share)) for share in profile_shares(n_classes, ratio, profile)]
+
+
+def _split_counts(n: int, n_classes: int, ratio: float, split: str, profile: str = "exp") -> list[int]:
+    shares = torch.tensor(profile_shares(n_classes, ratio, profile), dtype=torch.float64)
     counts = torch.floor(n * shares / shares.sum()).long()
     counts[0] += n - int(counts.sum())  # rounding remainder to the majority class
     if (counts == 0).any():
@@ -79,18 +87,22 @@ def _split_counts(n: int, n_classes: int, ratio: float, split: str) -> list[int]
 def synthetic(dc: DictConfig) -> Dataset:
     """Gaussian class clusters: x = (mu_y + noise) * scale, noise ~ N(0, I), |mu_a - mu_b| ≈ separation.
 
-    The imbalance applies to both splits: it is the task's class prior (class 0 is the majority; for a
-    binary task the positive class 1 is the rare one).
+    The imbalance (``imbalance_ratio``, ``imbalance_profile``) applies to both splits: it is the task's class
+    prior (class 0 is the majority; for a binary task the positive class 1 is the rare one). With
+    ``balanced_val=true`` the validation split keeps every class equally instead, as long-tail benchmarks
+    evaluate (the ``longtail`` preset).
     """
     c, d = dc.n_classes, dc.n_features
     ratio = dc.imbalance_ratio or 1.0
+    profile = dc.get("imbalance_profile", "exp")
     task_gen = torch.Generator().manual_seed(int(dc.task_seed))
     directions = torch.randn(c, d, generator=task_gen)
     means = directions / directions.norm(dim=1, keepdim=True) * (dc.separation / 2**0.5)
     gen = torch.Generator().manual_seed(int(dc.seed))
 
     def draw(n: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        counts = _split_counts(n, c, ratio, split)
+        balanced = split == "val" and dc.get("balanced_val", False)
+        counts = _split_counts(n, c, 1.0 if balanced else ratio, split, profile)
         y = torch.cat([torch.full((k,), cls, dtype=torch.long) for cls, k in enumerate(counts)])
         y = y[torch.randperm(n, generator=gen)]
         x = (means[y] + torch.randn(n, d, generator=gen)) * dc.scale
@@ -177,7 +189,7 @@ def mnist(dc: DictConfig) -> Dataset:
             x_train, y_train = x_train[keep], y_train[keep]
     elif dc.imbalance_ratio is not None:
         counts = torch.bincount(y_train, minlength=10)
-        target = long_tail_counts(int(counts.min()), 10, float(dc.imbalance_ratio))
+        target = long_tail_counts(int(counts.min()), 10, float(dc.imbalance_ratio), dc.get("imbalance_profile", "exp"))
         if min(target) == 0:
             raise ConfigError(
                 f"data.imbalance_ratio={dc.imbalance_ratio} leaves the rarest MNIST class with 0 training "

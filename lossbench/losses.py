@@ -37,9 +37,11 @@ hand-written log produces).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from lossbench import ConfigError
@@ -96,7 +98,8 @@ def log1mexp(a: torch.Tensor) -> torch.Tensor:
 class Objective(nn.Module):
     """Head activation + criterion: ``forward(z, y)`` is the training loss, as a user would write it."""
 
-    def __init__(self, lc: DictConfig, head: str, n_classes: int, pos_weight=None, class_weight=None):
+    def __init__(self, lc: DictConfig, head: str, n_classes: int, pos_weight=None, class_weight=None,
+                 counts: torch.Tensor | None = None):
         super().__init__()
         self.name, self.head, self.n_classes = lc.name, head, n_classes
         self.k = 1 if head == "sigmoid" and n_classes == 2 else n_classes
@@ -106,6 +109,10 @@ class Objective(nn.Module):
         self.register_buffer("pos_weight", pos_weight)
         self.register_buffer("class_weight", class_weight)
         self.has_clamp = self.name == "bce"
+        # Post-hoc logit adjustment (softmax heads): also evaluate argmax(z - tau log pi), pi = training prior.
+        self.posthoc_tau = lc.get("posthoc_tau")
+        prior = None if self.posthoc_tau is None else log_prior(counts, "loss.posthoc_tau")
+        self.register_buffer("log_prior", prior)
         # The modules a user would write; reduction is applied here so that weights can be folded in.
         self.bce = nn.BCELoss(reduction="none")
         self.bce_logits = nn.BCEWithLogitsLoss(reduction="none", pos_weight=pos_weight)
@@ -180,6 +187,13 @@ class Objective(nn.Module):
         """Called by the training loop before each step (a host int, no sync): losses with a schedule
         (e.g. deferred re-weighting) switch here. The seeds' losses have none."""
 
+    def posthoc_logits(self, z: torch.Tensor) -> torch.Tensor | None:
+        """z - tau log pi (Menon et al. 2021) when loss.posthoc_tau is set, else None: metrics of these logits are
+        reported next to the plain ones as val/posthoc/*."""
+        if self.posthoc_tau is None:
+            return None
+        return z.float() - self.posthoc_tau * self.log_prior
+
     def exact(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The same objective computed stably from logits in float32."""
         z = z.float()
@@ -205,8 +219,312 @@ class Objective(nn.Module):
         return ((t > 0) & (torch.log(p) <= CLAMP)) | ((t < 1) & (torch.log(1 - p) <= CLAMP))
 
 
-def build(lc: DictConfig, head: str, n_classes: int, counts: torch.Tensor) -> Objective:
+# --- losses for imbalanced data: focal, LDAM (+ DRW), logit adjustment, balanced softmax, poly-1; bce_clipped ---
+#
+# Conventions shared by these losses (settled here, documented per class):
+# - Softmax losses reduce as CrossEntropyLoss does: 'mean' = sum_i w_{y_i} l_i / sum_i w_{y_i} (= the mean over N
+#   without class weights), 'sum' = sum_i w_{y_i} l_i. So each one with its extra term switched off (gamma = 0,
+#   max_m = 0 and s = 1, tau = 0, eps = 0) equals nn.CrossEntropyLoss, class weights included.
+# - Sigmoid losses reduce as the seeds' BCE losses do: each sample's K terms times its class weight, 'mean' over
+#   all N*K elements (torchvision's 'mean' for the focal loss; not RetinaNet's sum / number of positives, see Focal).
+# - The class weights of CB (Cui et al. 2019) are ``loss.class_weight=effective`` with ``loss.beta``.
+
+
+def log_prior(counts: torch.Tensor | None, key: str) -> torch.Tensor:
+    """log pi_c = log(n_c / N) of the training split (float32, shape (C,)); every class must be present."""
+    if counts is None or (counts == 0).any():
+        raise ConfigError(f"{key} needs the training class counts with every class present: counts "
+                          f"{None if counts is None else counts.tolist()}.")
+    counts = counts.double()
+    return (counts / counts.sum()).log().float()
+
+
+def _softmax_reduce(terms: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None, reduction: str) -> torch.Tensor:
+    """CrossEntropyLoss's reduction of per-sample terms (N,) that already carry their class weight w_y."""
+    if reduction == "sum":
+        return terms.sum()
+    return terms.mean() if w is None else terms.sum() / w[y].sum().to(terms.dtype)
+
+
+class Focal(Objective):
+    r"""Focal loss (Lin et al. 2017): cross-entropy scaled by (1 - p_t)^gamma, on either head.
+
+    Sigmoid head (``loss=focal``, natural), per element with t in {0, 1} and p = sigmoid(z):
+
+        l = alpha_t (1 - p_t)^gamma BCEWithLogits(z, t),   p_t = p t + (1 - p)(1 - t),
+        alpha_t = alpha t + (1 - alpha)(1 - t)
+
+    the value of ``torchvision.ops.sigmoid_focal_loss(z, t, alpha, gamma, reduction="none")``. Softmax head
+    (``head=softmax``), per sample: l = w_y (1 - p_y)^gamma (-log p_y), p = softmax(z).
+
+    ``loss.impl=stable`` (default) computes the focusing term from the logits: log(1 - p_t) = logsigmoid(z (1 - 2t))
+    on the sigmoid head, log(1 - p_y) = logsumexp_{c != y} z_c - logsumexp_c z_c on the softmax head, so the
+    gradient is finite for every gamma >= 0. ``loss.impl=naive`` is the form as commonly written, kept as documented
+    behaviour: torchvision's own function on the sigmoid head, (1 - exp(-CE))^gamma CE on the softmax head (the
+    LDAM-DRW code's form). It forms 1 - p_t first; once the head saturates, 1 - p_t is exactly 0, and for
+    0 < gamma < 1 the derivative of (1 - p_t)^gamma there is infinite: infinity times sigmoid's zero slope gives
+    NaN gradients (numerics/nonfinite_grad; reported against torchvision, kornia and optax). For gamma = 0 and
+    gamma >= 1 the two forms agree.
+
+    Weights. ``alpha`` (sigmoid head only): null = 0.25 (torchvision's and RetinaNet's default), or off when
+    ``class_weight`` is set (Cui et al.'s CB focal replaces alpha by the class-balanced weight); ``-1`` = off, as
+    in torchvision. ``class_weight`` (both heads; ``effective`` = CB focal) multiplies each sample's terms.
+    On the softmax head the focusing term uses the *unweighted* p_y: the LDAM-DRW code computes
+    p = exp(-CE) after class weighting, which mixes the weight into the focusing term.
+
+    Reduction. Sigmoid: 'mean' over all N*K elements, as torchvision's 'mean' and as BCEWithLogitsLoss, so that
+    gamma = 0 with alpha off is exactly ``bce_logits``. RetinaNet divides the sum by the number of positive
+    anchors instead: in detection nearly all anchors are easy negatives; in classification with one label per
+    sample that count is N for a one-vs-rest head (a constant factor K) and, for a binary head on a 1:100 task,
+    about one positive per batch of 128: a per-batch step size that swings with it (and is undefined at zero).
+    Softmax: as CrossEntropyLoss, 'mean' = sum w_y l / sum w_y (the LDAM-DRW code divides by N).
+
+    Monitors: no clamp (clamped_frac 0); dead_frac counts wrong samples whose logit gradient is exactly 0 (none
+    in the stable form); loss_gap is rounding only (the stable form in float32 is :meth:`exact`).
+
+    Shape: z (N, K), y (N,) long; output scalar.
+    """
+
+    def __init__(self, lc: DictConfig, head: str, n_classes: int, pos_weight=None, class_weight=None, counts=None):
+        super().__init__(lc, head, n_classes, pos_weight, class_weight, counts)
+        self.gamma, self.impl = float(lc.gamma), lc.impl
+        alpha = lc.alpha
+        if alpha is None:
+            alpha = 0.25 if head == "sigmoid" and class_weight is None else -1
+        self.alpha = float(alpha) if head == "sigmoid" else -1.0
+
+    def terms(self, z: torch.Tensor, y: torch.Tensor, impl: str) -> torch.Tensor:
+        """Unreduced, unweighted by class: (N, K) on the sigmoid head (alpha_t included), (N,) on the softmax."""
+        if self.head == "softmax":
+            if impl == "naive":
+                ce = F.cross_entropy(z, y, reduction="none")
+                return (1 - torch.exp(-ce)) ** self.gamma * ce
+            log_p = F.log_softmax(z, dim=1)
+            others = z.masked_fill(F.one_hot(y, self.n_classes).bool(), -math.inf)
+            log_1m_py = torch.logsumexp(others, dim=1) - torch.logsumexp(z, dim=1)
+            return -torch.exp(self.gamma * log_1m_py) * log_p.gather(1, y[:, None]).squeeze(1)
+        t = self.targets(y, z.dtype)
+        if impl == "naive":  # torchvision is imported here: it adds about 1 s to every start-up
+            from torchvision.ops import sigmoid_focal_loss
+
+            return sigmoid_focal_loss(z, t, alpha=self.alpha, gamma=self.gamma, reduction="none")
+        terms = F.binary_cross_entropy_with_logits(z, t, reduction="none")
+        terms = terms * torch.exp(self.gamma * F.logsigmoid(z * (1 - 2 * t)))
+        if self.alpha >= 0:
+            terms = terms * (self.alpha * t + (1 - self.alpha) * (1 - t))
+        return terms
+
+    def _loss(self, z: torch.Tensor, y: torch.Tensor, impl: str) -> torch.Tensor:
+        terms = self.terms(z, y, impl)
+        if self.head == "sigmoid":
+            return self._reduce(terms, y)
+        w = self.class_weight
+        return _softmax_reduce(terms if w is None else terms * w[y].to(terms.dtype), y, w, self.reduction)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self._loss(z, y, self.impl)
+
+    def exact(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self._loss(z.float(), y, "stable")
+
+
+class LDAM(Objective):
+    r"""Label-distribution-aware margin loss (Cao et al. 2019, kaidic/LDAM-DRW), softmax head:
+
+        l = CrossEntropyLoss(weight=w)(s (z - m_y onehot(y)), y),   m_c = max_m (n_min / n_c)^(1/4)
+
+    margins proportional to n_c^(-1/4), the largest (the rarest class's) = ``max_m`` (0.5), logits scaled by
+    ``s`` (30). With max_m = 0 this is CrossEntropyLoss on s z. Predictions are argmax z (no margin at test).
+    Reduction as CrossEntropyLoss (with ``class_weight``: sum w_y l / sum w_y); label_smoothing is CE's.
+
+    The head. The reference code pairs the loss with a normalised (cosine) output layer, z_c = cos(h, W_c)
+    in [-1, 1] (``use_norm`` for LDAM), and s = 30 is chosen for that range: the margins (<= 0.5) are then a
+    fixed share of the logit range. lossbench offers that layer as ``model.cosine_head`` and ``loss=ldam``
+    turns it on by default (``loss.cosine_head: true``, which model.cosine_head follows unless set). On a plain
+    linear head (``model.cosine_head=false``) z is unbounded: s multiplies the logits' gradient by 30 and the
+    margins shrink relative to the logits as they grow.
+
+    DRW (deferred re-weighting, the paper's LDAM-DRW) is ``loss.drw_step``, available to every softmax loss
+    (:class:`DRW`).
+
+    Monitors: no clamp; dead_frac: wrong samples with an exactly zero logit gradient (softmax underflow of s z;
+    none on a cosine head in float32); loss_gap: rounding only.
+
+    Shape: z (N, C), y (N,) long; output scalar.
+    """
+
+    def __init__(self, lc: DictConfig, head: str, n_classes: int, pos_weight=None, class_weight=None, counts=None):
+        super().__init__(lc, head, n_classes, pos_weight, class_weight, counts)
+        m = (-0.25 * log_prior(counts, "loss=ldam")).exp()  # n_c^(-1/4) up to a constant factor
+        self.register_buffer("margins", m * (float(lc.max_m) / m.max()))
+        self.s = float(lc.s)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        z_m = z - F.one_hot(y, self.n_classes) * self.margins[y].unsqueeze(1)
+        return F.cross_entropy(self.s * z_m, y, weight=self.class_weight, label_smoothing=self.smoothing,
+                               reduction=self.reduction)
+
+    def exact(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.forward(z.float(), y)
+
+
+class LogitAdjusted(Objective):
+    r"""Logit-adjusted cross-entropy (Menon et al. 2021) and balanced softmax (Ren et al. 2020), softmax head:
+
+        logit_adjusted:    l = CrossEntropyLoss(weight=w)(z + tau log pi, y),   pi_c = n_c / N,  tau = 1.0
+        balanced_softmax:  l = CrossEntropyLoss(weight=w)(z + log n_c, y)
+
+    The two are one loss at tau = 1: log n_c = log pi_c + log N, and softmax ignores a constant shift.
+    Predictions are argmax z: the shift is applied in training only, so z estimates the balanced posterior.
+    (The opposite, training plain CE and predicting argmax(z - tau log pi), is ``loss.posthoc_tau``.)
+    Reduction and label_smoothing as CrossEntropyLoss.
+
+    Monitors: no clamp; dead_frac: wrong samples with an exactly zero logit gradient (softmax underflow);
+    loss_gap: rounding only. saturated_frac counts softmax(z), the model's own probabilities.
+
+    Shape: z (N, C), y (N,) long; output scalar.
+    """
+
+    def __init__(self, lc: DictConfig, head: str, n_classes: int, pos_weight=None, class_weight=None, counts=None):
+        super().__init__(lc, head, n_classes, pos_weight, class_weight, counts)
+        if lc.name == "balanced_softmax":
+            shift = log_prior(counts, "loss=balanced_softmax") + math.log(float(counts.sum()))  # log n_c
+        else:
+            shift = float(lc.tau) * log_prior(counts, "loss=logit_adjusted")
+        self.register_buffer("shift", shift)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(z + self.shift, y, weight=self.class_weight, label_smoothing=self.smoothing,
+                               reduction=self.reduction)
+
+    def exact(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.forward(z.float(), y)
+
+
+class Poly1(Objective):
+    r"""Poly-1 loss (Leng et al. 2022): the cross-entropy plus epsilon times its first polynomial term.
+
+    Softmax head (natural): l = w_y (CE(z, y) + epsilon (1 - p_t)), p_t = sum_c t_c softmax(z)_c (= p_y, or the
+    smoothed target's share with label_smoothing), CE with CrossEntropyLoss's weight and label_smoothing;
+    'mean' = sum l / sum w_y. Sigmoid head, per element: BCEWithLogits(z, t; pos_weight) + epsilon (1 - p_t),
+    1 - p_t = t sigmoid(-z) + (1 - t) sigmoid(z); reduced as bce_logits. ``epsilon`` = 1 by default; the paper
+    allows epsilon >= -1. With epsilon = 0 it is ``ce`` / ``bce_logits`` exactly.
+
+    Monitors: no clamp; dead_frac: wrong samples with an exactly zero logit gradient; loss_gap: rounding only.
+
+    Shape: z (N, K), y (N,) long; output scalar.
+    """
+
+    def __init__(self, lc: DictConfig, head: str, n_classes: int, pos_weight=None, class_weight=None, counts=None):
+        super().__init__(lc, head, n_classes, pos_weight, class_weight, counts)
+        self.epsilon = float(lc.epsilon)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        t = self.targets(y, z.dtype)
+        if self.head == "sigmoid":
+            one_minus_pt = t * torch.sigmoid(-z) + (1 - t) * torch.sigmoid(z)
+            return self._reduce(self.bce_logits(z, t) + self.epsilon * one_minus_pt, y)
+        w = self.class_weight
+        ce = F.cross_entropy(z, y, weight=w, label_smoothing=self.smoothing, reduction="none")
+        poly = self.epsilon * (1 - (t * torch.softmax(z, dim=1)).sum(dim=1))
+        return _softmax_reduce(ce + (poly if w is None else poly * w[y].to(poly.dtype)), y, w, self.reduction)
+
+    def exact(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.forward(z.float(), y)
+
+
+class ClippedBCE(Objective):
+    r"""BAD EXAMPLE: binary cross-entropy on probabilities clipped to [eps, 1 - eps] first (``loss=bce_clipped``),
+    as tutorials write it by hand and as Keras' ``binary_crossentropy`` does on probabilities (eps = 1e-7):
+
+        l = -(pw t log p_c + (1 - t) log(1 - p_c)),   p_c = clamp(p, eps, 1 - eps),  p = sigmoid(z) or softmax(z)
+
+    reduced like ``bce`` (class weights per sample, 'mean' over N*K). The clip keeps the logs finite, but the
+    gradient of a clipped probability is exactly 0: a saturated, wrong sample is dead, as under BCELoss' clamp,
+    at a far smaller loss (-log eps = 16.1 for eps = 1e-7 instead of 100) and from a far smaller logit
+    (|z| > 16.1 instead of sigmoid's exact 0 at z < -88.7). In float32, 1 - 1e-7 rounds to 1 - 2^-23, so the
+    upper clip reports -log(1.19e-7) = 15.9. In bfloat16 and float16 (autocast) 1 - eps rounds to 1.0: the upper
+    clip does nothing and log(1 - p) = -inf comes back.
+
+    Monitors: clamped_frac = probabilities the clip changes (p < eps or p > 1 - eps); dead_frac = wrong samples
+    it leaves with zero gradient; loss_gap = reported - the unclipped objective computed stably from logits
+    (what the clip hides: about 16 - |z| per dead sample).
+
+    Shape: z (N, K), y (N,) long; output scalar.
+    """
+
+    def __init__(self, lc: DictConfig, head: str, n_classes: int, pos_weight=None, class_weight=None, counts=None):
+        super().__init__(lc, head, n_classes, pos_weight, class_weight, counts)
+        self.eps = float(lc.eps)
+        self.has_clamp = True
+
+    def activation(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(z) if self.head == "sigmoid" else torch.softmax(z, dim=1)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        p = self.activation(z).clamp(self.eps, 1 - self.eps)
+        t = self.targets(y, p.dtype)
+        pw = 1 if self.pos_weight is None else self.pos_weight
+        return self._reduce(-(pw * t * torch.log(p) + (1 - t) * torch.log(1 - p)), y)
+
+    def clamped(self, p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per element of p: did the clip change it? (bool, z's shape)"""
+        return (p < self.eps) | (p > 1 - self.eps)
+
+
+class DRW(nn.Module):
+    r"""Deferred re-weighting (Cao et al. 2019) for any softmax loss: ``loss.drw_step`` = S.
+
+    Steps 0 .. S-1 train the loss unweighted; from step S on, with ``loss.class_weight`` (``effective`` with
+    ``loss.beta`` when unset; the reference uses beta = 0.9999 from epoch 160 of 200). The loop calls
+    :meth:`begin_step` with the step (a host int) before each step: the switch is a Python attribute, with no
+    host sync and no tensor op. Everything the loop and the monitors call goes to the objective in force, so
+    val/loss and the monitors measure the loss being trained.
+    """
+
+    def __init__(self, lc: DictConfig, head: str, n_classes: int, counts: torch.Tensor):
+        super().__init__()
+        self.drw_step = int(lc.drw_step)
+        plain = OmegaConf.merge(lc, {"class_weight": None, "drw_step": None})
+        weighted = OmegaConf.merge(lc, {"class_weight": lc.class_weight or "effective", "drw_step": None})
+        self.before, self.after = build(plain, head, n_classes, counts), build(weighted, head, n_classes, counts)
+        self.active = self.before
+        self.name, self.head, self.n_classes, self.k = lc.name, head, n_classes, self.before.k
+        self.has_clamp, self.reduction = self.before.has_clamp, self.before.reduction
+
+    def begin_step(self, step: int) -> None:
+        self.active = self.after if step >= self.drw_step else self.before
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.active(z, y)
+
+    def probs(self, z: torch.Tensor) -> torch.Tensor:
+        return self.active.probs(z)
+
+    def predict(self, z: torch.Tensor) -> torch.Tensor:
+        return self.active.predict(z)
+
+    def wrong(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.active.wrong(z, y)
+
+    def exact(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.active.exact(z, y)
+
+    def clamped(self, p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.active.clamped(p, y)
+
+    def posthoc_logits(self, z: torch.Tensor) -> torch.Tensor | None:
+        return self.active.posthoc_logits(z)
+
+
+LOSS_CLASSES = {"focal": Focal, "ldam": LDAM, "logit_adjusted": LogitAdjusted, "balanced_softmax": LogitAdjusted,
+                "poly1": Poly1, "bce_clipped": ClippedBCE}
+
+
+def build(lc: DictConfig, head: str, n_classes: int, counts: torch.Tensor) -> Objective | DRW:
+    if lc.get("drw_step") is not None:
+        return DRW(lc, head, n_classes, counts)
     pos_weight, class_weight = weights(lc, head, counts)
     if class_weight is not None and len(class_weight) != n_classes:
         raise ConfigError(f"loss.class_weight needs {n_classes} entries.")
-    return Objective(lc, head, n_classes, pos_weight, class_weight)
+    return LOSS_CLASSES.get(lc.name, Objective)(lc, head, n_classes, pos_weight, class_weight, counts)

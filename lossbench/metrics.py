@@ -135,6 +135,14 @@ def evaluate(z: torch.Tensor, y: torch.Tensor, head: str, n_classes: int) -> dic
     return out
 
 
+def posthoc(z_adjusted: torch.Tensor | None, y: torch.Tensor, head: str, n_classes: int) -> dict[str, float]:
+    """The metrics of post-hoc logit-adjusted logits z - tau log pi (Menon et al. 2021; from
+    ``Objective.posthoc_logits``) as ``posthoc/<metric>``, reported next to the plain ones; {} without them."""
+    if z_adjusted is None:
+        return {}
+    return {f"posthoc/{k}": v for k, v in evaluate(z_adjusted, y, head, n_classes).items()}
+
+
 def per_class_recall(z: torch.Tensor, y: torch.Tensor, head: str, n_classes: int) -> list[float]:
     pred = probabilities(z, head).argmax(dim=1).cpu()
     y = y.cpu()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
@@ -19,17 +20,30 @@ def n_outputs(head: str, n_classes: int) -> int:
     return 1 if head == "sigmoid" and n_classes == 2 else n_classes
 
 
+class CosineLinear(nn.Linear):
+    """Normalised output layer (``model.cosine_head=true``): z_c = <h / |h|, W_c / |W_c|>, a cosine in [-1, 1],
+    no bias. The layer of the LDAM-DRW reference code (``NormedLinear``, used with loss=ldam, whose scale s
+    restores the logit range); weights initialised as nn.Linear's (only their direction matters)."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__(in_features, out_features, bias=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.normalize(h, dim=1), F.normalize(self.weight, dim=1))
+
+
 def build(mc: DictConfig, input_shape: tuple[int, ...], n_out: int) -> nn.Module:
     n_in = math.prod(input_shape)
+    out_layer = CosineLinear if mc.get("cosine_head", False) else nn.Linear
     if mc.name == "linear":
-        model = nn.Sequential(nn.Flatten(), nn.Linear(n_in, n_out))
+        model = nn.Sequential(nn.Flatten(), out_layer(n_in, n_out))
     elif mc.name == "mlp":
         layers: list[nn.Module] = [nn.Flatten()]
         width = n_in
         for h in mc.hidden:
             layers += [nn.Linear(width, h), nn.ReLU()]
             width = h
-        model = nn.Sequential(*layers, nn.Linear(width, n_out))
+        model = nn.Sequential(*layers, out_layer(width, n_out))
     else:  # cnn, on (N, 1, 28, 28) images
         c1, c2 = mc.channels
         side = input_shape[-1] // 4
@@ -37,7 +51,7 @@ def build(mc: DictConfig, input_shape: tuple[int, ...], n_out: int) -> nn.Module
             nn.Conv2d(input_shape[0], c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(), nn.Linear(c2 * side * side, mc.hidden), nn.ReLU(),
-            nn.Linear(mc.hidden, n_out),
+            out_layer(mc.hidden, n_out),
         )
     if mc.init_scale != 1.0:
         with torch.no_grad():

@@ -119,6 +119,7 @@ def evaluate(model, objective, ds: data.Dataset, head: str, batch_size: int, amp
     with torch.no_grad():
         out = {"loss": float(objective(z, ds.val_targets))}
     out.update(metrics.evaluate(z, ds.y_val, head, ds.n_classes))
+    out.update(metrics.posthoc(objective.posthoc_logits(z), ds.y_val, head, ds.n_classes))  # {} unless posthoc_tau
     return {f"val/{k}": v for k, v in out.items()}, z
 
 
@@ -405,6 +406,8 @@ def _run(cfg: DictConfig, out_dir: Path, jobs: int, t0: float) -> dict:
             summary["amp"] = {"final_scale": scaler.get_scale(), "skipped_steps": monitor.totals["nonfinite_grad"]}
         if z_val is not None and status != "failed":
             summary["per_class_recall"] = metrics.per_class_recall(z_val, ds.y_val, head, ds.n_classes)
+            if (z_adj := objective.posthoc_logits(z_val)) is not None:  # loss.posthoc_tau: recall both ways
+                summary["posthoc_per_class_recall"] = metrics.per_class_recall(z_adj, ds.y_val, head, ds.n_classes)
             if ds.n_classes == 2 and status != "interrupted":
                 log.pr_curve(ds.y_val, metrics.scores(z_val, head), step)
         if status != "interrupted":  # an interrupted run writes its hparams when it ends (after a resume)
