@@ -90,6 +90,14 @@ def weights(lc: DictConfig, head: str, counts: torch.Tensor) -> tuple[torch.Tens
     return f32(pos_weight), f32(class_weight)
 
 
+def log1m_softmax(z: torch.Tensor) -> torch.Tensor:
+    """log(1 - softmax(z)_c) for every c, (N, C): logsumexp of the other logits minus logsumexp of all. Finite
+    where softmax(z)_c rounds to 1 (log1mexp of log_softmax would give -inf there)."""
+    c = z.shape[1]
+    others = z.unsqueeze(1).expand(-1, c, -1).masked_fill(torch.eye(c, dtype=torch.bool, device=z.device), -math.inf)
+    return torch.logsumexp(others, dim=2) - torch.logsumexp(z, dim=1, keepdim=True)
+
+
 def log1mexp(a: torch.Tensor) -> torch.Tensor:
     """log(1 - exp(a)) for a <= 0, accurate everywhere (Mächler 2012)."""
     return torch.where(a > -0.6931471805599453, torch.log(-torch.expm1(a)), torch.log1p(-torch.exp(a)))
@@ -187,9 +195,14 @@ class Objective(nn.Module):
         """Called by the training loop before each step (a host int, no sync): losses with a schedule
         (e.g. deferred re-weighting) switch here. The seeds' losses have none."""
 
+    def eval_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """The logits whose sigmoid/softmax are the model's predicted probabilities, for the metrics: z itself,
+        except for losses that scale the logits inside (LDAM: s z)."""
+        return z
+
     def posthoc_logits(self, z: torch.Tensor) -> torch.Tensor | None:
-        """z - tau log pi (Menon et al. 2021) when loss.posthoc_tau is set, else None: metrics of these logits are
-        reported next to the plain ones as val/posthoc/*."""
+        """z - tau log pi (Menon et al. 2021) of the evaluation logits z (:meth:`eval_logits`) when
+        loss.posthoc_tau is set, else None: their metrics are reported next to the plain ones as val/posthoc/*."""
         if self.posthoc_tau is None:
             return None
         return z.float() - self.posthoc_tau * self.log_prior
@@ -207,8 +220,7 @@ class Objective(nn.Module):
         if self.head == "sigmoid":
             terms = F.binary_cross_entropy_with_logits(z, t, pos_weight=self.pos_weight, reduction="none")
         else:  # BCE on softmax probabilities
-            log_p = F.log_softmax(z, dim=1)
-            terms = -(t * log_p + (1 - t) * log1mexp(log_p))
+            terms = -(t * F.log_softmax(z, dim=1) + (1 - t) * log1m_softmax(z))
         return self._reduce(terms, y)
 
     def clamped(self, p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -344,6 +356,9 @@ class LDAM(Objective):
     linear head (``model.cosine_head=false``) z is unbounded: s multiplies the logits' gradient by 30 and the
     margins shrink relative to the logits as they grow.
 
+    The model's probabilities are softmax(s z) (margins are a training device): :meth:`eval_logits` gives s z to
+    the metrics (val/nll, ECE, AUC, post-hoc adjustment) and :meth:`probs` softmax(s z) to the monitors.
+
     DRW (deferred re-weighting, the paper's LDAM-DRW) is ``loss.drw_step``, available to every softmax loss
     (:class:`DRW`).
 
@@ -363,6 +378,12 @@ class LDAM(Objective):
         z_m = z - F.one_hot(y, self.n_classes) * self.margins[y].unsqueeze(1)
         return F.cross_entropy(self.s * z_m, y, weight=self.class_weight, label_smoothing=self.smoothing,
                                reduction=self.reduction)
+
+    def eval_logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.s * z
+
+    def probs(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.s * z, dim=1)
 
     def exact(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.forward(z.float(), y)
@@ -512,6 +533,9 @@ class DRW(nn.Module):
 
     def clamped(self, p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.active.clamped(p, y)
+
+    def eval_logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.active.eval_logits(z)
 
     def posthoc_logits(self, z: torch.Tensor) -> torch.Tensor | None:
         return self.active.posthoc_logits(z)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,15 @@ def class_recall(c: int) -> Getter:
     def f(s: dict) -> float | None:
         pcr = s.get("per_class_recall") or []
         return pcr[c] if c < len(pcr) else None
+    return f
+
+
+def mean_recall(classes: range, key: str = "per_class_recall") -> Getter:
+    """Mean recall over some classes (e.g. the head or the tail of a long-tailed training set)."""
+    def f(s: dict) -> float | None:
+        pcr = s.get(key) or []
+        xs = [pcr[c] for c in classes if c < len(pcr) and isinstance(pcr[c], (int, float)) and math.isfinite(pcr[c])]
+        return statistics.fmean(xs) if xs else None
     return f
 
 
@@ -90,10 +100,35 @@ COLUMNS: dict[str, list[tuple[str, Getter, str]]] = {
         ("mean max prob", final("mean_confidence"), ".4f"), ("val NLL", final("nll"), ".4f"),
         ("steps to acc 0.95", steps_to_target, ".0f"),
     ],
+    "long_tail": [
+        ("balanced acc", final("balanced_accuracy"), ".4f"),
+        ("balanced acc, post-hoc τ=1", final("posthoc/balanced_accuracy"), ".4f"),
+        ("recall 0-4 (head)", mean_recall(range(0, 5)), ".3f"), ("recall 5-9 (tail)", mean_recall(range(5, 10)), ".3f"),
+        ("recall 5-9, post-hoc", mean_recall(range(5, 10), "posthoc_per_class_recall"), ".3f"),
+        ("recall class 9 (rarest)", class_recall(9), ".3f"), ("macro AUC", final("auc"), ".4f"),
+        ("ECE", final("ece"), ".4f"), ("steps to bal. acc 0.9", steps_to_target, ".0f"),
+        ("max abs logit", numerics("max_abs_logit"), ".3g"), ("non-finite loss steps", numerics("nonfinite_loss"), ".0f"),
+    ],
+    "long_tail_binary": [
+        ("AUC", final("auc"), ".3f"), ("AP", final("ap"), ".3f"), ("balanced acc", final("balanced_accuracy"), ".3f"),
+        ("recall@0.5", final("recall"), ".3f"), ("accuracy", final("accuracy"), ".3f"),
+        ("mean p(pos)", final("mean_prob"), ".3f"), ("val NLL", final("nll"), ".3f"),
+        ("steps to AP 0.5", steps_to_target, ".0f"),
+    ],
 }
+# Studies whose groups are named by a few config keys: their method presets (configs/method, configs/binary_method)
+# change several loss and model keys at once, which would all appear in the default label.
+LABEL_KEYS = {"long_tail": ("data.imbalance_profile", "study.method"), "long_tail_binary": ("study.method",)}
 # equivalence: pairs of losses whose curves are compared run by run (same seed, same data, same init)
 PAIRS = (("ce", "nll"), ("bce_logits", "bce"), ("bce_logits", "ce"))
 CURVE_METRICS = ("val/nll", "val/auc")
+
+
+def label(study: str, g: Group) -> str:
+    keys = LABEL_KEYS.get(study)
+    if not keys:
+        return g.label
+    return " ".join(str(get(g.runs[0].summary, "config", *k.split("."))) for k in keys)
 
 
 def study_table(study: str, groups: list[Group]) -> str:
@@ -101,7 +136,7 @@ def study_table(study: str, groups: list[Group]) -> str:
     rows = []
     for g in groups:
         n = len(g.runs)
-        rows.append([g.label, str(n)] + [cell([get_(r.summary) for r in g.runs], n, fmt) for _, get_, fmt in cols]
+        rows.append([label(study, g), str(n)] + [cell([get_(r.summary) for r in g.runs], n, fmt) for _, get_, fmt in cols]
                     + [g.statuses()])
     return markdown(["group", "runs", *(c[0] for c in cols), "status"], rows)
 
@@ -159,6 +194,33 @@ def plot_class_recall(path: Path, groups: list[Group]) -> None:
     plt.close(fig)
 
 
+def plot_recall_by_class(path: Path, study: str, groups: list[Group]) -> None:
+    """Per-class recall (mean over seeds) of each method, one panel per imbalance profile (long_tail)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    profiles = sorted({get(g.runs[0].summary, "config", "data", "imbalance_profile") for g in groups})
+    fig, axes = plt.subplots(1, len(profiles), figsize=(5.2 * len(profiles), 3.8), sharey=True, squeeze=False)
+    for ax, profile in zip(axes[0], profiles, strict=True):
+        for g in groups:
+            if get(g.runs[0].summary, "config", "data", "imbalance_profile") != profile:
+                continue
+            rec = np.array([r.summary.get("per_class_recall") or [] for r in g.runs], dtype=float)
+            if rec.ndim == 2 and rec.shape[1]:
+                ax.plot(range(rec.shape[1]), np.nanmean(rec, axis=0), marker="o", ms=3, lw=1,
+                        label=get(g.runs[0].summary, "config", "study", "method"))
+        ax.set_title(f"profile={profile}", fontsize=10)
+        ax.set_xlabel("class (training samples fall with the class index)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("recall (mean over seeds)")
+    axes[0][-1].legend(fontsize=7, loc="lower left")
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+
+
 MAX_PNG_BYTES = 200_000  # plots are committed to experiments/: keep them small
 
 
@@ -182,6 +244,8 @@ def write(study: str, sweep: Path, out: Path) -> str:
         md += curve_gaps(groups) + "\n"
     if study == "class_weights":
         plot_class_recall(out / "class_recall.png", groups)
+    if study == "long_tail":
+        plot_recall_by_class(out / "class_recall.png", study, groups)
     (out / "study.md").write_text(md)
     for path in [*written, out / "class_recall.png"]:
         if path.suffix == ".png" and path.exists():

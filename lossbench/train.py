@@ -118,6 +118,7 @@ def evaluate(model, objective, ds: data.Dataset, head: str, batch_size: int, amp
     z = predict_logits(model, ds.x_val, batch_size, amp)
     with torch.no_grad():
         out = {"loss": float(objective(z, ds.val_targets))}
+    z = objective.eval_logits(z)  # the logits of the model's probabilities (LDAM: s z)
     out.update(metrics.evaluate(z, ds.y_val, head, ds.n_classes))
     out.update(metrics.posthoc(objective.posthoc_logits(z), ds.y_val, head, ds.n_classes))  # {} unless posthoc_tau
     return {f"val/{k}": v for k, v in out.items()}, z

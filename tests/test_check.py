@@ -58,3 +58,24 @@ def test_failing_identity_exits_nonzero(monkeypatch, capsys):
 def test_unknown_dtype_is_a_clear_error(capsys):
     assert check.main(["--dtypes", "float8"]) == 2
     assert "Valid choices" in capsys.readouterr().err
+
+
+def test_tutorial_clipped_bce_numbers(rows):
+    """Issue 18: the tutorial's four printed numbers, by its function and by nn.BCELoss(sum) on clipped p."""
+    quoted = [q for _, q in check.TUTORIAL_CLIPPED]
+    assert quoted == [3.0000150000863473e-05, 0.43386458262986227, 0.9571127263944101, 1.62964061975162]
+    got = [r for (_, dt), r in rows.items() if r.identity.startswith("tutorial's function") and dt == "float64"]
+    bce = [r for (_, dt), r in rows.items() if r.identity.startswith("nn.BCELoss(sum)") and dt == "float64"]
+    assert len(got) == len(bce) == 4 and all(r.verdict == "ok" for r in got + bce)
+    assert [float(r.detail.removeprefix("got ")) for r in got] == quoted  # to the last digit
+    assert not any(r.identity.startswith("tutorial") for (_, dt), r in rows.items() if dt == "float32")
+    p = check.torch.tensor([0.0, 1.0, 0.5], dtype=check.torch.float64)
+    assert check.tutorial_clip(p).tolist() == [0.00001, 0.99999, 0.5] and p.tolist() == [0.0, 1.0, 0.5]
+
+
+def test_ce_over_extra_dimensions(rows):
+    for shape in ("(32, 10, 5)/(32, 5)", "(2, 3, 3, 3)/(2, 3, 3)"):
+        for dt in ("float64", "float32"):
+            mine = [r for (ident, d), r in rows.items() if ident.startswith(f"CE {shape}") and d == dt]
+            assert len(mine) == 3 and all(r.verdict == "ok" for r in mine), (shape, dt)
+    assert rows[("CE (32, 10, 5)/(32, 5) = NLL(log_softmax(dim=1), sum) / (N*d1*...)", "float32")].diff == 0

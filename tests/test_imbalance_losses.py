@@ -196,6 +196,8 @@ def test_ldam_matches_the_reference_and_reduces_to_ce():
     want = ldam_reference(z, y, COUNTS, 0.5, 30.0, effective(COUNTS, 0.9999))
     assert w(z.float(), y).item() == pytest.approx(want.item(), rel=1e-5)
     assert torch.equal(obj.predict(z), z.argmax(1))  # no margin at test time
+    torch.testing.assert_close(obj.eval_logits(z), 30 * z)  # the metrics' logits: probabilities softmax(s z)
+    torch.testing.assert_close(obj.probs(z), torch.softmax(30 * z, dim=1))
 
 
 def test_ldam_uses_the_cosine_head_by_default():
@@ -360,3 +362,13 @@ def test_exact_equals_the_loss_in_float32_and_hooks_have_the_right_shapes(loss, 
     if obj.has_clamp:
         assert obj.clamped(obj.probs(z), y).shape == z.shape
     assert OmegaConf.select(make_cfg(f"loss={loss}"), "loss.name") == loss
+
+
+def test_exact_bce_on_softmax_is_finite_where_a_probability_rounds_to_1():
+    z = torch.tensor([[40.0, 0.0, 0.0], [0.0, 40.0, 0.0]])  # log_softmax = 0 exactly for the large logit
+    y = torch.tensor([0, 2])
+    for loss in ("bce", "bce_clipped"):
+        obj = objective(loss, "softmax", torch.tensor([5, 5, 5]))
+        exact = obj.exact(z, y)
+        # sample 2: -log p_2 = 40 and -log(1 - p_1) = -log(2 e^-40 / (1 + 2 e^-40)) = 40 - log 2; the rest ~ 0
+        assert torch.isfinite(exact) and exact.item() == pytest.approx((40 + 40 - math.log(2)) / 6, rel=1e-5)
