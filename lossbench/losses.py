@@ -16,6 +16,23 @@ nll_manual     Softmax, log, NLL     -log(softmax(z)_y): softmax underflows to 0
 bce (softmax)  Softmax + BCELoss     BCE of softmax probabilities against one-hot targets          softmax
 =============  ====================  ===========================================================  =======
 
+Losses for imbalanced data, and a third hand-written BCE (classes below :class:`Focal`; n_c: training count
+of class c, pi_c = n_c / N, w: class_weight):
+
+================  ============================================================================  ================
+loss              per sample / element                                                          head (natural *)
+================  ============================================================================  ================
+focal             alpha_t (1-p_t)^gamma BCEWithLogits(z, t) | w_y (1-p_y)^gamma (-log p_y)      sigmoid* softmax
+ldam              CE(s (z - m_y onehot(y)), y), m_c = max_m (n_min / n_c)^(1/4)                  softmax*
+logit_adjusted    CE(z + tau log pi, y)                                                         softmax*
+balanced_softmax  CE(z + log n_c, y)  (= logit_adjusted at tau = 1)                             softmax*
+poly1             CE + epsilon (1 - p_y) | BCEWithLogits + epsilon (1 - p_t)                     softmax* sigmoid
+bce_clipped       -(t log p_c + (1-t) log(1-p_c)), p_c = clamp(p, eps, 1-eps): bad example      sigmoid* softmax
+================  ============================================================================  ================
+
+Options of every softmax loss: ``drw_step`` (deferred re-weighting, :class:`DRW`) and ``posthoc_tau``
+(post-hoc logit adjustment at evaluation: :meth:`Objective.posthoc_logits`, metrics as val/posthoc/*).
+
 Shapes: sigmoid losses take z and t of shape (N, K) (K = 1 for binary, C for one-vs-rest); softmax
 losses take z of shape (N, C) and y of shape (N,) (long). All return a scalar.
 
