@@ -145,7 +145,7 @@ def compare_runs(runs: list[Run], key: str) -> Comparison:
                     notes.append(f"{la} − {lb}, {m}: pairs left out, no final {metric}: {'; '.join(missing)}")
                 higher = metric not in LOWER_IS_BETTER
                 diff = stats.mean_ci([x - y for x, y in used])
-                verdict = stats.verdict(diff, higher, la)
+                verdict = stats.verdict(diff, higher, la) if diff.n else "no matched pair has this metric"
                 if used and all(x == y for x, y in used) and len(used) >= 2:
                     verdict += " (identical in every seed)"
                 ma, mb = stats.mean_ci([x for x, _ in used]).mean, stats.mean_ci([y for _, y in used]).mean
@@ -169,7 +169,8 @@ def compare_runs(runs: list[Run], key: str) -> Comparison:
              "seeds could tell from 0 (a true difference of that size is detected about half the time).\n")
     if rows and min(r["n"] for r in rows) < 5:
         intro += ("\nFew seeds: a bootstrap interval from n < 5 values is too narrow (from 3 seeds it is the range of "
-                  "the 3 differences, a ~75% interval), so read these verdicts as provisional.\n")
+                  "the 3 differences, which holds the true difference only ~75% of the time), so read these verdicts as "
+                  "provisional.\n")
     if bundled:
         intro += (f"\n{', '.join(short_key(k) for k in bundled)} changes with {name} in these runs and is compared "
                   f"as part of it.\n")

@@ -97,8 +97,9 @@ def find_runs(paths: list[Path]) -> list[Run]:
                 continue
             params = {k: v for k, v in flatten(s["config"]).items() if k not in IGNORED}
             runs.append(Run(path.parent, s, params))
-        if not runs:
-            raise ReportError(f"no usable runs under {root}: every {SUMMARY} found was skipped (see the warnings)")
+    if not runs:
+        raise ReportError(f"no usable runs under {', '.join(map(str, paths))}: every {SUMMARY} found was skipped "
+                          "(see the warnings)")
     seen, unique = set(), []
     for r in runs:  # overlapping paths (a sweep and its parent) list a run once
         if r.dir.resolve() not in seen:
