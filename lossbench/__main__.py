@@ -51,6 +51,13 @@ def sweep_value(summary: dict, metric: str) -> float | None:
     return float(value)
 
 
+def result_line(summary: dict, out_dir: Path) -> str:
+    """The line a finished run prints: status, steps, the headline validation metrics, its directory."""
+    values = " ".join(f"{k}={v:.4f}" for k, v in summary["final"].items()
+                      if k in ("val/loss", "val/auc", "val/accuracy", "val/nll") and v is not None)
+    return f"lossbench: {summary['status']} {summary['steps']} steps -> {values}  [{out_dir}]"
+
+
 @hydra.main(config_path="../configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     from lossbench import train  # torch is imported here, after Hydra has parsed the command line
@@ -93,12 +100,7 @@ def main(cfg: DictConfig) -> float | None:
         if multirun:
             return None  # the launcher starts no further job; the sweep records its status and exits with code
         sys.exit(code)
-    print(
-        f"lossbench: {summary['status']} {summary['steps']} steps -> "
-        + " ".join(f"{k}={v:.4f}" for k, v in summary["final"].items() if k in (
-            "val/loss", "val/auc", "val/accuracy", "val/nll"))
-        + f"  [{out_dir}]"
-    )
+    print(result_line(summary, out_dir))
     return sweep_value(summary, cfg.objective_metric)
 
 

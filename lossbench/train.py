@@ -158,6 +158,16 @@ def skipped(p: Plan) -> dict:
     return {**p.previous, "skipped": True, "exit_code": 0, "out_dir": str(p.out_dir)}
 
 
+def group_jobs(cfgs: list[DictConfig], stacked: bool = True, max_members: int = 64) -> list[list[int]]:
+    """Job indices grouped by stack_key (the config alone; shapes are checked once the data is loaded), at
+    most max_members a group. stacked=False: one job a group."""
+    groups: dict[str, list[int]] = {}
+    for i, cfg in enumerate(cfgs):
+        key = stack_key(OmegaConf.to_container(cfg, resolve=True)) if stacked else str(i)
+        groups.setdefault(key, []).append(i)
+    return [idxs[j : j + max_members] for idxs in groups.values() for j in range(0, len(idxs), max_members)]
+
+
 def run_jobs(jobs: list[tuple[DictConfig, Path]], max_members: int = 64, max_memory_gb: float = 8.0,
              stacked: bool = True) -> list[dict | BaseException]:
     """A sweep's jobs, trained in stacks (or one by one with stacked=False). Returns, per job, its summary or the
@@ -165,25 +175,22 @@ def run_jobs(jobs: list[tuple[DictConfig, Path]], max_members: int = 64, max_mem
     directory (status failed) unless the directory holds another run's files."""
     results: list[dict | BaseException | None] = [None] * len(jobs)
     plans: dict[int, Plan] = {}
-    groups: dict[str, list[int]] = {}
     for i, (cfg, out_dir) in enumerate(jobs):
         try:
             validate(cfg)
-            plans[i] = plan(cfg, out_dir, None if cfg.trainer.epochs else cfg.trainer.max_steps)
+            plans[i] = plan(cfg, Path(out_dir), None if cfg.trainer.epochs else cfg.trainer.max_steps)
         except LossbenchError as e:
-            results[i] = _failed(cfg, out_dir, e)
+            results[i] = _failed(cfg, Path(out_dir), e)
             continue
         if plans[i].action == "skip":
             results[i] = skipped(plans[i])
-            continue
-        key = stack_key(OmegaConf.to_container(cfg, resolve=True)) if stacked else str(i)
-        groups.setdefault(key, []).append(i)
-
-    for idxs in groups.values():
+    todo = [i for i in plans if results[i] is None]
+    for group in group_jobs([jobs[i][0] for i in todo], stacked, max_members):
+        idxs = [todo[j] for j in group]
         with contextlib.ExitStack() as locks:
-            built, datasets, rt = [], {}, None  # members of this config group share loaded datasets
+            built, datasets, rt = [], {}, None  # members of this group share the datasets they have in common
             for i in idxs:
-                cfg, t0 = jobs[i][0], time.perf_counter()
+                cfg = jobs[i][0]
                 if stop_requested():
                     results[i] = RuntimeError(NOT_STARTED)
                     continue
@@ -194,7 +201,7 @@ def run_jobs(jobs: list[tuple[DictConfig, Path]], max_members: int = 64, max_mem
                     built.append((i, build(cfg, plans[i], rt.device, datasets, rt.precision)))
                 except Exception as e:
                     results[i] = _failed(cfg, plans[i].out_dir, e)
-            for stack in split(built, max_members, max_memory_gb * 2**30):
+            for stack in split(built, max_memory_gb * 2**30):
                 t0 = time.perf_counter()
                 try:
                     for (i, _), summary in zip(stack, fit([m for _, m in stack], rt, t0), strict=True):
@@ -212,15 +219,15 @@ def _failed(cfg: DictConfig, out_dir: Path, e: Exception) -> Exception:
     return e
 
 
-def split(members: list[tuple[int, Member]], max_members: int, max_bytes: float) -> list[list[tuple[int, Member]]]:
-    """Members of one config group -> stacks: equal data/steps shapes, at most max_members, within memory."""
+def split(members: list[tuple[int, Member]], max_bytes: float) -> list[list[tuple[int, Member]]]:
+    """Members of one config group -> stacks: equal data and step shapes, within the memory estimate."""
     by_shape: dict[tuple, list[tuple[int, Member]]] = {}
     for i, m in members:
         by_shape.setdefault(shape_key(m), []).append((i, m))
     stacks = []
     for group in by_shape.values():
         per = max(memory_bytes(group[0][1]), 1)
-        size = max(1, min(max_members, int(max_bytes // per)))
+        size = max(1, int(max_bytes // per))
         stacks += [group[j : j + size] for j in range(0, len(group), size)]
     return stacks
 
