@@ -224,6 +224,25 @@ def test_long_tail_sweep_end_to_end(tmp_path):
     assert (out / "class_recall.png").exists() and (out / "table.md").exists()
 
 
+@needs_mnist
+def test_long_tail_methods_stack_like_runs_alone(tmp_path):
+    """Under the stacked launcher, DRW, the cosine head and the post-hoc metrics of a member equal its run alone."""
+    common = ["experiment=long_tail", "seed=0", "data.imbalance_profile=exp", "+method=ldam,ldam_drw,focal,logit_adjusted",
+              "study.steps=20", "study.drw_step=10", "study.n_train=2000", "data.n_val=500", "trainer.eval_every=10"]
+    for name, launcher in (("stacked", ["hydra/launcher=stacked"]), ("alone", [])):
+        r = cli("--multirun", *launcher, *common, f"hydra.sweep.dir={tmp_path / name}")
+        assert r.returncode == 0, r.stderr[-2000:]
+
+    def finals(name):
+        runs = [json.loads(p.read_text()) for p in (tmp_path / name).glob("*/summary.json")]
+        return {s["config"]["study"]["method"]: s for s in runs}
+    stacked, alone = finals("stacked"), finals("alone")
+    assert stacked["ldam_drw"]["stack"]["size"] == 2 and stacked["focal"]["stack"]["size"] == 2  # cosine vs linear
+    for method, s in alone.items():
+        for key in ("val/loss", "val/balanced_accuracy", "val/posthoc/balanced_accuracy"):
+            assert stacked[method]["final"][key] == pytest.approx(s["final"][key], rel=1e-5), (method, key)
+
+
 def test_long_tail_binary_sweep_end_to_end(tmp_path):
     sweep = tmp_path / "sweep"
     r = cli("--multirun", "experiment=long_tail_binary", "hydra.sweeper.params.seed=0", f"hydra.sweep.dir={sweep}",
