@@ -152,8 +152,8 @@ def assert_clean_error(r, code: int, *parts: str) -> None:
 
 def test_cli_unknown_group_choice_and_key(tmp_path):
     # Hydra's own messages, which name the choices / the key; its exit code is 1.
-    r = cli("loss=focal", f"hydra.run.dir={tmp_path}")
-    assert_clean_error(r, 1, "Could not find 'loss/focal'", "Available options in 'loss'", "bce_logits")
+    r = cli("loss=hinge", f"hydra.run.dir={tmp_path}")
+    assert_clean_error(r, 1, "Could not find 'loss/hinge'", "Available options in 'loss'", "bce_logits")
     r = cli("trainer.max_stpes=5", f"hydra.run.dir={tmp_path}")
     assert_clean_error(r, 1, "Could not override 'trainer.max_stpes'", "Key 'max_stpes' is not in struct")
 
