@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":  # the stop signals first: a Ctrl-C while torch imports is handled too
+    from lossbench.signals import install_cli_handlers
+
+    install_cli_handlers(multirun=any(a in ("-m", "--multirun") for a in sys.argv[1:]))
+
 import math
 import os
-import sys
+import signal
 import traceback
 from pathlib import Path
 
@@ -14,7 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from lossbench import LossbenchError
-from lossbench.signals import hand_over, stop_requested
+from lossbench.signals import Interrupted, hand_over, note, stop_requested
 
 
 def parallel_jobs(hc) -> int:
@@ -71,8 +78,11 @@ def main(cfg: DictConfig) -> float | None:
         return None
     try:
         summary = train.run(cfg, out_dir, jobs=parallel_jobs(hc))
-    except KeyboardInterrupt:  # Ctrl-C before the training loop took over the signal (loading data, say)
+    except KeyboardInterrupt:  # a worker process of a parallel sweep, stopped before its run trained
         print("lossbench: interrupted before training started; nothing to resume", file=sys.stderr)
+        if multirun:
+            note(signal.SIGINT)  # this worker starts no further job; the sweep goes on to record its status
+            return None
         sys.exit(130)
     except LossbenchError as e:
         print(f"lossbench: error: {e}", file=sys.stderr)
@@ -105,6 +115,10 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except Interrupted as e:
+        print(e.message(), file=sys.stderr)
+        sys.exit(128 + e.signum)
     if stop_requested():  # a sweep that a stop signal ended: its jobs and status file are written
         sys.exit(128 + stop_requested())
