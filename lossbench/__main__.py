@@ -14,8 +14,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lossbench import LossbenchError
+from lossbench.config import preflight
 from lossbench.signals import hand_over
 from lossbench.store import SUMMARY, write_json
+
+CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")  # absolute: the same when imported in-process
 
 
 def parallel_jobs(hc) -> int:
@@ -75,9 +78,9 @@ def record_failure(out_dir: Path, cfg: DictConfig, error: str) -> None:
         pass
 
 
-@hydra.main(config_path="../configs", config_name="config", version_base="1.3")
+@hydra.main(config_path=CONFIGS, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    from lossbench import train  # torch is imported here, after Hydra has parsed the command line
+    from lossbench import rundir, train  # torch is imported here, after Hydra has parsed the command line
 
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
@@ -89,7 +92,9 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(130)
     except LossbenchError as e:
         print(f"lossbench: error: {e}", file=sys.stderr)
-        record_failure(out_dir, cfg, str(e))
+        # A single run refused before training leaves no directory behind; a sweep job's says failed.
+        if multirun or not rundir.discard(out_dir, hc.output_subdir):
+            record_failure(out_dir, cfg, str(e))
         if multirun:
             return None  # a sweep goes on; the job's summary says failed (see sweep_value)
         sys.exit(2)
@@ -116,5 +121,16 @@ def main(cfg: DictConfig) -> float | None:
     return sweep_value(summary, cfg.objective_metric)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`python -m lossbench`: a command line Hydra or lossbench would refuse is refused here, in one line with
+    exit 2, before Hydra creates any directory (config.preflight); then Hydra runs `main`."""
+    try:
+        preflight(sys.argv[1:], main, CONFIGS, "config")
+    except LossbenchError as e:
+        print(f"lossbench: error: {e}", file=sys.stderr)
+        sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()
