@@ -39,7 +39,8 @@ ANY_BAD = {
     "loss.class_weight": ["'balanced'", "[]", "[-1,1]", "[nan,1]", "[inf,1]", "[0,0]", "3", "['a']", "true", "''"],
     "trainer.resume": ["5", "1.5", "[1]", "''", "{a:1}", "null"],
 }
-FREE_BAD = {"trainer.device": ["'tpu'", "'gpu'", "'cuda:x'", "''"], "data.root": []}
+FREE_BAD = {"trainer.device": ["'tpu'", "'gpu'", "'cuda:x'", "''"]}
+EMPTY_OK = {"model.hidden"}  # an MLP without hidden layers is the linear model
 BOOL_WORDS = {"y", "yes", "on", "true", "n", "no", "off", "false", "1", "0"}
 NUMBER_WORDS = {"nan", "inf", "infinity"}
 
@@ -82,8 +83,7 @@ def arg(value: Any) -> str:
 
 
 words = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_-/.", min_size=0, max_size=12)
-non_numeric_words = words.filter(lambda s: s.lower() not in NUMBER_WORDS | BOOL_WORDS and s.strip() != ""
-                                 and not s.strip(".").isdigit())
+non_numeric_words = words.filter(lambda s: s.lower() not in NUMBER_WORDS | BOOL_WORDS and not s.strip(".").isdigit())
 fractions = st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: not f.is_integer())
 non_finite = st.sampled_from([math.nan, math.inf, -math.inf])
 
@@ -135,8 +135,10 @@ def bad_values(key: str, t: Any) -> dict[str, st.SearchStrategy[str]]:
     if key in config.CHOICES:
         valid = set(config.CHOICES[key])
         out["choice"] = words.filter(lambda s: s not in valid).map(arg)
-    if key in ANY_BAD or FREE_BAD.get(key):
+    if key in ANY_BAD or key in FREE_BAD:
         out["value"] = st.sampled_from(ANY_BAD.get(key) or FREE_BAD[key])
+    if typing.get_origin(inner) is list and key not in EMPTY_OK:
+        out["empty"] = st.just("[]")
     return out
 
 
@@ -150,6 +152,8 @@ def cases() -> list:
 
 
 def test_every_option_of_every_group_is_typed_by_its_schema():
+    assert (set(config.DATASETS), set(config.MODELS), set(config.LOSSES), set(config.OPTIMS)) == tuple(
+        set(schema.SCHEMAS[g]) for g in ("data", "model", "loss", "optim"))
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         for group, options in schema.SCHEMAS.items():
             files = {p.stem for p in (CONFIGS / group).glob("*.yaml")}
@@ -172,8 +176,8 @@ def test_every_number_has_a_range_and_every_string_a_rule():
             assert key in config.CHOICES or key in config.FREE_STRINGS, f"{key}: add it to CHOICES or FREE_STRINGS"
         elif t is Any:
             assert key in ANY_BAD, f"{key} takes values of several types: list bad ones in ANY_BAD"
-        assert key in config.RANGES or key in config.CHOICES or key in ANY_BAD or key in FREE_BAD or \
-            element is bool, f"{key}: no rule beyond its type"
+        assert key in config.RANGES or key in config.CHOICES or key in ANY_BAD or key in config.FREE_STRINGS \
+            or element is bool, f"{key}: no rule beyond its type"
     assert set(config.RANGES) <= {k for _, _, k, _ in keys()}, "a range for a key that does not exist"
 
 
