@@ -20,12 +20,17 @@ def stop_signals() -> tuple[signal.Signals, ...]:
     return (signal.SIGINT, signal.SIGTERM)
 
 
-_first: int | None = None  # the first stop signal this process received while a StopRequest was active
+_received: list[int] = []  # the stop signals this process received while a StopRequest was active
 
 
 def stop_requested() -> int | None:
-    """The stop signal an earlier run of this process received (a sweep's later jobs do not start), or None."""
-    return _first
+    """The first stop signal a run of this process received (a sweep's later jobs do not start), or None."""
+    return _received[0] if _received else None
+
+
+def stops_received() -> int:
+    """How many stop signals runs of this process have received: a caller compares counts before and after."""
+    return len(_received)
 
 
 class StopRequest:
@@ -42,12 +47,11 @@ class StopRequest:
         return self
 
     def _handle(self, signum, frame) -> None:
-        global _first
         if self.signum is not None:  # second signal: give up at once
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
         self.signum = signum
-        _first = _first or signum
+        _received.append(signum)
 
     def __exit__(self, *exc) -> None:
         for s, h in self._old.items():

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from lossbench import ConfigError, LossbenchError, metrics
 from lossbench.config import validate
 from lossbench.member import Member, Plan, build, plan, record_failure
-from lossbench.signals import StopRequest, stop_requested
+from lossbench.signals import StopRequest, stops_received
 from lossbench.stack import Stack, memory_bytes, shape_key, stack_key
 from lossbench.store import run_lock
 
@@ -175,6 +175,7 @@ def run_jobs(jobs: list[tuple[DictConfig, Path]], max_members: int = 64, max_mem
     directory (status failed) unless the directory holds another run's files."""
     results: list[dict | BaseException | None] = [None] * len(jobs)
     plans: dict[int, Plan] = {}
+    stops = stops_received()  # a stop signal during this call: the jobs not yet started are not started
     for i, (cfg, out_dir) in enumerate(jobs):
         try:
             validate(cfg)
@@ -191,7 +192,7 @@ def run_jobs(jobs: list[tuple[DictConfig, Path]], max_members: int = 64, max_mem
             built, datasets, rt = [], {}, None  # members of this group share the datasets they have in common
             for i in idxs:
                 cfg = jobs[i][0]
-                if stop_requested():
+                if stops_received() > stops:
                     results[i] = RuntimeError(NOT_STARTED)
                     continue
                 try:
