@@ -218,9 +218,9 @@ def validate(cfg: DictConfig) -> None:
     for key, valid in CHOICES.items():
         if flat.get(key) is not None and flat[key] not in valid:
             raise ConfigError(f"Unknown {key}={flat[key]!r}. Valid choices: {_choices_of(key)}.")
-    for group, options in schema.SCHEMAS.items():
+    for group, options in schema.SCHEMAS.items():  # a typed node (as composed; a copy may be a plain dict)
         name, node_type = cfg[group].get("name"), OmegaConf.get_type(cfg[group])
-        if name is not None and options.get(name) not in (None, node_type):
+        if name is not None and node_type is not dict and options.get(name) not in (None, node_type):
             raise ConfigError(
                 f"{group}.name={name!r} does not match the keys of the chosen {group} config. Choose the {group} "
                 f"with {group}=<name> (valid choices: {choices(options)}), not with {group}.name."
