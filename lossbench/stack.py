@@ -28,6 +28,7 @@ when one member overflows.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 
@@ -45,11 +46,14 @@ MAY_DIFFER = ("seed", "head", "objective_metric", "study.", "data.", "loss.", "o
               "trainer.skip_completed", "logger.")
 
 
+_ALONE = itertools.count()
+
+
 def stack_key(resolved: dict) -> str:
     """Runs with equal keys may share a stack (their data shapes permitting, see shape_key)."""
     fixed = {k: v for k, v in flatten(resolved).items() if not k.startswith(MAY_DIFFER)}
     if fixed.get("trainer.precision") == "fp16":
-        fixed["alone"] = id(resolved)  # a GradScaler per run
+        fixed["alone"] = next(_ALONE)  # a GradScaler per run (not id(resolved): a freed dict's id is reused)
     return json.dumps(fixed, sort_keys=True, default=str)
 
 
