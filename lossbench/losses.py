@@ -526,12 +526,16 @@ class DRW(nn.Module):
         plain = OmegaConf.merge(lc, {"class_weight": None, "drw_step": None})
         weighted = OmegaConf.merge(lc, {"class_weight": lc.class_weight or "effective", "drw_step": None})
         self.before, self.after = build(plain, head, n_classes, counts), build(weighted, head, n_classes, counts)
-        self.active = self.before
+        self.weighted = False  # a plain attribute, not a submodule: stacks group objectives by their attributes
         self.name, self.head, self.n_classes, self.k = lc.name, head, n_classes, self.before.k
         self.has_clamp, self.reduction = self.before.has_clamp, self.before.reduction
 
+    @property
+    def active(self) -> Objective:
+        return self.after if self.weighted else self.before
+
     def begin_step(self, step: int) -> None:
-        self.active = self.after if step >= self.drw_step else self.before
+        self.weighted = step >= self.drw_step
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.active(z, y)

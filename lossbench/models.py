@@ -23,7 +23,11 @@ def n_outputs(head: str, n_classes: int) -> int:
 class CosineLinear(nn.Linear):
     """Normalised output layer (``model.cosine_head=true``): z_c = <h / |h|, W_c / |W_c|>, a cosine in [-1, 1],
     no bias. The layer of the LDAM-DRW reference code (``NormedLinear``, used with loss=ldam, whose scale s
-    restores the logit range); weights initialised as nn.Linear's (only their direction matters)."""
+    restores the logit range); weights initialised as nn.Linear's (only their direction matters).
+
+    The logits cannot overflow, whatever the weights: under an exploding learning rate the weights grow instead,
+    until |h|'s norm overflows to inf in float32, F.normalize returns 0, the logits collapse to 0 and the gradient
+    vanishes. Such a run ends 'completed' at chance level, not 'diverged' (no value is NaN or inf)."""
 
     def __init__(self, in_features: int, out_features: int):
         super().__init__(in_features, out_features, bias=False)

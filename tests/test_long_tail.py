@@ -57,7 +57,8 @@ def test_mnist_step_profile_keeps_the_test_set():
 @pytest.mark.parametrize(("overrides", "message"), [
     (["loss=focal", "loss.gamma=-1"], "loss.gamma must be >= 0"),
     (["loss=focal", "loss.impl=fast"], "Valid choices: naive, stable"),
-    (["loss=focal", "loss.alpha=1.5"], r"loss.alpha must be in \[0, 1\], or -1"),
+    (["loss=focal", "loss.alpha=1.5"], r"loss.alpha must be in \[-1, 1\], got 1.5"),
+    (["loss=focal", "loss.alpha=-0.5"], r"loss.alpha must be in \[0, 1\], or -1 \(off\)"),
     (["loss=focal", "head=softmax", "loss.alpha=0.25"], "give per-class weights instead: loss.class_weight"),
     (["loss=focal", "loss.pos_weight=auto"], "loss=focal weighs positives with loss.alpha"),
     (["loss=focal", "loss.label_smoothing=0.1"], "loss=focal has no label_smoothing"),
@@ -67,13 +68,13 @@ def test_mnist_step_profile_keeps_the_test_set():
     (["loss=ldam", "head=sigmoid"], "Invalid head/loss pair.*nothing to beat it"),
     (["loss=ldam", "loss.s=0"], "loss.s must be > 0"),
     (["loss=ldam", "loss.max_m=-0.1"], "loss.max_m must be >= 0"),
-    (["loss=bce_logits", "+loss.drw_step=100"], "deferred re-weighting.*sigmoid loss.*head=softmax"),
+    (["loss=bce", "loss.drw_step=100"], "deferred re-weighting.*sigmoid loss.*head=softmax"),
     (["loss=ce", "loss.drw_step=-1"], "loss.drw_step must be an integer >= 0"),
     (["loss=ce", "loss.drw_step=10", "loss.beta=1"], "loss.beta must be in"),
-    (["loss=bce", "loss.posthoc_tau=1"], "posthoc_tau=1.*softmax heads"),
+    (["loss=bce", "loss.posthoc_tau=1"], "posthoc_tau=1.0 is post-hoc logit adjustment.*head=softmax"),
     (["loss=poly1", "loss.epsilon=-2"], "loss.epsilon must be >= -1"),
-    (["loss=bce_clipped", "loss.eps=0"], "loss.eps must be > 0"),
-    (["loss=bce_clipped", "loss.eps=0.5"], r"loss.eps=0.5 must be in \(0, 0.5\).*Keras uses 1e-7"),
+    (["loss=bce_clipped", "loss.eps=0"], r"loss.eps must be in \(0, 0.5\), got 0.0"),
+    (["loss=bce_clipped", "loss.eps=0.5"], r"loss.eps must be in \(0, 0.5\), got 0.5"),
     (["loss=ce", "model.cosine_head=true"], "only loss=ldam scales them"),
     (["loss=ldam", "model.head_bias=prior"], "no output bias"),
     (["data=longtail", "data.imbalance_profile=linear"], "Valid choices: exp, step"),
@@ -112,6 +113,15 @@ def test_every_new_pair_trains_on_mnist(tmp_path, head, loss):
 def test_exploding_lr_ends_diverged(tmp_path, loss):
     s = run_cfg(tmp_path, f"loss={loss}", "optim.lr=1e30", *TINY)
     assert s["status"] == "diverged" and s["numerics"]["first_nonfinite_step"] is not None
+
+
+def test_ldam_on_its_cosine_head_does_not_go_non_finite_under_an_exploding_lr(tmp_path):
+    """Documented behaviour, not divergence: the logits are cosines, so lr 1e30 cannot make them overflow. The
+    weights do (~1e31); the last hidden layer's norm overflows to inf, F.normalize gives 0, the logits collapse
+    to 0 and the gradient vanishes: a 'completed' run at chance, with finite numbers throughout."""
+    s = run_cfg(tmp_path, "loss=ldam", "optim.lr=1e30", "model.hidden=[16]", "trainer.threads=1", *TINY)
+    assert s["status"] == "completed" and s["numerics"]["first_nonfinite_step"] is None
+    assert s["final"]["val/auc"] == 0.5 and s["numerics"]["max_abs_logit"] <= 1
 
 
 def test_naive_focal_below_gamma_1_shows_in_nonfinite_grad(tmp_path):
@@ -238,9 +248,9 @@ def test_long_tail_methods_stack_like_runs_alone(tmp_path):
         return {s["config"]["study"]["method"]: s for s in runs}
     stacked, alone = finals("stacked"), finals("alone")
     assert stacked["ldam_drw"]["stack"]["size"] == 2 and stacked["focal"]["stack"]["size"] == 2  # cosine vs linear
-    for method, s in alone.items():
-        for key in ("val/loss", "val/balanced_accuracy", "val/posthoc/balanced_accuracy"):
-            assert stacked[method]["final"][key] == pytest.approx(s["final"][key], rel=1e-5), (method, key)
+    for method, s in alone.items():  # equal up to rounding (stacks batch the arithmetic differently)
+        for key in ("val/loss", "val/nll", "val/posthoc/nll"):
+            assert stacked[method]["final"][key] == pytest.approx(s["final"][key], rel=1e-3), (method, key)
 
 
 def test_long_tail_binary_sweep_end_to_end(tmp_path):
