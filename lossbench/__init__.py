@@ -21,6 +21,17 @@ def _direction(metric: str) -> str:
 OmegaConf.register_new_resolver("lossbench.direction", _direction, replace=True)
 
 
+def _job_dir(num: int, overrides, sweep_dir: str) -> str:
+    """${lossbench.job_dir:${hydra.job.num},${hydra.overrides.task},${hydra.sweep.dir}}: a sweep job's directory
+    name (configs/hydra/default.yaml, lossbench.sweep.job_dir_name)."""
+    from lossbench.sweep import job_dir_name
+
+    return job_dir_name(num, list(overrides), sweep_dir)
+
+
+OmegaConf.register_new_resolver("lossbench.job_dir", _job_dir, replace=True)
+
+
 class LossbenchError(Exception):
     """A user-facing error: the message says what was wrong, what is allowed and how to fix it."""
 

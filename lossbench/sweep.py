@@ -1,8 +1,11 @@
-"""Hydra callbacks for sweeps: every job's outcome is printed and listed at the end of the sweep."""
+"""Sweeps: job directory names, a sweep's job directories and axes, and the Hydra callback that prints every
+job's outcome and lists them all at the end of the sweep."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -13,16 +16,68 @@ from omegaconf import DictConfig, OmegaConf
 
 from lossbench.store import SUMMARY, read_json, write_json
 
+# Overrides that say where or how a job runs, not what it trains: left out of job directory names
+# (configs/hydra/default.yaml lists the same keys under override_dirname.exclude_keys) and of HPARAMS, so that
+# a rerun with trainer.skip_completed=true finds the same directories.
+BOOKKEEPING = ("trainer.resume", "trainer.skip_completed", "trainer.threads", "trainer.device", "trainer.sync_debug",
+               "trainer.eval_batch_size", "data.root", "data.download", "logger.enabled", "logger.flush_secs")
+MAX_NAME = 120  # characters of a job directory name; longer ones are cut and end with a hash of the whole
+
+
+def job_dir_name(num: int, overrides: list[str], sweep_dir: str | None = None) -> str:
+    """`<job number>_<overrides>` (hydra.sweep.subdir), e.g. `3_loss=bce,seed=1`: the job number first keeps
+    `ls` and TensorBoard in job order, the overrides say what the job is. Only the overrides of the keys that
+    the sweep varies (varied_keys) are named: the sweep's constant ones are the same for every job and would
+    push the varied ones out of sight; without a record of the sweep, all of them, as Hydra's
+    hydra.job.override_dirname (key=value sorted, joined with ","; BOOKKEEPING keys left out). Characters
+    that are unsafe in a path ("/" in `objective_metric=val/ap`, spaces, quotes) become "_"; a long name is
+    cut, and a hash of the whole keeps it unique and the same on every rerun."""
+    varied = varied_keys(sweep_dir) if sweep_dir else None
+    lines = sorted(o.input_line for o in _parsed(overrides) if varied is None or o.key_or_group in varied)
+    name = re.sub(r"[^\w.,=+\-\[\]]", "_", ",".join(lines), flags=re.ASCII)
+    if len(name) > MAX_NAME:
+        name = f"{name[:MAX_NAME - 9]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return f"{num}_{name}" if name else str(num)
+
+
+def job_number(job_dir: Path) -> int | None:
+    head = job_dir.name.split("_", 1)[0]
+    return int(head) if head.isdigit() else None
+
 
 def job_dirs(root: Path) -> list[Path]:
     """A sweep's job directories (those Hydra created, with their .hydra record), in job-number order."""
     dirs = {p.parent for p in root.glob(f"*/{SUMMARY}")} | {p.parent for p in root.glob("*/.hydra")}
-    return sorted(dirs, key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name))
+    return sorted(dirs, key=lambda d: (job_number(d) is None, job_number(d) or 0, d.name))
 
 
 def job_overrides(job_dir: Path) -> list[str]:
     path = job_dir / ".hydra" / "overrides.yaml"
     return [str(o) for o in OmegaConf.load(path)] if path.exists() else []
+
+
+def _parsed(overrides: list[str]) -> list:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return [o for o in OverridesParser.create().parse_overrides([str(o) for o in overrides])
+            if o.key_or_group not in BOOKKEEPING and not o.is_delete()]
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """(key, value) of each override that says what a job trains: `+regime=scale50` -> ("regime", "scale50")."""
+    return [(o.key_or_group, o.value()) for o in _parsed(overrides) if not o.is_sweep_override()]
+
+
+def varied_keys(sweep_dir: Path) -> list[str] | None:
+    """The keys a sweep varies (its sweep overrides and hydra.sweeper.params), from the multirun.yaml that
+    Hydra's basic sweeper writes into the sweep directory; None where there is none (a single run)."""
+    path = Path(sweep_dir) / "multirun.yaml"
+    if not path.exists():
+        return None
+    cfg = OmegaConf.load(path)
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    given = [*OmegaConf.select(cfg, "hydra.overrides.task", default=[]), *(f"{k}={v}" for k, v in params.items())]
+    return list(dict.fromkeys(o.key_or_group for o in _parsed(given) if o.is_sweep_override()))
 
 
 class SweepStatusCallback(Callback):

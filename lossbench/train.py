@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lossbench import ConfigError, data, losses, metrics, models
 from lossbench.config import LOWER_IS_BETTER, flatten, resolve_head, validate
-from lossbench.logger import Logger
+from lossbench.logger import Logger, has_events, histogram_every
 from lossbench.numerics import Monitor
 from lossbench.signals import StopRequest
 from lossbench.store import (
@@ -161,7 +161,7 @@ def check_resumable(ck: dict, resolved: dict, device: torch.device, max_steps: i
 
 def run(cfg: DictConfig, out_dir: Path, jobs: int = 1) -> dict:
     """Train and evaluate one configuration. Writes out_dir/summary.json (atomically) and TensorBoard
-    events under out_dir/tb; returns the summary. Raises LossbenchError for bad input, before training."""
+    events into out_dir; returns the summary. Raises LossbenchError for bad input, before training."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     validate(cfg)
@@ -270,8 +270,8 @@ def _run(cfg: DictConfig, out_dir: Path, jobs: int, t0: float) -> dict:
     # A directory with events from an earlier attempt (resume, or a restart after a failure): TensorBoard
     # drops what that attempt logged after start_step (the checkpoint's step, whose own points are kept), so
     # the curves continue without duplicates.
-    purge = start_step + 1 if any((out_dir / "tb").glob("events.out.tfevents.*")) else None
-    log = Logger(out_dir / "tb", cfg.logger.enabled, cfg.logger.flush_secs, purge_step=purge)
+    purge = start_step + 1 if has_events(out_dir) else None
+    log = Logger(out_dir, cfg.logger.enabled, cfg.logger.flush_secs, purge_step=purge)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     summary = {
         "status": "running", "config": resolved, "head": head, "steps": start_step, "max_steps": max_steps,
@@ -286,7 +286,7 @@ def _run(cfg: DictConfig, out_dir: Path, jobs: int, t0: float) -> dict:
     step, status, train_time, eval_time, z_val = start_step, "completed", 0.0, 0.0, None
     # Plain Python values for the hot loop: reading a DictConfig attribute costs ~20 us, a few per step.
     on_nonfinite, log_every, eval_every, ckpt_every = tc.on_nonfinite, tc.log_every, tc.eval_every, tc.ckpt_every
-    hist_every = cfg.numerics.hist_every
+    hist_every = histogram_every(cfg.numerics.hist_every, max_steps)
     skip_nonfinite = on_nonfinite == "skip" and not scaler.is_enabled()
     # Gradients are checked every step only where a per-step answer is needed (see numerics.py): the skip
     # decision, and fp16's count of the steps the GradScaler skips.
@@ -409,8 +409,8 @@ def _run(cfg: DictConfig, out_dir: Path, jobs: int, t0: float) -> dict:
                 log.pr_curve(ds.y_val, metrics.scores(z_val, head), step)
         if status != "interrupted":  # an interrupted run writes its hparams when it ends (after a resume)
             hp_metrics = {k: v for k, v in final.items()}
-            hp_metrics["hparam/steps_to_target"] = float(steps_to_target) if steps_to_target else math.nan
-            hp_metrics["hparam/diverged"] = float(status == "diverged")
+            hp_metrics["val/steps_to_target"] = float(steps_to_target) if steps_to_target else math.nan
+            hp_metrics["val/diverged"] = float(status == "diverged")
             log.hparams({**_hparams(resolved), "head": head, "status": status}, hp_metrics)
         log.close()
         write_json(out_dir / SUMMARY, summary)
