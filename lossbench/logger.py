@@ -61,8 +61,8 @@ def event_dir(run_dir: Path) -> Path:
 
 
 def has_events(run_dir: Path) -> bool:
-    """Did an earlier attempt of this run write events (resume, or a rerun after a failure)?"""
-    return any(event_dir(run_dir).glob(EVENTS))
+    """Does the directory hold TensorBoard events (an earlier attempt's; from lossbench 0.1, in <run>/tb)?"""
+    return any(Path(run_dir).rglob(EVENTS))
 
 
 def tb_tag(key: str) -> str:
@@ -85,7 +85,7 @@ def read_scalars(run_dir: Path, keys) -> dict[str, dict[int, float]]:
     from tensorboard.backend.event_processing import event_accumulator as ea
 
     run_dir = Path(run_dir)
-    where = event_dir(run_dir) if has_events(run_dir) else run_dir / "tb"
+    where = event_dir(run_dir) if any(event_dir(run_dir).glob(EVENTS)) else run_dir / "tb"
     if not any(where.glob(EVENTS)):
         return {}
     acc = ea.EventAccumulator(str(where), size_guidance={ea.SCALARS: 0, ea.TENSORS: 1, ea.HISTOGRAMS: 1,

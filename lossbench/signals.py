@@ -20,6 +20,14 @@ def stop_signals() -> tuple[signal.Signals, ...]:
     return (signal.SIGINT, signal.SIGTERM)
 
 
+_first: int | None = None  # the first stop signal this process received while a StopRequest was active
+
+
+def stop_requested() -> int | None:
+    """The stop signal an earlier run of this process received (a sweep's later jobs do not start), or None."""
+    return _first
+
+
 class StopRequest:
     """While active, the first stop signal sets `signum`; a second one exits at once."""
 
@@ -34,10 +42,12 @@ class StopRequest:
         return self
 
     def _handle(self, signum, frame) -> None:
+        global _first
         if self.signum is not None:  # second signal: give up at once
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
         self.signum = signum
+        _first = _first or signum
 
     def __exit__(self, *exc) -> None:
         for s, h in self._old.items():
