@@ -226,7 +226,7 @@ class Logger:
             return
         from lossbench.sweep import job_overrides, varied_keys
 
-        columns, lead = hparam_columns(params, job_overrides(self.run_dir), varied_keys(self.run_dir.parent))
+        columns, lead = hparam_columns(params, job_overrides(self.run_dir), varied_keys(self.run_dir))
         metrics = {k: (v if math.isfinite(v) else float("nan")) for k, v in metrics.items()}
         order = [k for k in HPARAM_METRICS if k in metrics] + sorted(k for k in metrics if k not in HPARAM_METRICS)
 

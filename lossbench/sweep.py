@@ -24,15 +24,19 @@ BOOKKEEPING = ("trainer.resume", "trainer.skip_completed", "trainer.threads", "t
 MAX_NAME = 120  # characters of a job directory name; longer ones are cut and end with a hash of the whole
 
 
-def job_dir_name(num: int, overrides: list[str], sweep_dir: str | None = None) -> str:
+def job_dir_name(num: int, overrides: list[str], sweep_dir: str | None = None, params: dict | None = None) -> str:
     """`<job number>_<overrides>` (hydra.sweep.subdir), e.g. `3_loss=bce,seed=1`: the job number first keeps
     `ls` and TensorBoard in job order, the overrides say what the job is. Only the overrides of the keys that
-    the sweep varies (varied_keys) are named: the sweep's constant ones are the same for every job and would
-    push the varied ones out of sight; without a record of the sweep, all of them, as Hydra's
-    hydra.job.override_dirname (key=value sorted, joined with ","; BOOKKEEPING keys left out). Characters
-    that are unsafe in a path ("/" in `objective_metric=val/ap`, spaces, quotes) become "_"; a long name is
-    cut, and a hash of the whole keeps it unique and the same on every rerun."""
-    varied = varied_keys(sweep_dir) if sweep_dir else None
+    the sweep varies (sweep_axes: the sweep overrides recorded in <sweep_dir>/multirun.yaml, and the sweeper's
+    `params`) are named: the sweep's constant ones are the same for every job and would push the varied ones
+    out of sight. Without a record of the sweep, all of them, as Hydra's hydra.job.override_dirname (key=value
+    sorted, joined with ","); BOOKKEEPING keys never. Characters that are unsafe in a path ("/" in
+    `objective_metric=val/ap`, spaces, quotes) become "_"; a long name is cut, and a hash of the whole keeps it
+    unique and the same on every rerun."""
+    multirun = Path(sweep_dir) / "multirun.yaml" if sweep_dir else None
+    given = OmegaConf.select(OmegaConf.load(multirun), "hydra.overrides.task", default=[]) \
+        if multirun and multirun.exists() else []
+    varied = sweep_axes(given, params) if given or params else None
     lines = sorted(o.input_line for o in _parsed(overrides) if varied is None or o.key_or_group in varied)
     name = re.sub(r"[^\w.,=+\-\[\]]", "_", ",".join(lines), flags=re.ASCII)
     if len(name) > MAX_NAME:
@@ -68,16 +72,24 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     return [(o.key_or_group, o.value()) for o in _parsed(overrides) if not o.is_sweep_override()]
 
 
-def varied_keys(sweep_dir: Path) -> list[str] | None:
-    """The keys a sweep varies (its sweep overrides and hydra.sweeper.params), from the multirun.yaml that
-    Hydra's basic sweeper writes into the sweep directory; None where there is none (a single run)."""
-    path = Path(sweep_dir) / "multirun.yaml"
-    if not path.exists():
+def sweep_axes(given: list[str], params: dict | None) -> list[str]:
+    """The keys a sweep varies: its sweep overrides (`loss=bce,ce`, `seed=range(3)`) among the overrides given on
+    its command line, and the keys of its sweeper's params (hydra.sweeper.params: a preset's axes, Optuna's
+    search space)."""
+    lines = [*map(str, given), *(f"{k}={v}" for k, v in (params or {}).items())]
+    return list(dict.fromkeys(o.key_or_group for o in _parsed(lines) if o.is_sweep_override()))
+
+
+def varied_keys(job_dir: Path) -> list[str] | None:
+    """The keys the sweep of this job varies, from the job's records: the multirun.yaml that Hydra's sweeper
+    writes into the sweep directory (the command's overrides) and the job's .hydra/hydra.yaml (the sweeper's
+    params). None for a single run."""
+    multirun, hydra_yaml = Path(job_dir).parent / "multirun.yaml", Path(job_dir) / ".hydra" / "hydra.yaml"
+    given = OmegaConf.select(OmegaConf.load(multirun), "hydra.overrides.task", default=[]) if multirun.exists() else []
+    params = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.sweeper.params") if hydra_yaml.exists() else None
+    if not multirun.exists() and not params:
         return None
-    cfg = OmegaConf.load(path)
-    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
-    given = [*OmegaConf.select(cfg, "hydra.overrides.task", default=[]), *(f"{k}={v}" for k, v in params.items())]
-    return list(dict.fromkeys(o.key_or_group for o in _parsed(given) if o.is_sweep_override()))
+    return sweep_axes(given, OmegaConf.to_container(params) if params else None)
 
 
 class SweepStatusCallback(Callback):

@@ -48,13 +48,19 @@ def test_job_dir_names_say_what_the_job_is(tmp_path):
     assert len(long) <= len("12_") + MAX_NAME and long == job_dir_name(12, many)  # cut, and the same on a rerun
     assert long != job_dir_name(12, [*many[:-1], "data.k19=y"])  # the hash keeps cut names apart
 
-    # In a sweep (multirun.yaml, written by Hydra's sweeper): only the keys the sweep varies.
-    OmegaConf.save({"hydra": {"overrides": {"task": ["loss=bce,ce", "seed=range(2)", "trainer.max_steps=30"]},
-                              "sweeper": {"params": {"+regime": "scale50,bias_neg100"}}}}, tmp_path / "multirun.yaml")
-    assert varied_keys(tmp_path) == ["loss", "seed", "regime"]
-    assert job_dir_name(4, ["+regime=scale50", "loss=ce", "seed=1", "trainer.max_steps=30"], str(tmp_path)) \
+    # In a sweep (multirun.yaml, written by Hydra's sweeper; a preset's or Optuna's params): only the keys the
+    # sweep varies.
+    OmegaConf.save({"hydra": {"overrides": {"task": ["loss=bce,ce", "seed=range(2)", "trainer.max_steps=30"]}}},
+                   tmp_path / "multirun.yaml")
+    params = {"+regime": "scale50,bias_neg100", "optim.lr": "tag(log, interval(1e-4, 1e-1))"}
+    assert job_dir_name(4, ["+regime=scale50", "loss=ce", "seed=1", "trainer.max_steps=30"], str(tmp_path), params) \
         == "4_+regime=scale50,loss=ce,seed=1"
-    assert varied_keys(tmp_path / "nowhere") is None
+    assert job_dir_name(0, ["optim.lr=0.01", "trainer.max_steps=30"], None, params) == "0_optim.lr=0.01"  # Optuna
+    job = tmp_path / "4_+regime=scale50,loss=ce,seed=1"
+    (job / ".hydra").mkdir(parents=True)
+    OmegaConf.save({"hydra": {"sweeper": {"params": params}}}, job / ".hydra" / "hydra.yaml")
+    assert varied_keys(job) == ["loss", "seed", "regime", "optim.lr"]
+    assert varied_keys(tmp_path / "nowhere" / "run") is None
 
 
 def test_bookkeeping_keys_are_hydras_override_dirname_exclude_keys():
