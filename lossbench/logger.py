@@ -124,7 +124,7 @@ def hparam_columns(params: dict, overrides: list[str], varied: list[str] | None)
     Columns: each override of the run by the key it names (a config group by its choice: `loss=bce`,
     `+regime=scale50`, `data=imbalanced`), loss, head and seed, and every other config value (dotted keys).
     TensorBoard orders the columns by (not differs, name) and shows the first five: the keys that the sweep
-    varies (`varied`, from its multirun.yaml) and loss, head and seed are marked differs, so they lead.
+    varies (`varied`: lossbench.sweep.varied_keys) and loss, head and seed are marked differs, so they lead.
 
     TensorBoard takes the columns (names, domains, differs) from one run's declaration for every run it shows:
     all runs declare the same config keys and complete domains, and a single run (varied=None) marks only
@@ -156,9 +156,32 @@ def _domain(name: str, value) -> tuple[int, list | None]:
     return api_pb2.DATA_TYPE_STRING, None
 
 
-def _hparams_summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> Summary:
-    md = hp_metadata.create_summary_metadata(data)
-    return Summary(value=[Summary.Value(tag=tag, metadata=md, tensor=hp_metadata.NULL_TENSOR)])
+def hparams_summaries(columns: dict, lead: set[str], metrics: list[str], trial: str, failed: bool) -> list[Summary]:
+    """The hparams plugin's three records of a run (experiment, session start, session end), built from
+    TensorBoard's own protos: torch's summary.hparams cannot mark a column as differs, and that flag is what
+    TensorBoard orders the columns by."""
+    experiment = api_pb2.Experiment(time_created_secs=time.time())
+    start = plugin_data_pb2.SessionStartInfo(group_name=trial, start_time_secs=time.time())
+    for name, value in columns.items():
+        dtype, domain = _domain(name, value)
+        info = experiment.hparam_infos.add(name=name, type=dtype, differs=name in lead)
+        if domain is not None:
+            info.domain_discrete.extend(domain)
+        if isinstance(value, bool):
+            start.hparams[name].bool_value = value
+        elif isinstance(value, (int, float)):
+            start.hparams[name].number_value = value
+        else:
+            start.hparams[name].string_value = value
+    for tag in metrics:
+        experiment.metric_infos.add(name=api_pb2.MetricName(tag=tag))
+    end = plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_FAILURE if failed else api_pb2.STATUS_SUCCESS,
+                                         end_time_secs=time.time())
+    records = [(hp_metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment)),
+               (hp_metadata.SESSION_START_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_start_info=start)),
+               (hp_metadata.SESSION_END_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_end_info=end))]
+    return [Summary(value=[Summary.Value(tag=tag, metadata=hp_metadata.create_summary_metadata(data),
+                                         tensor=hp_metadata.NULL_TENSOR)]) for tag, data in records]
 
 
 def _wait_to_sort_after(logdir: Path) -> None:
@@ -229,33 +252,10 @@ class Logger:
         columns, lead = hparam_columns(params, job_overrides(self.run_dir), varied_keys(self.run_dir))
         metrics = {k: (v if math.isfinite(v) else float("nan")) for k, v in metrics.items()}
         order = [k for k in HPARAM_METRICS if k in metrics] + sorted(k for k in metrics if k not in HPARAM_METRICS)
-
-        experiment = api_pb2.Experiment(time_created_secs=time.time())
-        for name, value in columns.items():
-            dtype, domain = _domain(name, value)
-            info = experiment.hparam_infos.add(name=name, type=dtype, differs=name in lead)
-            if domain is not None:
-                info.domain_discrete.extend(domain)
-        for k in order:
-            experiment.metric_infos.add(name=api_pb2.MetricName(tag=tb_tag(k)))
-        start = plugin_data_pb2.SessionStartInfo(group_name=f"{self.run_dir.name} ({self.run_dir.parent.name})",
-                                                 start_time_secs=time.time())
-        for name, value in columns.items():
-            v = start.hparams[name]
-            if isinstance(value, bool):
-                v.bool_value = value
-            elif isinstance(value, (int, float)):
-                v.number_value = value
-            else:
-                v.string_value = value
-        status = api_pb2.STATUS_FAILURE if params.get("status") == "failed" else api_pb2.STATUS_SUCCESS
-        end = plugin_data_pb2.SessionEndInfo(status=status, end_time_secs=time.time())
-        fw = self.writer.file_writer
-        fw.add_summary(_hparams_summary(hp_metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment)))
-        fw.add_summary(_hparams_summary(hp_metadata.SESSION_START_INFO_TAG,
-                                        plugin_data_pb2.HParamsPluginData(session_start_info=start)))
-        fw.add_summary(_hparams_summary(hp_metadata.SESSION_END_INFO_TAG,
-                                        plugin_data_pb2.HParamsPluginData(session_end_info=end)))
+        trial = f"{self.run_dir.name} ({self.run_dir.parent.name})"  # the Trial ID column: what the run is first
+        for summary in hparams_summaries(columns, lead, [tb_tag(k) for k in order], trial,
+                                         params.get("status") == "failed"):
+            self.writer.file_writer.add_summary(summary)
         # The HPARAMS tab reads each metric's last value from the run's scalars: val/* curves already end at the
         # final evaluation; only the others (steps to target, diverged) are added, at the last step (step 0
         # would draw every curve back to the origin).
