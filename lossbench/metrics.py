@@ -10,23 +10,21 @@ Every run is scored on the same scales whatever its loss:
   tasks ``mean_confidence`` (mean top-label probability).
 A metric that is undefined on the split (one class present) is recorded as NaN.
 
-ROC-AUC and AP are computed here, batched over classes on the device (:func:`ranking`), not by
-scikit-learn's ``roc_auc_score``/``average_precision_score``: those validate and sort each class column
-separately (20 sorts per 10-class evaluation) and took about as long as the forward pass over MNIST's 10k
-validation images. The formulas are scikit-learn's (one threshold per distinct score, trapezoidal ROC,
-step-wise AP), and tests check the results against scikit-learn's, ties included. Balanced accuracy and
-recall are scikit-learn's.
+Every metric is computed here, on the device, for all the runs of a stack at once (:func:`evaluate_many`; a
+run alone is a stack of one), not by scikit-learn's functions: those validate and sort each class column and
+each run separately (20 sorts per 10-class evaluation of one run) and took about as long as the forward pass
+over MNIST's 10k validation images, and dozens of times longer than the forward pass of a small stacked model.
+The formulas are scikit-learn's (ROC-AUC and AP: one threshold per distinct score, trapezoidal ROC, step-wise
+AP; balanced accuracy: the mean recall of the classes present; recall with zero_division=0), and
+tests/test_metrics.py checks each result against scikit-learn's, ties and absent classes included.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import balanced_accuracy_score, recall_score
 
 
 def probabilities(z: torch.Tensor, head: str) -> torch.Tensor:
@@ -62,26 +60,7 @@ def nll(z: torch.Tensor, y: torch.Tensor, head: str) -> torch.Tensor:
     return (torch.logsumexp(log_s, dim=1) - log_s.gather(1, y[:, None]).squeeze(1)).mean()
 
 
-def ece(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
-    """Expected calibration error: sum over equal-width bins of |accuracy - confidence| * bin share."""
-    if not np.isfinite(confidence).all():
-        return math.nan
-    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
-    total = 0.0
-    for b in np.unique(bins):
-        m = bins == b
-        total += m.mean() * abs(correct[m].mean() - confidence[m].mean())
-    return float(total)
-
-
-def _safe(fn, *args, **kwargs) -> float:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            v = float(fn(*args, **kwargs))
-        except ValueError:  # one class present (older scikit-learn raises instead of returning NaN)
-            return math.nan
-    return v
+ECE_BINS = 15  # equal-width bins of top-label confidence (Guo et al. 2017)
 
 
 def ranking(s: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,26 +92,47 @@ def ranking(s: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 def evaluate(z: torch.Tensor, y: torch.Tensor, head: str, n_classes: int) -> dict[str, float]:
     """All validation metrics except the configured loss, from logits (N, K) and labels (N,)."""
-    probs = probabilities(z, head)
-    s = scores(z, head)
+    return evaluate_many(z[None], y[None], head, n_classes)[0]
+
+
+def evaluate_many(z: torch.Tensor, y: torch.Tensor, head: str, n_classes: int) -> list[dict[str, float]]:
+    """The metrics of M runs at once (the members of a stack, scored on their own validation labels): logits
+    (M, N, K), labels (M, N). One set of device ops and one host read for all of them.
+
+    Accuracy, balanced accuracy (the mean recall of the classes present, as scikit-learn's
+    balanced_accuracy_score), recall of the positive class (scikit-learn's recall_score, zero_division=0) and
+    ECE are counted here on the device rather than per run on the host: for the stacks of dozens of small runs a
+    study trains, scikit-learn's per-call validation cost more than the forward pass. tests/test_metrics.py
+    checks each against scikit-learn."""
+    m, n = y.shape
+    zf = z.float()
+    probs = probabilities(zf.reshape(m * n, -1), head).view(m, n, -1)  # (M, N, C)
+    s = scores(zf.reshape(m * n, -1), head)
+    onehot = F.one_hot(y, n_classes).bool()  # (M, N, C)
     if n_classes == 2:
-        auc, ap = ranking(s[:, None], y[:, None] == 1)
+        auc, ap = ranking(s.view(m, n).T, (y == 1).T)  # one column per run
     else:  # one-vs-rest, macro: the mean over the classes for which the metric is defined
-        auc, ap = ranking(s, F.one_hot(y, n_classes) == 1)
-    macro = torch.stack([auc, ap]).nanmean(dim=1)  # all-NaN (no class defined) gives NaN
-    out = dict(zip(("nll", "auc", "ap"), torch.cat([nll(z, y, head).double().reshape(1), macro]).tolist(), strict=True))
-    probs_np = probs.cpu().numpy().astype(np.float64)
-    y_np = y.cpu().numpy()
-    pred = probs_np.argmax(axis=1)
-    conf = probs_np.max(axis=1)
-    out["accuracy"] = float((pred == y_np).mean())
-    out["balanced_accuracy"] = _safe(balanced_accuracy_score, y_np, pred)
-    out["ece"] = ece(conf, (pred == y_np).astype(np.float64))
-    out["mean_confidence"] = float(conf.mean())
+        auc, ap = ranking(s.view(m, n, -1).transpose(0, 1).reshape(n, m * n_classes),
+                          onehot.transpose(0, 1).reshape(n, m * n_classes))
+        auc, ap = auc.view(m, n_classes).nanmean(dim=1), ap.view(m, n_classes).nanmean(dim=1)
+    nlls = torch.stack([nll(zf[i], y[i], head) for i in range(m)]).double()
+    conf, pred = probs.max(dim=2)
+    correct = (pred == y).double()
+    counts = onehot.sum(dim=1).double()  # (M, C)
+    hits = (onehot & (pred == y)[..., None]).sum(dim=1).double()
+    present = counts > 0
+    balanced = torch.where(present, hits / counts.clamp(min=1), 0).sum(dim=1) / present.sum(dim=1)
+    bins = (conf.double() * ECE_BINS).long().clamp(0, ECE_BINS - 1)  # Guo et al.: equal-width bins
+    gap = torch.zeros(m, ECE_BINS, dtype=torch.float64, device=z.device)
+    gap.scatter_add_(1, bins, correct - conf.double())  # per bin: sum(correct) - sum(confidence)
+    ece = torch.where(torch.isfinite(conf).all(dim=1), gap.abs().sum(dim=1) / n, math.nan)
+    cols = [nlls, auc.double(), ap.double(), correct.mean(dim=1), balanced, ece, conf.double().mean(dim=1)]
+    names = ["nll", "auc", "ap", "accuracy", "balanced_accuracy", "ece", "mean_confidence"]
     if n_classes == 2:
-        out["recall"] = _safe(recall_score, y_np, pred, zero_division=0)
-        out["mean_prob"] = float(probs_np[:, 1].mean())
-    return out
+        cols += [torch.where(counts[:, 1] > 0, hits[:, 1] / counts[:, 1].clamp(min=1), 0.0), probs[..., 1].double().mean(1)]
+        names += ["recall", "mean_prob"]
+    rows = torch.stack(cols, dim=1).tolist()
+    return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 def per_class_recall(z: torch.Tensor, y: torch.Tensor, head: str, n_classes: int) -> list[float]:

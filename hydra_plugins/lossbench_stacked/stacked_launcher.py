@@ -64,7 +64,9 @@ class StackedLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from lossbench.launch import check_launcher_options, run_stacks
+        from lossbench.launch import Result, check_launcher_options, run_stacks
+        from lossbench.signals import stop_requested
+        from lossbench.train import NOT_STARTED
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
@@ -83,7 +85,7 @@ class StackedLauncher(Launcher):
             hydra_dir.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(config.hydra.overrides.task, hydra_dir / "overrides.yaml")
         log.info(f"Launching {len(configs)} jobs in stacks of up to {self.max_members}")
-        results = run_stacks([(task_config(c), d) for c, d in zip(configs, dirs, strict=True)],
+        results = [Result(error=NOT_STARTED)] * len(configs) if stop_requested() else run_stacks([(task_config(c), d) for c, d in zip(configs, dirs, strict=True)],
                              max_members=self.max_members, max_memory_gb=self.max_memory_gb, stacked=self.stacked,
                              executor=self.executor, submitit=self.submitit,
                              folder=Path(str(self.config.hydra.sweep.dir)) / ".submitit")
