@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import sys
-
-if __name__ == "__main__":  # the stop signals first: a Ctrl-C while torch imports is handled too
-    from lossbench.signals import install_cli_handlers
-
-    install_cli_handlers(multirun=any(a in ("-m", "--multirun") for a in sys.argv[1:]))
-
-import math
 import os
 import signal
+import sys
+
+from lossbench.signals import install_cli_handlers
+
+# The stop signals before anything heavy is imported: a Ctrl-C while torch imports is handled too. In a
+# submitit job (unpickling lossbench's task) a Ctrl-C is recorded from here on; submitit keeps its USR2.
+if __name__ == "__main__":
+    install_cli_handlers(multirun=any(a in ("-m", "--multirun") for a in sys.argv[1:]))
+elif os.environ.get("SUBMITIT_EXECUTOR"):
+    install_cli_handlers(multirun=True, signals=(signal.SIGINT,))
+
+import math
 import traceback
 from pathlib import Path
 

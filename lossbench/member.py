@@ -414,6 +414,8 @@ def build(cfg: DictConfig, plan: Plan, device: torch.device, datasets: dict, pre
         },
         "n_params": sum(p.numel() for p in m.params),
     }
+    if plan.action == "resume":
+        m.summary["resumed_from_step"] = m.start_step
     write_json(m.out_dir / SUMMARY, m.summary)
     if m.start_step == 0:
         m.log.layout()
