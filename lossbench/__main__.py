@@ -139,6 +139,14 @@ def cli() -> None:
     except Interrupted as e:
         print(e.message(), file=sys.stderr)
         sys.exit(128 + e.signum)
+    except SystemExit:
+        # A launcher that raised after a stop signal (submitit's, for a job it was still starting): the jobs
+        # already wrote their statuses; the sweep's status file and exit code say the sweep was interrupted.
+        from lossbench import sweep
+
+        if not (stop_requested() and sweep.current):
+            raise
+        sweep.write_status(sweep.current)
     if stop_requested():  # a sweep that a stop signal ended: its jobs and status file are written
         sys.exit(128 + stop_requested())
 

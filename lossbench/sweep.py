@@ -95,7 +95,8 @@ def varied_keys(job_dir: Path) -> list[str] | None:
 class SweepStatusCallback(Callback):
     """Prints each job's status and writes <sweep dir>/sweep_status.json when the sweep ends.
 
-    A job that left no summary.json (killed by the scheduler, say) is listed as "missing", never dropped.
+    A job that left no summary.json is listed as "not started" (its directory has Hydra's record only: a sweep
+    interrupted before it) or "missing" (killed by the scheduler, say), never dropped.
     """
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
@@ -107,14 +108,27 @@ class SweepStatusCallback(Callback):
         print(f"lossbench sweep: job {config.hydra.job.num} {status} "
               f"{' '.join(config.hydra.overrides.task)} -> {out}")
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global current
+        current = Path(config.hydra.sweep.dir)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        root = Path(config.hydra.sweep.dir)
-        jobs = []
-        for d in job_dirs(root):
-            s = read_json(d / SUMMARY) or {}
-            jobs.append({"dir": str(d), "overrides": job_overrides(d), "status": s.get("status", "missing"),
-                         "steps": s.get("steps"), "error": s.get("error")})
-        write_json(root / "sweep_status.json", {"jobs": jobs})
-        counts = Counter(j["status"] for j in jobs)
-        print(f"lossbench sweep: {len(jobs)} jobs in {root}: {json.dumps(dict(counts))}. "
-              f"Compare them with: python -m lossbench.report {root}")
+        write_status(Path(config.hydra.sweep.dir))
+
+
+current: Path | None = None  # the sweep this process runs (set when it starts)
+
+
+def write_status(root: Path) -> None:
+    """<sweep dir>/sweep_status.json: every job's status, job-number order; printed as counts."""
+    jobs = []
+    for d in job_dirs(root):
+        s = read_json(d / SUMMARY)
+        s = s if isinstance(s, dict) else {}
+        status = s.get("status") or ("not started" if (d / ".hydra").is_dir() else "missing")
+        jobs.append({"dir": str(d), "overrides": job_overrides(d), "status": status, "steps": s.get("steps"),
+                     "error": s.get("error")})
+    write_json(root / "sweep_status.json", {"jobs": jobs})
+    counts = Counter(j["status"] for j in jobs)
+    print(f"lossbench sweep: {len(jobs)} jobs in {root}: {json.dumps(dict(counts))}. "
+          f"Compare them with: python -m lossbench.report {root}")
