@@ -20,17 +20,21 @@ def n_outputs(head: str, n_classes: int) -> int:
     return 1 if head == "sigmoid" and n_classes == 2 else n_classes
 
 
-class CosineLinear(nn.Linear):
+class CosineLinear(nn.Module):
     """Normalised output layer (``model.cosine_head=true``): z_c = <h / |h|, W_c / |W_c|>, a cosine in [-1, 1],
     no bias. The layer of the LDAM-DRW reference code (``NormedLinear``, used with loss=ldam, whose scale s
-    restores the logit range); weights initialised as nn.Linear's (only their direction matters).
+    restores the logit range); weights initialised as nn.Linear's (only their direction matters). Not a subclass
+    of nn.Linear, so that code special-casing nn.Linear (the stacked forward, lossbench/stack.py) cannot take it
+    for a plain linear layer.
 
     The logits cannot overflow, whatever the weights: under an exploding learning rate the weights grow instead,
     until |h|'s norm overflows to inf in float32, F.normalize returns 0, the logits collapse to 0 and the gradient
     vanishes. Such a run ends 'completed' at chance level, not 'diverged' (no value is NaN or inf)."""
 
     def __init__(self, in_features: int, out_features: int):
-        super().__init__(in_features, out_features, bias=False)
+        super().__init__()
+        self.weight = nn.Parameter(nn.Linear(in_features, out_features, bias=False).weight.detach())
+        self.bias = None  # no output bias (model.head_bias is refused with this head)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return F.linear(F.normalize(h, dim=1), F.normalize(self.weight, dim=1))
@@ -65,8 +69,8 @@ def build(mc: DictConfig, input_shape: tuple[int, ...], n_out: int) -> nn.Module
     return model
 
 
-def output_layer(model: nn.Module) -> nn.Linear:
-    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+def output_layer(model: nn.Module) -> nn.Linear | CosineLinear:
+    return [m for m in model.modules() if isinstance(m, (nn.Linear, CosineLinear))][-1]
 
 
 def init_head_bias(model: nn.Module, head_bias, head: str, class_counts: torch.Tensor) -> None:
