@@ -13,7 +13,8 @@ from omegaconf import DictConfig, ListConfig
 
 from lossbench import ConfigError
 
-LOSSES = ("bce", "bce_logits", "ce", "nll", "bce_manual", "nll_manual")
+KD_LOSSES = ("kd", "kd_mean", "kd_prob", "kd_no_t2")  # distillation and its bad examples
+LOSSES = ("bce", "bce_logits", "ce", "nll", "bce_manual", "nll_manual", "asl", *KD_LOSSES)
 HEADS = ("sigmoid", "softmax")
 NATURAL_HEAD = {
     "bce": "sigmoid",
@@ -22,6 +23,8 @@ NATURAL_HEAD = {
     "ce": "softmax",
     "nll": "softmax",
     "nll_manual": "softmax",
+    "asl": "sigmoid",
+    **dict.fromkeys(KD_LOSSES, "softmax"),
 }
 # (head, loss) pairs that train something meaningful.
 VALID_PAIRS = {
@@ -32,6 +35,8 @@ VALID_PAIRS = {
     ("softmax", "nll"),
     ("softmax", "nll_manual"),
     ("softmax", "bce"),  # BCE on softmax probabilities against one-hot targets
+    ("sigmoid", "asl"),
+    *(("softmax", kd) for kd in KD_LOSSES),
 }
 WHY_INVALID = {
     ("sigmoid", "ce"): "CrossEntropyLoss normalises over the outputs with a softmax; on a binary sigmoid head "
@@ -42,6 +47,23 @@ WHY_INVALID = {
     ("softmax", "bce_logits"): "BCEWithLogitsLoss applies its own sigmoid to each output, i.e. it defines a "
     "sigmoid head; use head=sigmoid (or loss=bce for BCE on softmax probabilities)",
     ("softmax", "bce_manual"): "bce_manual is the hand-written sigmoid + BCE example; use head=sigmoid",
+    ("softmax", "asl"): "the asymmetric loss is a per-output sigmoid loss (it focuses each label's sigmoid "
+    "probability); use head=sigmoid",
+    **{("sigmoid", kd): "distillation matches the teacher's and the student's softmax distributions at "
+       "temperature T; use head=softmax" for kd in KD_LOSSES},
+}
+# On multi-label tasks (data.task=multilabel) only these (head, loss) pairs apply; the rest say why not.
+MULTILABEL_PAIRS = {
+    ("sigmoid", "bce"), ("sigmoid", "bce_logits"), ("sigmoid", "bce_manual"), ("sigmoid", "asl"),
+    ("softmax", "ce"),  # the tutorials' mistake, kept as a comparison: CE against the normalised multi-hot target
+}
+WHY_NOT_MULTILABEL = {
+    ("softmax", "nll"): "NLLLoss takes one class index per sample, and a multi-label sample has several",
+    ("softmax", "nll_manual"): "NLLLoss takes one class index per sample, and a multi-label sample has several",
+    ("softmax", "bce"): "softmax probabilities sum to 1, so two present labels can never both reach p = 1; "
+    "use head=sigmoid (per-label sigmoids) with loss=bce or bce_logits",
+    **{("softmax", kd): "distillation here matches a teacher's softmax distribution over mutually exclusive "
+       "classes; a multi-label teacher has per-label sigmoids" for kd in KD_LOSSES},
 }
 DATASETS = ("synthetic", "imbalanced", "mnist")
 MODELS = ("mlp", "linear", "cnn")
@@ -50,7 +72,12 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 ON_NONFINITE = ("stop", "skip", "continue")
 REDUCTIONS = ("mean", "sum")
 METRICS = ("loss", "nll", "auc", "ap", "accuracy", "balanced_accuracy", "ece")
-LOWER_IS_BETTER = {"val/loss", "val/nll", "val/ece"}
+# multi-label runs also have these (metrics.evaluate_multilabel); there accuracy is the subset accuracy
+MULTILABEL_METRICS = ("auc_micro", "f1_micro", "f1_macro", "hamming_loss", "lrap")
+LOWER_IS_BETTER = {"val/loss", "val/nll", "val/ece", "val/hamming_loss"}
+TASKS = {"synthetic": ("multiclass", "multilabel"), "imbalanced": ("multiclass", "multilabel"),
+         "mnist": ("multiclass", "binary", "multilabel")}
+SOFT_LABELS = ("noise_aware", "bayes")
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -116,6 +143,7 @@ def validate(cfg: DictConfig) -> None:
 
     _validate_loss(cfg.loss, head)
     _validate_data(cfg.data)
+    _validate_labels(cfg, head)
 
     opt = cfg.optim
     if opt.name not in OPTIMS:
@@ -150,9 +178,10 @@ def validate(cfg: DictConfig) -> None:
 
 
 def _metric(name: str, key: str) -> None:
-    if name.removeprefix("val/") not in METRICS:
+    if name.removeprefix("val/") not in METRICS + MULTILABEL_METRICS:
         raise ConfigError(
-            f"Unknown {key}={name!r}. Valid choices: " + ", ".join(f"val/{m}" for m in METRICS) + "."
+            f"Unknown {key}={name!r}. Valid choices: " + ", ".join(f"val/{m}" for m in METRICS)
+            + "; on multi-label tasks also " + ", ".join(f"val/{m}" for m in MULTILABEL_METRICS) + "."
         )
 
 
@@ -213,8 +242,121 @@ def _validate_data(dc: DictConfig) -> None:
             _integer(dc[key], f"data.{key}", minimum=1)
         _number(dc.separation, "data.separation", minimum=0)
     if dc.name == "mnist":
-        if dc.task not in ("multiclass", "binary"):
-            raise ConfigError(f"Unknown data.task={dc.task!r}. Valid choices: binary, multiclass.")
+        if dc.task not in TASKS["mnist"]:
+            raise ConfigError(f"Unknown data.task={dc.task!r}. Valid choices: {choices(TASKS['mnist'])}.")
         for key in ("n_train", "n_val"):
             if dc[key] is not None:
                 _integer(dc[key], f"data.{key}", minimum=1)
+
+
+# --- multi-label tasks, soft targets, unlabelled samples, distillation ---------------------------------------
+
+
+def _validate_labels(cfg: DictConfig, head: str) -> None:
+    """data.task=multilabel, data.label_noise / soft_labels / unlabeled_frac, and loss=kd*."""
+    dc, lc, loss = cfg.data, cfg.loss, cfg.loss.name
+    task = dc.get("task", "multiclass")
+    if task not in TASKS.get(dc.name, (task,)):
+        raise ConfigError(f"Unknown data.task={task!r} for data={dc.name}. Valid choices: {choices(TASKS[dc.name])}.")
+    if task == "multilabel":
+        _validate_multilabel(cfg, head)
+    else:
+        for key in (cfg.trainer.target_metric, cfg.objective_metric):
+            if key is not None and key.removeprefix("val/") in MULTILABEL_METRICS:
+                raise ConfigError(f"{key} is a multi-label metric, but data.task={task}. Use one of: "
+                                  + ", ".join(f"val/{m}" for m in METRICS) + ".")
+
+    noise = dc.get("label_noise") or 0.0
+    _number(noise, "data.label_noise", minimum=0)
+    if noise >= 1:
+        raise ConfigError(f"data.label_noise is the share of flipped training labels and must be in [0, 1), got {noise}.")
+    frac = dc.get("unlabeled_frac") or 0.0
+    _number(frac, "data.unlabeled_frac", minimum=0)
+    if frac >= 1:
+        raise ConfigError(f"data.unlabeled_frac must be in [0, 1) (some training labels must remain), got {frac}.")
+    soft = dc.get("soft_labels")
+    if soft is not None:
+        if soft not in SOFT_LABELS:
+            raise ConfigError(f"Unknown data.soft_labels={soft!r}. Valid choices: null, {choices(SOFT_LABELS)}.")
+        if loss != "ce":
+            raise ConfigError(
+                f"data.soft_labels={soft} gives probability targets, which loss=ce takes (CrossEntropyLoss accepts "
+                f"class probabilities); loss={loss} "
+                + ("takes the teacher's targets." if loss in KD_LOSSES else "does not. Use loss=ce."))
+        if soft == "bayes" and dc.name not in ("synthetic", "imbalanced"):
+            raise ConfigError(
+                "data.soft_labels=bayes is the generating model's class posterior p(y | x), which only the synthetic "
+                "data has. For MNIST use data.soft_labels=noise_aware (with data.label_noise) or a teacher (loss=kd).")
+        if soft == "noise_aware" and noise == 0:
+            raise ConfigError(
+                "data.soft_labels=noise_aware smooths each label by the noise rate data.label_noise, which is 0 "
+                "(that gives one-hot targets). Set data.label_noise=<rate>, e.g. 0.2.")
+        if frac > 0:
+            raise ConfigError(
+                "data.soft_labels with data.unlabeled_frac > 0: CrossEntropyLoss has no ignore_index for probability "
+                "targets, so unlabelled samples cannot be skipped. Use one or the other.")
+    if frac > 0:
+        if lc.get("ignore_index", -100) != -100:
+            raise ConfigError(
+                f"data.unlabeled_frac marks unlabelled samples with -100, but loss.ignore_index={lc.ignore_index}. "
+                "Leave loss.ignore_index at -100.")
+        _check_all_unlabelled_batches(cfg, frac, task == "multilabel")
+    if loss in KD_LOSSES:
+        _number(lc.T, "loss.T", positive=True)
+        _number(lc.alpha, "loss.alpha", minimum=0)
+        if lc.alpha > 1:
+            raise ConfigError(f"loss.alpha is the soft term's weight and must be in [0, 1], got {lc.alpha}.")
+        from lossbench import teacher  # reads the teacher's summary.json (no torch)
+
+        teacher.check(cfg)
+
+
+def _validate_multilabel(cfg: DictConfig, head: str) -> None:
+    dc, lc = cfg.data, cfg.loss
+    if (head, lc.name) not in MULTILABEL_PAIRS:
+        why = WHY_NOT_MULTILABEL.get((head, lc.name), "this pair is not supported on multi-label tasks")
+        valid = ", ".join(f"head={h} loss={lo}" for h, lo in sorted(MULTILABEL_PAIRS))
+        raise ConfigError(f"data.task=multilabel with head={head} loss={lc.name}: {why}. Valid on multi-label "
+                          f"tasks: {valid} (softmax + ce is kept as the tutorials' mistake).")
+    if lc.get("class_weight") is not None:
+        raise ConfigError("loss.class_weight weights classes of single-label tasks; on a multi-label task use "
+                          "loss.pos_weight (auto = n_neg/n_pos per label).")
+    if dc.get("imbalance_ratio") not in (None, 1, 1.0):
+        raise ConfigError(f"data.imbalance_ratio={dc.imbalance_ratio} applies to single-label tasks; a multi-label "
+                          "task's label frequencies come from its generator. Use data.imbalance_ratio=null.")
+    if dc.get("label_noise") or dc.get("soft_labels") is not None:
+        raise ConfigError("data.label_noise and data.soft_labels apply to single-label tasks (one class per "
+                          "sample), not to data.task=multilabel.")
+    if lc.name == "ce" and (dc.get("unlabeled_frac") or 0) > 0:
+        raise ConfigError("loss=ce on a multi-label task normalises each sample's label set, which has no meaning "
+                          "with some of its labels unknown (data.unlabeled_frac). Use a sigmoid loss.")
+    if dc.name == "mnist":
+        grid = dc.grid
+        _integer(grid, "data.grid", minimum=1)
+        lo_hi = list(dc.digits_per_image) if isinstance(dc.digits_per_image, (list, ListConfig)) else None
+        if not lo_hi or len(lo_hi) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in lo_hi) \
+                or not 1 <= lo_hi[0] <= lo_hi[1] <= grid * grid:
+            raise ConfigError(
+                f"data.digits_per_image={dc.digits_per_image} must be [lo, hi] with 1 <= lo <= hi <= data.grid^2 = "
+                f"{grid * grid} (one digit per cell), e.g. data.digits_per_image=[2,3].")
+    else:
+        _integer(dc.n_labels, "data.n_labels", minimum=1)
+        _integer(dc.length, "data.length", minimum=1)
+        if not isinstance(dc.allow_unlabeled, bool):
+            raise ConfigError(f"data.allow_unlabeled must be true or false, got {dc.allow_unlabeled!r}.")
+
+
+def _check_all_unlabelled_batches(cfg: DictConfig, frac: float, multilabel: bool) -> None:
+    """A batch without one labelled sample makes the mean loss 0/0 = NaN (PyTorch's rule), and the run would
+    end 'diverged' by chance: refuse settings where that is likely (> 1% over the run)."""
+    t = cfg.trainer
+    if multilabel or t.epochs is not None:
+        return  # multi-label entries are masked one by one; with epochs the step count needs the data
+    p_batch = frac ** t.batch_size
+    p_run = 1 - (1 - p_batch) ** t.max_steps
+    if p_run > 0.01:
+        raise ConfigError(
+            f"data.unlabeled_frac={frac} with trainer.batch_size={t.batch_size}: a batch has no labelled sample with "
+            f"probability {p_batch:.2g}, so over {t.max_steps} steps some batch very likely does ({p_run:.0%}), and its "
+            "mean loss is 0/0 = NaN (PyTorch's rule for an all-ignored batch). Raise trainer.batch_size or lower "
+            "data.unlabeled_frac.")

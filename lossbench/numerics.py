@@ -126,7 +126,7 @@ class Monitor:
         loss, z, y, z_grad = (torch.stack(t) for t in zip(*self.kept, strict=True))  # (n,) (n,B,K) (n,B) (n,B,K)
         n, b, k = z.shape
         with torch.no_grad():
-            zf, yf = z.reshape(n * b, k), y.reshape(n * b)
+            zf, yf = z.reshape(n * b, k), y.reshape(n * b, *y.shape[2:])  # targets may be (B,) or (B, ...)
             p = obj.probs(zf)
             saturated = ((p == 0) | (p == 1)).float().view(n, -1).mean(1)
             clamped = obj.clamped(p, yf).float().view(n, -1).mean(1) if obj.has_clamp else torch.zeros_like(saturated)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lossbench import ConfigError, data, losses, metrics, models
+from lossbench import ConfigError, data, losses, metrics, models, teacher
 from lossbench.config import LOWER_IS_BETTER, flatten, resolve_head, validate
 from lossbench.logger import Logger
 from lossbench.numerics import Monitor
@@ -219,11 +219,12 @@ def _run(cfg: DictConfig, out_dir: Path, jobs: int, t0: float) -> dict:
 
     # --- data, model, loss, optimiser -------------------------------------------------------------------------
     ds = data.load(cfg.data)
-    counts = ds.class_counts()
-    objective = losses.build(cfg.loss, head, ds.n_classes, counts).to(device)
-    ds = ds.to(device)
-    model = models.build(cfg.model, ds.input_shape, models.n_outputs(head, ds.n_classes))
-    models.init_head_bias(model, cfg.model.head_bias, head, counts)
+    counts, n_labelled = ds.class_counts(), ds.n_labelled()
+    objective = losses.build(cfg.loss, head, ds.n_classes, counts, n_labelled, multilabel=ds.multilabel,
+                             partial=ds.partial()).to(device)
+    ds = teacher.attach(cfg, ds.to(device), device, tc.eval_batch_size)  # loss=kd: the teacher's logits as targets
+    model = models.build(cfg.model, ds.input_shape, models.n_outputs(head, ds.n_classes, ds.multilabel))
+    models.init_head_bias(model, cfg.model.head_bias, head, counts, n_labelled)
     model.to(device)
     optimizer = make_optimizer(cfg.optim, model.parameters())
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
@@ -277,7 +278,7 @@ def _run(cfg: DictConfig, out_dir: Path, jobs: int, t0: float) -> dict:
         "status": "running", "config": resolved, "head": head, "steps": start_step, "max_steps": max_steps,
         "device": str(device), "precision": tc.precision, "threads": torch.get_num_threads(), "data": {
             "n_train": n_train, "n_val": len(ds.y_val), "n_classes": ds.n_classes,
-            "train_class_counts": counts.tolist(),
+            "train_class_counts": counts.tolist(), "task": ds.task, **ds.info,
         },
         "n_params": sum(p.numel() for p in params),
     }
@@ -405,7 +406,7 @@ def _run(cfg: DictConfig, out_dir: Path, jobs: int, t0: float) -> dict:
             summary["amp"] = {"final_scale": scaler.get_scale(), "skipped_steps": monitor.totals["nonfinite_grad"]}
         if z_val is not None and status != "failed":
             summary["per_class_recall"] = metrics.per_class_recall(z_val, ds.y_val, head, ds.n_classes)
-            if ds.n_classes == 2 and status != "interrupted":
+            if ds.n_classes == 2 and not ds.multilabel and status != "interrupted":
                 log.pr_curve(ds.y_val, metrics.scores(z_val, head), step)
         if status != "interrupted":  # an interrupted run writes its hparams when it ends (after a resume)
             hp_metrics = {k: v for k, v in final.items()}
