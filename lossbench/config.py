@@ -323,7 +323,7 @@ def _validate_multilabel(cfg: DictConfig, head: str) -> None:
                           "loss.pos_weight (auto = n_neg/n_pos per label).")
     if dc.get("imbalance_ratio") not in (None, 1, 1.0):
         raise ConfigError(f"data.imbalance_ratio={dc.imbalance_ratio} applies to single-label tasks; a multi-label "
-                          "task's label frequencies come from its generator. Use data.imbalance_ratio=null.")
+                          "task's label frequencies come from its generator. Use data.imbalance_ratio=null (or 1).")
     if dc.get("label_noise") or dc.get("soft_labels") is not None:
         raise ConfigError("data.label_noise and data.soft_labels apply to single-label tasks (one class per "
                           "sample), not to data.task=multilabel.")

@@ -112,6 +112,12 @@ def _split_counts(n: int, n_classes: int, ratio: float, split: str) -> list[int]
     return counts.tolist()
 
 
+def class_means(dc: DictConfig) -> torch.Tensor:
+    """The synthetic task's class means (C, d), fixed by data.task_seed (before data.scale)."""
+    directions = torch.randn(dc.n_classes, dc.n_features, generator=torch.Generator().manual_seed(int(dc.task_seed)))
+    return directions / directions.norm(dim=1, keepdim=True) * (dc.separation / 2**0.5)
+
+
 def synthetic(dc: DictConfig) -> Dataset:
     """Gaussian class clusters: x = (mu_y + noise) * scale, noise ~ N(0, I), |mu_a - mu_b| ≈ separation.
 
@@ -120,9 +126,7 @@ def synthetic(dc: DictConfig) -> Dataset:
     """
     c, d = dc.n_classes, dc.n_features
     ratio = dc.imbalance_ratio or 1.0
-    task_gen = torch.Generator().manual_seed(int(dc.task_seed))
-    directions = torch.randn(c, d, generator=task_gen)
-    means = directions / directions.norm(dim=1, keepdim=True) * (dc.separation / 2**0.5)
+    means = class_means(dc)
     gen = torch.Generator().manual_seed(int(dc.seed))
 
     def draw(n: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:

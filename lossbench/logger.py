@@ -24,6 +24,11 @@ LAYOUT = {
         "accuracy": ["Multiline", ["val/accuracy", "val/balanced_accuracy"]],
         "calibration": ["Multiline", ["val/ece", "val/mean_confidence"]],
     },
+    "multi-label": {  # data.task=multilabel runs (val/ap is the mAP, val/accuracy the subset accuracy)
+        "F1 at p > 0.5": ["Multiline", ["val/f1_micro", "val/f1_macro"]],
+        "ranking": ["Multiline", ["val/ap", "val/lrap", "val/auc", "val/auc_micro"]],
+        "decisions": ["Multiline", ["val/accuracy", "val/hamming_loss", "val/labels_per_sample"]],
+    },
     "numerics": {
         "saturation": ["Multiline", ["numerics/saturated_frac", "numerics/clamped_frac", "numerics/dead_frac"]],
         "logits": ["Multiline", ["numerics/max_abs_logit"]],

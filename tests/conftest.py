@@ -42,3 +42,19 @@ def mnist_root() -> Path | None:
 
 
 needs_mnist = pytest.mark.skipif(mnist_root() is None, reason="MNIST not found under $LOSSBENCH_DATA_DIR")
+
+
+@pytest.fixture(scope="session")
+def teacher_dir(tmp_path_factory) -> Path:
+    """A completed softmax run on the default synthetic task: what loss=kd* needs as loss.teacher."""
+    d = tmp_path_factory.mktemp("teacher")
+    s = run_cfg(d, "loss=ce", "trainer.max_steps=100", "data.n_train=2000", "data.n_val=1000", "logger.enabled=false")
+    assert s["status"] == "completed"
+    return d
+
+
+def loss_overrides(loss: str, request: pytest.FixtureRequest) -> list[str]:
+    """What a loss needs beyond its name in a test run: a teacher for the distillation losses."""
+    from lossbench.config import KD_LOSSES
+
+    return [f"loss.teacher={request.getfixturevalue('teacher_dir')}"] if loss in KD_LOSSES else []
