@@ -55,6 +55,12 @@ def first_step(metric: str, value: float) -> Getter:
 
 
 
+def val_errors(s: dict) -> float | None:
+    """Misclassified validation images (MNIST's test set with data.n_val=null): (1 - accuracy) * n_val."""
+    acc, n = get(s, "final", "val/accuracy"), get(s, "data", "n_val")
+    return None if acc is None or n is None else round((1 - acc) * n)
+
+
 # Per study: (column header, getter, format). Every column is mean ± std over the group's seeds.
 COLUMNS: dict[str, list[tuple[str, Getter, str]]] = {
     "saturation": [
@@ -89,6 +95,18 @@ COLUMNS: dict[str, list[tuple[str, Getter, str]]] = {
         ("accuracy", final("accuracy"), ".4f"), ("ECE", final("ece"), ".4f"),
         ("mean max prob", final("mean_confidence"), ".4f"), ("val NLL", final("nll"), ".4f"),
         ("steps to acc 0.95", steps_to_target, ".0f"),
+    ],
+    "multilabel": [
+        ("mAP", final("ap"), ".4f"), ("macro AUC", final("auc"), ".4f"), ("F1 micro@0.5", final("f1_micro"), ".4f"),
+        ("F1 macro@0.5", final("f1_macro"), ".4f"), ("subset acc", final("accuracy"), ".4f"),
+        ("Hamming loss", final("hamming_loss"), ".4f"), ("LRAP", final("lrap"), ".4f"),
+        ("labels/sample predicted", final("labels_per_sample"), ".2f"), ("val NLL (per label)", final("nll"), ".4f"),
+        ("ECE (per label)", final("ece"), ".4f"),
+    ],
+    "distillation": [
+        ("test errors", val_errors, ".0f"), ("accuracy", final("accuracy"), ".4f"), ("val NLL", final("nll"), ".4f"),
+        ("ECE", final("ece"), ".4f"), ("best accuracy", best("accuracy"), ".4f"),
+        ("loss gap (reported - correct kd)", numerics("loss_gap_mean"), ".3g"),
     ],
 }
 # equivalence: pairs of losses whose curves are compared run by run (same seed, same data, same init)
