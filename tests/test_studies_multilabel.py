@@ -8,11 +8,21 @@ import json
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 
 from lossbench import studies
 from lossbench.config import validate
-from tests.test_studies import compose_cfg, sweep_params
-from tests.conftest import cli, needs_mnist, run_cfg
+from tests.conftest import CONFIGS, cli, needs_mnist, run_cfg
+
+
+def compose_cfg(*overrides: str, hydra: bool = False):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def sweep_params(study: str) -> dict[str, list[str]]:
+    params = compose_cfg(f"experiment={study}", hydra=True).hydra.sweeper.params
+    return {k: str(v).split(",") for k, v in params.items()}
 
 
 def fake_mnist_teacher(path: Path) -> Path:
