@@ -11,11 +11,10 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from lossbench import LossbenchError
-from lossbench.signals import hand_over
-from lossbench.store import SUMMARY, write_json
+from lossbench.signals import hand_over, stop_requested
 
 
 def parallel_jobs(hc) -> int:
@@ -52,36 +51,24 @@ def sweep_value(summary: dict, metric: str) -> float | None:
     return float(value)
 
 
-def _config(cfg: DictConfig) -> dict:
-    """The resolved config (what lossbench.report groups runs by), unresolved if it cannot be resolved."""
-    try:
-        return OmegaConf.to_container(cfg, resolve=True)
-    except Exception:
-        return OmegaConf.to_container(cfg, resolve=False)
-
-
-def record_failure(out_dir: Path, cfg: DictConfig, error: str) -> None:
-    """A job that could not run still leaves a summary saying why (unless the dir holds another run's)."""
-    from lossbench.store import read_json, run_lock
-
-    path = out_dir / SUMMARY
-    try:
-        with run_lock(out_dir):  # never into a directory that a live run holds
-            old = read_json(path)
-            if old is None or old.get("status") == "running":
-                write_json(path, {**(old or {}), "status": "failed", "error": error,
-                                  "config": _config(cfg)})
-    except LossbenchError:
-        pass
+def result_line(summary: dict, out_dir: Path) -> str:
+    """The line a finished run prints: status, steps, the headline validation metrics, its directory."""
+    values = " ".join(f"{k}={v:.4f}" for k, v in summary["final"].items()
+                      if k in ("val/loss", "val/auc", "val/accuracy", "val/nll") and v is not None)
+    return f"lossbench: {summary['status']} {summary['steps']} steps -> {values}  [{out_dir}]"
 
 
 @hydra.main(config_path="../configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     from lossbench import train  # torch is imported here, after Hydra has parsed the command line
+    from lossbench.member import record_failure
 
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    if multirun and stop_requested():
+        print(f"lossbench sweep: job {hc.job.num} {train.NOT_STARTED}", file=sys.stderr)
+        return None
     try:
         summary = train.run(cfg, out_dir, jobs=parallel_jobs(hc))
     except KeyboardInterrupt:  # Ctrl-C before the training loop took over the signal (loading data, say)
@@ -100,21 +87,24 @@ def main(cfg: DictConfig) -> float | None:
         record_failure(out_dir, cfg, f"{type(e).__name__}: {e}")
         return None
     out_dir = Path(summary.get("out_dir", out_dir))  # trainer.resume=<run dir> continues in that dir
-    if summary.get("exit_code"):
+    code = summary.get("exit_code")
+    if code and summary["status"] == "interrupted":
         how = ("a sweep continues it when rerun with trainer.skip_completed=true" if multirun else
                f"continue it with: python -m lossbench <same overrides> hydra.run.dir={out_dir} trainer.resume=true")
-        print(f"lossbench: {summary['status']} at step {summary['steps']}; checkpoint in {out_dir}; {how}",
-              file=sys.stderr)
-        hand_over(summary["exit_code"] - 128)  # under submitit: its handler requeues the job, and exits
-        sys.exit(summary["exit_code"])
-    print(
-        f"lossbench: {summary['status']} {summary['steps']} steps -> "
-        + " ".join(f"{k}={v:.4f}" for k, v in summary["final"].items() if k in (
-            "val/loss", "val/auc", "val/accuracy", "val/nll"))
-        + f"  [{out_dir}]"
-    )
+        print(f"lossbench: interrupted at step {summary['steps']}; checkpoint in {out_dir}; {how}", file=sys.stderr)
+    elif code:
+        print(f"lossbench: a stop signal came after the last step; the {summary['status']} run's results were "
+              f"written first [{out_dir}]", file=sys.stderr)
+    if code:
+        hand_over(code - 128)  # under submitit: its handler requeues the job, and exits
+        if multirun:
+            return None  # the launcher starts no further job; the sweep records its status and exits with code
+        sys.exit(code)
+    print(result_line(summary, out_dir))
     return sweep_value(summary, cfg.objective_metric)
 
 
 if __name__ == "__main__":
     main()
+    if stop_requested():  # a sweep that a stop signal ended: its jobs and status file are written
+        sys.exit(128 + stop_requested())

@@ -49,6 +49,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from lossbench import LossbenchError, data, models, train
+from lossbench.member import make_optimizer
 from lossbench.store import read_json
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -190,7 +191,7 @@ def reference_loop(args, cfg, device, dataset, steps: int) -> tuple[float, float
 
 def bare_loop(args, cfg, device, x: torch.Tensor, y: torch.Tensor, steps: int) -> tuple[float, float]:
     model, fwd = _model(cfg, device, args.compile)
-    optimizer = train.make_optimizer(cfg.optim, model.parameters())
+    optimizer = make_optimizer(cfg.optim, model.parameters())
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
     bs, n = args.batch_size, len(y)
     per_epoch = n // bs

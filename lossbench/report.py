@@ -1,12 +1,16 @@
-"""`python -m lossbench.report PATH [PATH...] [--out DIR]`: turn finished runs into a comparison.
+"""`python -m lossbench.report PATH [PATH...] [--out DIR] [--compare KEY]`: turn finished runs into a comparison.
 
 Reads every summary.json under the paths (a sweep dir, several, or a whole outputs/ tree), groups the runs
 that differ only by seed, and writes to PATH/report/ (or --out):
-  summary.csv    one row per run
-  table.md       one row per group: mean ± std over seeds of the final and best validation metrics, steps to
-                 the convergence target, numerics totals and status counts (printed too)
-  curves.png     validation curves of each group (line: mean over seeds; band: min to max over seeds)
+  summary.csv    one row per run (row=run), then one per group (row=group): the mean of each final and best
+                 metric with its 95% CI ("<metric> ci_low", "<metric> ci_high") and its number of seeds ("n")
+  table.md       one row per group: mean [95% CI] over seeds of the final and best validation metrics, steps to
+                 the convergence target, numerics and status counts (printed too)
+  curves.png     validation curves, one row of panels per regime (line: mean over seeds; band: 95% CI of it)
   numerics.png   train loss and numerics panels, read back from the runs' TensorBoard event files
+  compare_<KEY>.md/.csv  with --compare KEY (e.g. loss): for each pair of values of KEY, the paired difference of
+                 each metric over matched seeds with its 95% CI and a verdict (see lossbench.compare)
+Intervals: percentile bootstrap over seeds (lossbench.stats says why and how to read them with few seeds).
 Failed, diverged and interrupted runs are counted and shown, never dropped.
 """
 
@@ -17,15 +21,15 @@ import csv
 import json
 import math
 import re
-import statistics
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lossbench import LossbenchError, stats
 from lossbench.config import flatten
-from lossbench.store import SUMMARY, read_json
+from lossbench.store import SUMMARY
 
 # Config keys that do not change what a run computes (seeds, paths, resuming, bookkeeping): runs that differ
 # only in these belong to one group.
@@ -41,8 +45,8 @@ NUMERICS = ("train/loss", "numerics/saturated_frac", "numerics/dead_frac", "nume
 NO_RUNS = "no runs found under {}: expected summary.json files written by python -m lossbench"
 
 
-class ReportError(Exception):
-    """Nothing to report on (bad path, no runs); the CLI prints it and exits 2."""
+class ReportError(LossbenchError):
+    """Nothing to report on (bad path, no runs, a key that cannot be compared); the CLI prints it, exits 2."""
 
 
 @dataclass
@@ -86,18 +90,39 @@ def find_runs(paths: list[Path]) -> list[Run]:
         if not found:
             raise ReportError(NO_RUNS.format(root))
         for path in found:
-            s = read_json(path)
-            if s is None:
-                print(f"lossbench.report: warning: cannot read {path}; not included", file=sys.stderr)
+            try:
+                s = json.loads(path.read_text())
+                problem = not_a_run(s)
+            except (OSError, UnicodeDecodeError, ValueError) as e:
+                s, problem = None, f"cannot read it as JSON ({type(e).__name__})"
+            if problem:
+                print(f"lossbench.report: warning: skipping {path}: {problem}", file=sys.stderr)
                 continue
-            params = {k: v for k, v in flatten(s.get("config") or {}).items() if k not in IGNORED}
+            params = {k: v for k, v in flatten(s["config"]).items() if k not in IGNORED}
             runs.append(Run(path.parent, s, params))
+    if not runs:
+        raise ReportError(f"no usable runs under {', '.join(map(str, paths))}: every {SUMMARY} found was skipped "
+                          "(see the warnings)")
     seen, unique = set(), []
     for r in runs:  # overlapping paths (a sweep and its parent) list a run once
         if r.dir.resolve() not in seen:
             seen.add(r.dir.resolve())
             unique.append(r)
     return unique
+
+
+def not_a_run(s: Any) -> str | None:
+    """Why a parsed summary.json is not a lossbench run summary (None if it is one)."""
+    if not isinstance(s, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(type(s), "null")
+        return f"not a run summary (the JSON is {kind}, not an object)"
+    if not isinstance(s.get("config"), dict) or not isinstance(s.get("status"), str):
+        return "not a run summary (no 'config' object and 'status' string)"
+    bad = [k for k, t in (("final", dict), ("best", dict), ("numerics", dict), ("convergence", dict),
+                          ("history", list)) if s.get(k) is not None and not isinstance(s[k], t)]
+    if bad or not all(isinstance(h, dict) and isinstance(h.get("step"), (int, float)) for h in s.get("history") or []):
+        return f"not a run summary (malformed {', '.join(bad) or 'history'})"
+    return None
 
 
 def short_value(v: Any) -> str:
@@ -113,6 +138,14 @@ def short_key(k: str) -> str:
     return k.removesuffix(".name") if k.count(".") == 1 and k.endswith(".name") else k
 
 
+def differing_keys(params: list[dict]) -> list[str]:
+    """The keys present in every one of params whose values differ, in config order (data, model, loss, ...)."""
+    if not params:
+        return []
+    common = set.intersection(*(set(p) for p in params))
+    return [k for k in params[0] if k in common and len({json.dumps(p[k], default=str) for p in params}) > 1]
+
+
 def group_runs(runs: list[Run]) -> list[Group]:
     """Runs with equal configs (seeds and IGNORED keys aside) form a group, labelled by the keys that differ
     between groups, e.g. "loss=bce data.scale=50". Groups keep the order of their first run."""
@@ -120,10 +153,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
     for r in runs:
         by_key.setdefault(json.dumps(r.params, sort_keys=True, default=str), []).append(r)
     members = list(by_key.values())
-    common = set.intersection(*(set(m[0].params) for m in members))
-    order = list(members[0][0].params)  # config order: data, model, loss, optim, trainer, ...
-    differing = [k for k in order if k in common
-                 and len({json.dumps(m[0].params[k], default=str) for m in members}) > 1]
+    differing = differing_keys([m[0].params for m in members])
     groups, labels = [], Counter()
     for m in members:
         p = m[0].params
@@ -149,13 +179,9 @@ def get(summary: dict, *keys: str) -> Any:
     return summary
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation over seeds (0 for one run)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def cell(values: list, n: int, fmt: str = ".4f", agg: str = "mean") -> str:
-    """'mean ± std' (or the sum / max) of the finite values; '(k/n)' when only k of the n runs have one."""
+    """'mean [95% CI]' (or the sum / max) of the finite values; '(k/n)' when only k of the n runs have one.
+    One value gives 'mean [not enough seeds]': no interval from a single seed."""
     xs = finite(values)
     if not xs:
         return "–"
@@ -164,8 +190,7 @@ def cell(values: list, n: int, fmt: str = ".4f", agg: str = "mean") -> str:
     elif agg == "max":
         text = format(max(xs), fmt)
     else:
-        m, s = mean_std(xs)
-        text = format(m, fmt) + (f" ± {format(s, fmt)}" if len(xs) > 1 else "")
+        text = stats.format_interval(stats.mean_ci(xs), fmt)
     return text + (f" ({len(xs)}/{n})" if len(xs) < n else "")
 
 
@@ -202,7 +227,7 @@ def tables(groups: list[Group]) -> str:
             row = [g.label, str(n)] + [cell([get(r.summary, kind, f"val/{m}") for r in g.runs], n) for m in columns]
             rows.append(row + ([g.statuses()] if kind == "final" else []))
         header = ["group", "runs", *columns] + (["status"] if kind == "final" else [])
-        out.append(f"### {title}: mean ± std over seeds\n\n" + markdown(header, rows))
+        out.append(f"### {title}: mean [{stats.DESCRIPTION}]\n\n" + markdown(header, rows))
     rows = []
     for g in groups:
         n = len(g.runs)
@@ -223,18 +248,20 @@ def tables(groups: list[Group]) -> str:
         ])
     header = ["group", target_name(groups), "saturated frac", "clamped frac", "dead frac", "non-finite loss steps (sum)",
               "non-finite grad steps (sum)", "max abs logit (max)", "steps", "wall time s"]
-    out.append("### Convergence and numerics (fractions: mean over detail steps, then over seeds)\n\n"
-               + markdown(header, rows))
+    out.append("### Convergence and numerics (fractions: mean over detail steps, then over seeds; "
+               f"mean [{stats.DESCRIPTION}])\n\n" + markdown(header, rows))
     return "\n\n".join(out) + "\n"
 
 
 def write_csv(path: Path, groups: list[Group]) -> None:
-    """summary.csv: one row per run, its group, status and every final/best metric and numerics total."""
+    """summary.csv: one row per run (row=run): its group, status and every final/best metric and numerics
+    total; then one row per group (row=group): each final/best metric of table.md as its mean over the group's
+    runs, with "<metric> ci_low", "<metric> ci_high" (the 95% CI; empty for one seed) and "<metric> n"."""
     rows = []
     for g in groups:
         for r in g.runs:
             s = r.summary
-            row = {"group": g.label, "dir": str(r.dir), "status": r.status, "seed": get(s, "config", "seed"),
+            row = {"row": "run", "group": g.label, "dir": str(r.dir), "status": r.status, "seed": get(s, "config", "seed"),
                    "steps": s.get("steps"), "max_steps": s.get("max_steps"), "wall_time_s": s.get("wall_time_s"),
                    "samples_per_sec": s.get("samples_per_sec"),
                    "steps_to_target": get(s, "convergence", "steps_to_target")}
@@ -243,13 +270,23 @@ def write_csv(path: Path, groups: list[Group]) -> None:
             row.update({f"numerics/{k}": v for k, v in (s.get("numerics") or {}).items()})
             row["error"] = s.get("error")
             rows.append(row)
+    for g in groups:
+        row = {"row": "group", "group": g.label, "runs": len(g.runs), "status": g.statuses()}
+        for kind in ("final", "best"):
+            for m in METRICS:
+                iv = stats.mean_ci(finite(get(r.summary, kind, f"val/{m}") for r in g.runs))
+                if iv.n:
+                    row |= {f"{kind}/val/{m}": iv.mean, f"{kind}/val/{m} ci_low": iv.low,
+                            f"{kind}/val/{m} ci_high": iv.high, f"{kind}/val/{m} n": iv.n}
+        rows.append(row)
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns and k != "error"]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, [*columns, "error"], restval="")
         w.writeheader()
-        w.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+        w.writerows({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in row.items()}
+                    for row in rows)
 
 
 # --- plots -----------------------------------------------------------------------------------------------
@@ -260,7 +297,8 @@ def history_curves(run: Run) -> dict[str, dict[int, float]]:
     for h in run.summary.get("history") or []:
         for k, v in h.items():
             if k != "step":
-                curves.setdefault(k, {})[int(h["step"])] = math.nan if v is None else float(v)
+                number = isinstance(v, (int, float)) and not isinstance(v, bool)
+                curves.setdefault(k, {})[int(h["step"])] = float(v) if number else math.nan
     return curves
 
 
@@ -278,84 +316,43 @@ def event_curves(run: Run) -> dict[str, dict[int, float]]:
     return {t: {e.step: e.value for e in acc.Scalars(t)} for t in NUMERICS if t in tags}
 
 
-def plot_panels(path: Path, groups: list[Group], curves: list[list[dict]], tags: tuple[str, ...], title: str) -> bool:
-    """One panel per tag; per group a line (mean over its runs at each step) and a min-max band over seeds.
-    Every group is in the legend, those without a curve (all runs failed) too."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from matplotlib.lines import Line2D
-
-    present = [t for t in tags if any(t in c for runs in curves for c in runs)]
-    if not present:
-        return False
-    cols, rows = 3, math.ceil(len(present) / 3)
-    longest = max((len(g.legend()) for g in groups), default=0)
-    ncol = 3 if longest <= 45 else 2 if longest <= 70 else 1  # long group labels get whole rows
-    legend_rows = math.ceil(len(groups) / ncol)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows + 0.6 + 0.25 * legend_rows), squeeze=False)
-    colors = [plt.get_cmap("tab10")(i % 10) for i in range(len(groups))]
-    styles = [("-", "--", "-.", ":")[i % 4] for i in range(len(groups))]  # groups that coincide stay visible
-    drawn = [False] * len(groups)
-    for ax, tag in zip(axes.flat, present, strict=False):
-        low, high = math.inf, -math.inf
-        for i, runs in enumerate(curves):
-            steps = sorted({s for c in runs for s in c.get(tag, {})})
-            y = np.array([[c.get(tag, {}).get(s, np.nan) for s in steps] for c in runs], dtype=float)
-            ok = np.isfinite(y).any(axis=0) if steps else np.array([], dtype=bool)
-            if not ok.any():
-                continue
-            x, y = np.array(steps)[ok], y[:, ok]
-            ax.plot(x, np.nanmean(y, axis=0), color=colors[i], ls=styles[i], lw=1.5,
-                    marker="o" if len(x) < 25 else None, ms=3)
-            if len(runs) > 1:
-                ax.fill_between(x, np.nanmin(y, axis=0), np.nanmax(y, axis=0), color=colors[i], alpha=0.2, lw=0)
-            drawn[i], low, high = True, min(low, float(np.nanmin(y))), max(high, float(np.nanmax(y)))
-        if low > 0 and high / low > 100:  # losses and logits spanning decades
-            ax.set_yscale("log")
-        ax.set_title(tag, fontsize=10)
-        ax.set_xlabel("step", fontsize=8)
-        ax.tick_params(labelsize=8)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(present):]:
-        ax.axis("off")
-    handles = [Line2D([], [], color=c, ls=ls, lw=1.5 if d else 0, marker=None if d else "x")
-               for c, ls, d in zip(colors, styles, drawn, strict=True)]
-    labels = [g.legend() + ("" if d else ": no curve") for g, d in zip(groups, drawn, strict=True)]
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), ncol), fontsize=8, frameon=False)
-    fig.suptitle(title, fontsize=11)
-    height = fig.get_figheight()
-    fig.subplots_adjust(left=0.06, right=0.98, top=1 - 0.75 / height, bottom=(0.45 + 0.22 * legend_rows) / height,
-                        wspace=0.25, hspace=0.45)
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return True
-
-
 # --- entry point -----------------------------------------------------------------------------------------
 
 
-def report(paths: list[Path], out: Path | None = None) -> tuple[str, list[Path]]:
-    """Write the report for the runs under paths; returns the tables (markdown) and the files written."""
-    groups = group_runs(find_runs(paths))
+def report(paths: list[Path], out: Path | None = None, compare: str | None = None) -> tuple[str, list[Path]]:
+    """Write the report for the runs under paths; returns the tables (markdown) and the files written.
+    With compare (a config key, e.g. "loss"), also the paired comparison of its values (lossbench.compare)."""
+    from lossbench import plots
+
+    runs = find_runs(paths)
+    groups = group_runs(runs)
+    text = tables(groups)
+    comparison = None
+    if compare is not None:
+        from lossbench.compare import compare_runs
+
+        comparison = compare_runs(runs, compare)  # before writing anything: a bad key is an error, not a half report
     out = out or paths[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
-    text = tables(groups)
     n_runs = sum(len(g.runs) for g in groups)
     (out / "table.md").write_text(
         f"# lossbench report: {n_runs} runs in {len(groups)} groups\n\nFrom: "
         + ", ".join(str(p) for p in paths) + "\n\n" + text)
     written = [out / "table.md", out / "summary.csv"]
     write_csv(out / "summary.csv", groups)
-    band = "line: mean over seeds, band: min to max"
-    if plot_panels(out / "curves.png", groups, [[history_curves(r) for r in g.runs] for g in groups], CURVES,
-                   f"Validation curves ({band})"):
+    band = f"line: mean over seeds; band: {stats.DESCRIPTION_CURVES}"
+    if plots.plot_grid(out / "curves.png", groups, [[history_curves(r) for r in g.runs] for g in groups], CURVES,
+                       f"Validation curves ({band})"):
         written.append(out / "curves.png")
-    if plot_panels(out / "numerics.png", groups, [[event_curves(r) for r in g.runs] for g in groups], NUMERICS,
-                   f"Training numerics from TensorBoard events ({band})"):
+    if plots.plot_grid(out / "numerics.png", groups, [[event_curves(r) for r in g.runs] for g in groups], NUMERICS,
+                       f"Training numerics from TensorBoard events ({band})"):
         written.append(out / "numerics.png")
+    if comparison is not None:
+        name = comparison.key.replace("/", "_")
+        (out / f"compare_{name}.md").write_text(comparison.markdown)
+        comparison.write_csv(out / f"compare_{name}.csv")
+        text += "\n" + comparison.markdown
+        written += [out / f"compare_{name}.md", out / f"compare_{name}.csv"]
     return text, written
 
 
@@ -366,10 +363,13 @@ def main(argv: list[str] | None = None) -> int:
         "and plots to PATH/report/ (or --out), and print the table.")
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="sweep or run directories (searched recursively)")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: the first PATH/report)")
+    parser.add_argument("--compare", metavar="KEY", default=None,
+                        help="paired differences between the values of this config key over matched seeds, e.g. "
+                        "loss (= loss.name), data.scale, optim.lr; writes compare_<KEY>.md and .csv")
     args = parser.parse_args(argv)
     try:
-        text, written = report(args.paths, args.out)
-    except ReportError as e:
+        text, written = report(args.paths, args.out, args.compare)
+    except LossbenchError as e:  # ReportError, raised from lossbench.report, which is not __main__'s copy
         print(f"lossbench.report: error: {e}", file=sys.stderr)
         return 2
     print(text)

@@ -20,6 +20,19 @@ def stop_signals() -> tuple[signal.Signals, ...]:
     return (signal.SIGINT, signal.SIGTERM)
 
 
+_received: list[int] = []  # the stop signals this process received while a StopRequest was active
+
+
+def stop_requested() -> int | None:
+    """The first stop signal a run of this process received (a sweep's later jobs do not start), or None."""
+    return _received[0] if _received else None
+
+
+def stops_received() -> int:
+    """How many stop signals runs of this process have received: a caller compares counts before and after."""
+    return len(_received)
+
+
 class StopRequest:
     """While active, the first stop signal sets `signum`; a second one exits at once."""
 
@@ -38,6 +51,7 @@ class StopRequest:
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
         self.signum = signum
+        _received.append(signum)
 
     def __exit__(self, *exc) -> None:
         for s, h in self._old.items():

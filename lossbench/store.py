@@ -7,6 +7,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -64,9 +65,34 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
+    """A checkpoint, loaded as data: ``weights_only=True`` unpickles only tensors, numbers, strings, bools,
+    None and lists/tuples/dicts of them (what lossbench writes), never an object whose unpickling runs code.
+    A damaged or foreign file is a ConfigError that names it; nothing is changed."""
+    import pickle
+
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if not found:  # garbage bytes read as a (legacy) pickle
+            raise _damaged(path, e) from None
+        raise ConfigError(
+            f"{path} holds objects that are not plain data (it names {found.group(1)}); lossbench writes only tensors, numbers, "
+            "strings, lists and dicts, and refuses to unpickle anything else, because loading it could run code. "
+            "Nothing was changed. Resume only checkpoints lossbench wrote, or start the run afresh."
+        ) from None
+    except Exception as e:  # truncated, not a zip archive, not a torch file
+        raise _damaged(path, e) from None
+
+
+def _damaged(path: Path, e: Exception) -> ConfigError:
+    return ConfigError(
+        f"{path} is damaged or not a checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:160]}). Nothing "
+        "was changed (its summary.json is kept). If the run finished, its results are in summary.json; to train "
+        "it again, start afresh in another directory (or move the damaged file aside)."
+    )
 
 
 @contextlib.contextmanager

@@ -1,9 +1,11 @@
 """`python -m lossbench.studies STUDY SWEEP_DIR [--out DIR]`: the report of one study in experiments/.
 
-Runs :mod:`lossbench.report` on the sweep (table.md, summary.csv, curves.png, numerics.png) and adds
-``study.md``: the columns that answer the study's question, mean ± std over seeds per group, e.g. recall and
-mean predicted probability for ``pos_weight``, recall of the rarest classes for ``class_weights``, and for
-``equivalence`` how far the validation curves of two losses trained from the same seed ever drift apart.
+Runs :mod:`lossbench.report` on the sweep (table.md, summary.csv, curves.png, numerics.png, and the paired
+comparison of the study's axis, compare_<key>.md) and adds ``study.md``: the columns that answer the study's
+question as mean [95% CI] over seeds per group (lossbench.stats), e.g. recall and mean predicted probability
+for ``pos_weight``, recall of the rarest classes for ``class_weights``, and for ``equivalence`` how far the
+validation curves of two losses trained from the same seed ever drift apart; then the paired differences
+with their verdicts and detectable differences (lossbench.compare).
 
     python -m lossbench -m experiment=pos_weight
     python -m lossbench.studies pos_weight outputs/studies/pos_weight/<time> --out experiments/pos_weight
@@ -17,6 +19,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from lossbench import plots, stats
 from lossbench.report import Group, ReportError, cell, find_runs, get, group_runs, markdown, report
 
 Getter = Callable[[dict], float | None]
@@ -61,7 +64,7 @@ def val_errors(s: dict) -> float | None:
     return None if acc is None or n is None else round((1 - acc) * n)
 
 
-# Per study: (column header, getter, format). Every column is mean ± std over the group's seeds.
+# Per study: (column header, getter, format). Every column is mean [95% CI] over the group's seeds.
 COLUMNS: dict[str, list[tuple[str, Getter, str]]] = {
     "saturation": [
         ("final AUC", final("auc"), ".3f"), ("best AUC", best("auc"), ".3f"), ("final val NLL", final("nll"), ".3g"),
@@ -109,6 +112,10 @@ COLUMNS: dict[str, list[tuple[str, Getter, str]]] = {
         ("loss gap (reported - correct kd)", numerics("loss_gap_mean"), ".3g"),
     ],
 }
+# The key each study's paired comparison is over (report --compare): the question's axis.
+COMPARE = {"saturation": "loss", "equivalence": "loss", "pos_weight": "loss.pos_weight",
+           "class_weights": "loss.class_weight", "multiclass_heads": "loss", "label_smoothing": "loss.label_smoothing",
+           "multilabel": "study.variant", "distillation": "study.variant"}
 # equivalence: pairs of losses whose curves are compared run by run (same seed, same data, same init)
 PAIRS = (("ce", "nll"), ("bce_logits", "bce"), ("bce_logits", "ce"))
 CURVE_METRICS = ("val/nll", "val/auc")
@@ -151,30 +158,15 @@ def curve_gaps(groups: list[Group]) -> str:
 
 
 def plot_class_recall(path: Path, groups: list[Group]) -> None:
-    """Per-class recall (mean over seeds, error bar = std), one bar per group and class."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Per-class recall: one panel per imbalance ratio (the layout of lossbench.plots), one bar per group and
+    class at the mean over seeds, the error bar its 95% CI."""
     import numpy as np
 
     n_classes = max(len(r.summary.get("per_class_recall") or []) for g in groups for r in g.runs)
-    fig, ax = plt.subplots(figsize=(10, 3.6))
-    width = 0.8 / len(groups)
-    for i, g in enumerate(groups):
-        rec = np.array([(r.summary.get("per_class_recall") or [np.nan] * n_classes) for r in g.runs], dtype=float)
-        x = np.arange(n_classes) + (i - (len(groups) - 1) / 2) * width
-        ax.bar(x, np.nanmean(rec, axis=0), width, yerr=np.nanstd(rec, axis=0, ddof=1) if len(rec) > 1 else None,
-               label=g.label.replace("data.", "").replace("loss.", ""), capsize=1.5)
-    ax.set_xticks(range(n_classes))
-    ax.set_xlabel("class (training samples fall with the class index)")
-    ax.set_ylabel("recall")
-    ax.set_ylim(0, 1.02)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
-    ax.set_title("Per-class validation recall, mean ± std over seeds", fontsize=10)
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    values = [np.array([(r.summary.get("per_class_recall") or [np.nan] * n_classes) for r in g.runs], dtype=float)
+              for g in groups]
+    plots.plot_bars(path, groups, values, "class (training samples fall with the class index)", "recall",
+                    f"Per-class validation recall (bar: mean over seeds; error bar: {stats.DESCRIPTION_CURVES})")
 
 
 MAX_PNG_BYTES = 200_000  # plots are committed to experiments/: keep them small
@@ -192,14 +184,21 @@ def shrink_png(path: Path) -> None:
 
 
 def write(study: str, sweep: Path, out: Path) -> str:
-    _, written = report([sweep], out)
     groups = group_runs(find_runs([sweep]))
-    md = f"# {study}: mean ± std over seeds\n\nFrom: {sweep}\n\n" + study_table(study, groups) + "\n"
+    try:
+        _, written = report([sweep], out, COMPARE[study])
+    except ReportError as e:  # e.g. one value of the axis only, or no two runs to pair: the rest still stands
+        print(f"lossbench.studies: warning: no paired comparison: {e}", file=sys.stderr)
+        _, written = report([sweep], out)
+    md = f"# {study}: mean [{stats.DESCRIPTION}]\n\nFrom: {sweep}\n\n" + study_table(study, groups) + "\n"
     if study == "equivalence":
         md += "\n## How far the curves of two losses drift apart (same seed, same data and init)\n\n"
         md += curve_gaps(groups) + "\n"
     if study == "class_weights":
         plot_class_recall(out / "class_recall.png", groups)
+    compared = [p for p in written if p.suffix == ".md" and p.name.startswith("compare_")]
+    if compared:
+        md += "\n" + compared[0].read_text()
     (out / "study.md").write_text(md)
     for path in [*written, out / "class_recall.png"]:
         if path.suffix == ".png" and path.exists():

@@ -1,7 +1,14 @@
-"""One training run, top to bottom: validate, load data onto the device, train, evaluate, log, summarise.
+"""Training: one loop for one run or a stack of runs, read top to bottom.
 
-The hot loop never synchronises with the host: losses and monitor counters accumulate on the device and
-are read only at log and eval points (and, with trainer.on_nonfinite=skip, once per step to decide).
+    run(cfg, dir)            one run: a stack of one
+    run_jobs([(cfg, dir)])   a sweep's jobs: grouped into stacks (stack.py), each stack trained by fit()
+    fit(members)             the loop: batch -> step -> log every N -> evaluate every N -> checkpoint every N
+                             -> stop?  Per member: its own data order, loss, monitor, record and status.
+
+The hot loop never synchronises with the host: losses and monitor counters stay on the device and are read
+at log and eval points (and, with trainer.on_nonfinite=skip, once per step to decide). A member that
+diverges is evaluated, recorded and dropped from the stack at the log point where its first non-finite
+value is read; the others go on. The loop ends when no member is left or a stop signal arrives.
 """
 
 from __future__ import annotations
@@ -10,39 +17,27 @@ import contextlib
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lossbench import ConfigError, data, losses, metrics, models, teacher
-from lossbench.config import LOWER_IS_BETTER, flatten, resolve_head, validate
-from lossbench.logger import Logger
-from lossbench.numerics import Monitor
-from lossbench.signals import StopRequest
-from lossbench.store import (
-    CHECKPOINT,
-    SUMMARY,
-    load_checkpoint,
-    read_json,
-    run_lock,
-    save_checkpoint,
-    write_json,
-)
+from lossbench import ConfigError, LossbenchError, metrics
+from lossbench.config import validate
+from lossbench.member import Member, Plan, build, plan, record_failure
+from lossbench.signals import StopRequest, stops_received
+from lossbench.stack import Stack, memory_bytes, shape_key, stack_key
+from lossbench.store import run_lock
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-FINISHED = ("completed", "diverged")  # final results: trainer.skip_completed does not train them again
-# Config keys a resume may change: they do not change what is trained (max_steps/epochs: train longer).
-RESUME_MAY_CHANGE = ("trainer.resume", "trainer.skip_completed", "trainer.max_steps", "trainer.epochs",
-                     "trainer.threads", "trainer.log_every", "trainer.eval_every", "trainer.eval_batch_size",
-                     "trainer.ckpt_every", "trainer.device", "trainer.sync_debug", "data.root", "data.download",
-                     "logger.", "numerics.")
 BCE_AUTOCAST_REFUSAL = (
     "torch.nn.functional.binary_cross_entropy and torch.nn.BCELoss are unsafe to autocast on CUDA "
     "(PyTorch raises for them under torch.autocast): a sigmoid followed by BCE in half precision saturates "
     "and its gradient divides by p(1-p), which underflows. Fix: use loss=bce_logits (BCEWithLogitsLoss, "
     "autocast-safe), or trainer.precision=fp32."
 )
+NOT_STARTED = "not started: the sweep was interrupted first"
 
 
 def pick_device(name: str) -> torch.device:
@@ -93,335 +88,313 @@ def check_precision(precision: str, device: torch.device, loss: str) -> None:
         )
 
 
-def make_optimizer(oc: DictConfig, params) -> torch.optim.Optimizer:
-    if oc.name == "sgd":
-        return torch.optim.SGD(params, lr=oc.lr, momentum=oc.momentum, weight_decay=oc.weight_decay)
-    cls = torch.optim.Adam if oc.name == "adam" else torch.optim.AdamW
-    params = list(params)
-    # Fused: one kernel per parameter instead of a handful of ops (about 20% less CPU time per MLP step).
-    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-    return cls(params, lr=oc.lr, betas=(oc.momentum, 0.999), weight_decay=oc.weight_decay, fused=fused or None)
+@dataclass
+class Runtime:
+    """What a stack's members share: device, precision, threads, determinism, compile, the sync check."""
+
+    device: torch.device
+    precision: str
+    compile: bool
+    sync_check: bool
+    eval_batch_size: int
+    log_every: int
+    eval_every: int
+
+    @classmethod
+    def start(cls, cfg: DictConfig, jobs: int = 1) -> Runtime:
+        tc = cfg.trainer
+        device = pick_device(tc.device)
+        torch.set_num_threads(tc.threads or max(1, (os.cpu_count() or 1) // max(1, jobs)))
+        if tc.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(bool(tc.deterministic))  # reset too: sweep jobs share a process
+        sync_check = bool(tc.get("sync_debug")) and device.type == "cuda"
+        if sync_check and (tc.on_nonfinite == "skip" or tc.precision == "fp16"):
+            raise ConfigError(
+                "trainer.sync_debug=true checks that no training step synchronises with the host, but "
+                "trainer.on_nonfinite=skip (a per-step decision on the host) and precision=fp16 (the GradScaler "
+                "reads its inf check each step) synchronise by design. Use on_nonfinite=stop or continue and "
+                "precision=fp32 or bf16 for the check."
+            )
+        return cls(device, tc.precision, bool(tc.compile), sync_check, tc.eval_batch_size, tc.log_every,
+                   tc.eval_every)
+
+    def amp(self):
+        dtype = AMP_DTYPES.get(self.precision)
+        return contextlib.nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        """From the batch to the optimiser's update: any host sync raises (trainer.sync_debug=true, CUDA)."""
+        if not self.sync_check:
+            yield
+            return
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            yield
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
 
 
-@torch.no_grad()
-def predict_logits(model, x: torch.Tensor, batch_size: int, amp) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    with amp():
-        z = torch.cat([model(x[i : i + batch_size]).float() for i in range(0, len(x), batch_size)])
-    model.train(was_training)
-    return z
-
-
-def evaluate(model, objective, ds: data.Dataset, head: str, batch_size: int, amp) -> tuple[dict, torch.Tensor]:
-    """Validation metrics (host floats) and the logits they came from."""
-    z = predict_logits(model, ds.x_val, batch_size, amp)
-    with torch.no_grad():
-        out = {"loss": float(objective(z, ds.val_targets))}
-    out.update(metrics.evaluate(z, ds.y_val, head, ds.n_classes))
-    return {f"val/{k}": v for k, v in out.items()}, z
-
-
-def better(metric: str, new: float, old: float | None) -> bool:
-    if not math.isfinite(new):
-        return False
-    if old is None or not math.isfinite(old):
-        return True
-    return new < old if metric in LOWER_IS_BETTER else new > old
-
-
-def reached(metric: str, value: float, target: float) -> bool:
-    return math.isfinite(value) and (value <= target if metric in LOWER_IS_BETTER else value >= target)
-
-
-def check_resumable(ck: dict, resolved: dict, device: torch.device, max_steps: int, run_dir: Path) -> None:
-    """A checkpoint continues only the run it came from: same config (up to RESUME_MAY_CHANGE), same device
-    type, and steps left to train."""
-    old, new = flatten(ck["config"]), flatten(resolved)
-    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys())
-               if old.get(k) != new.get(k) and not k.startswith(RESUME_MAY_CHANGE)]
-    if changed:
-        raise ConfigError(
-            f"Cannot resume {run_dir}: the config differs from the checkpoint's ({'; '.join(changed)}). A resume "
-            "must repeat the original run's overrides (they are in <run dir>/.hydra/overrides.yaml); only "
-            f"{', '.join(k.rstrip('.') for k in RESUME_MAY_CHANGE)} may change. To train a different config, "
-            "start a new run."
-        )
-    if ck["device"] != device.type:
-        raise ConfigError(
-            f"Cannot resume {run_dir} on {device.type}: its checkpoint was written on {ck['device']} (the "
-            f"random-number state belongs to that device). Resume with trainer.device={ck['device']}."
-        )
-    if ck["step"] >= max_steps:
-        raise ConfigError(
-            f"Nothing to resume in {run_dir}: its checkpoint is at step {ck['step']} and this config trains "
-            f"{max_steps} steps. Raise trainer.max_steps (or trainer.epochs) to train it further."
-        )
+# --- entry points ----------------------------------------------------------------------------------------------
 
 
 def run(cfg: DictConfig, out_dir: Path, jobs: int = 1) -> dict:
-    """Train and evaluate one configuration. Writes out_dir/summary.json (atomically) and TensorBoard
-    events under out_dir/tb; returns the summary. Raises LossbenchError for bad input, before training."""
+    """Train and evaluate one configuration: a stack of one. Writes out_dir/summary.json (atomically) and
+    TensorBoard events; returns the summary. Raises LossbenchError for bad input, before training."""
     t0 = time.perf_counter()
-    out_dir = Path(out_dir)
     validate(cfg)
-    resume = cfg.trainer.resume
-    if resume and resume is not True:
-        out_dir = Path(str(resume))  # trainer.resume=<run dir>: continue that run, in that directory
-    if resume and not (out_dir / CHECKPOINT).exists():
-        raise ConfigError(
-            f"trainer.resume={str(resume).lower() if resume is True else resume}: no checkpoint at "
-            f"{out_dir / CHECKPOINT}. Point trainer.resume at a run "
-            "directory that holds one (trainer.resume=true means this run's hydra.run.dir), or drop "
-            "trainer.resume to start afresh."
-        )
-    with run_lock(out_dir):  # two processes never write into one directory at once
-        return _run(cfg, out_dir, jobs, t0)
+    p = plan(cfg, Path(out_dir), None if cfg.trainer.epochs else cfg.trainer.max_steps)
+    with run_lock(p.out_dir):  # two processes never write into one directory at once
+        if p.action == "skip":
+            return skipped(p)
+        rt = Runtime.start(cfg, jobs)
+        check_precision(rt.precision, rt.device, cfg.loss.name)
+        return fit([build(cfg, p, rt.device, {}, rt.precision)], rt, t0)[0]
 
 
-def _run(cfg: DictConfig, out_dir: Path, jobs: int, t0: float) -> dict:
-    tc, head = cfg.trainer, resolve_head(cfg)
+def skipped(p: Plan) -> dict:
+    print(f"lossbench: {p.out_dir} already holds a {p.previous['status']} run; skipped (trainer.skip_completed=true).")
+    return {**p.previous, "skipped": True, "exit_code": 0, "out_dir": str(p.out_dir)}
 
-    # --- resume / skip ---------------------------------------------------------------------------------
-    resume_dir = out_dir if tc.resume else None
-    previous = read_json(out_dir / SUMMARY)
-    # A job that submitit (SLURM, or submitit_local) requeued after a preemption or timeout runs again in its
-    # own directory and must continue from its checkpoint: under submitit, skip_completed is implied.
-    if (tc.skip_completed or os.environ.get("SUBMITIT_EXECUTOR")) and resume_dir is None:
-        if previous and previous.get("status") in FINISHED:
-            print(f"lossbench: {out_dir} already holds a {previous['status']} run; skipped "
-                  "(trainer.skip_completed=true).")
-            return {**previous, "skipped": True}
-        if (out_dir / CHECKPOINT).exists():
-            resume_dir = out_dir  # an unfinished job of an interrupted or requeued sweep: continue it
-        # else: an attempt that left no checkpoint (failed, killed early): start it again from step 0
-    elif previous and resume_dir is None:
-        raise ConfigError(
-            f"{out_dir} already holds a run (status {previous.get('status')}); lossbench never writes two runs "
-            "into one directory. Use trainer.resume=true to continue it, trainer.skip_completed=true in a "
-            "rerun sweep, or another hydra.run.dir."
-        )
 
-    # --- device, precision, seeds ------------------------------------------------------------------------
-    device = pick_device(tc.device)
-    check_precision(tc.precision, device, cfg.loss.name)
-    torch.set_num_threads(tc.threads or max(1, (os.cpu_count() or 1) // max(1, jobs)))
-    if tc.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(bool(tc.deterministic))  # reset too: sweep jobs share a process
-    torch.manual_seed(cfg.seed)
-    amp_dtype = AMP_DTYPES.get(tc.precision)
+def group_jobs(cfgs: list[DictConfig], stacked: bool = True, max_members: int = 64) -> list[list[int]]:
+    """Job indices grouped by stack_key (the config alone; shapes are checked once the data is loaded), at
+    most max_members a group. stacked=False: one job a group."""
+    groups: dict[str, list[int]] = {}
+    for i, cfg in enumerate(cfgs):
+        key = stack_key(OmegaConf.to_container(cfg, resolve=True)) if stacked else str(i)
+        groups.setdefault(key, []).append(i)
+    return [idxs[j : j + max_members] for idxs in groups.values() for j in range(0, len(idxs), max_members)]
 
-    def amp():
-        if amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=amp_dtype)
 
-    # --- data, model, loss, optimiser -------------------------------------------------------------------------
-    ds = data.load(cfg.data)
-    counts, n_labelled = ds.class_counts(), ds.n_labelled()
-    objective = losses.build(cfg.loss, head, ds.n_classes, counts, n_labelled, multilabel=ds.multilabel,
-                             partial=ds.partial()).to(device)
-    ds = teacher.attach(cfg, ds.to(device), device, tc.eval_batch_size)  # loss=kd: the teacher's logits as targets
-    model = models.build(cfg.model, ds.input_shape, models.n_outputs(head, ds.n_classes, ds.multilabel))
-    models.init_head_bias(model, cfg.model.head_bias, head, counts, n_labelled)
-    model.to(device)
-    optimizer = make_optimizer(cfg.optim, model.parameters())
-    scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
-    check_sync = bool(tc.get("sync_debug")) and device.type == "cuda"
-    if check_sync and (tc.on_nonfinite == "skip" or tc.precision == "fp16"):
-        raise ConfigError(
-            "trainer.sync_debug=true checks that no training step synchronises with the host, but "
-            "trainer.on_nonfinite=skip (a per-step decision on the host) and precision=fp16 (the GradScaler "
-            "reads its inf check each step) synchronise by design. Use on_nonfinite=stop or continue and "
-            "precision=fp32 or bf16 for the check."
-        )
-    step_model = torch.compile(model) if tc.compile else model
+def run_jobs(jobs: list[tuple[DictConfig, Path]], max_members: int = 64, max_memory_gb: float = 8.0,
+             stacked: bool = True) -> list[dict | BaseException]:
+    """A sweep's jobs, trained in stacks (or one by one with stacked=False). Returns, per job, its summary or the
+    error that stopped it; a failed job never stops the others. Each job's failure is recorded in its
+    directory (status failed) unless the directory holds another run's files."""
+    results: list[dict | BaseException | None] = [None] * len(jobs)
+    plans: dict[int, Plan] = {}
+    stops = stops_received()  # a stop signal during this call: the jobs not yet started are not started
+    for i, (cfg, out_dir) in enumerate(jobs):
+        try:
+            validate(cfg)
+            plans[i] = plan(cfg, Path(out_dir), None if cfg.trainer.epochs else cfg.trainer.max_steps)
+        except LossbenchError as e:
+            results[i] = _failed(cfg, Path(out_dir), e)
+            continue
+        if plans[i].action == "skip":
+            results[i] = skipped(plans[i])
+    todo = [i for i in plans if results[i] is None]
+    for group in group_jobs([jobs[i][0] for i in todo], stacked, max_members):
+        idxs = [todo[j] for j in group]
+        with contextlib.ExitStack() as locks:
+            built, datasets, rt = [], {}, None  # members of this group share the datasets they have in common
+            for i in idxs:
+                cfg = jobs[i][0]
+                if stops_received() > stops:
+                    results[i] = RuntimeError(NOT_STARTED)
+                    continue
+                try:
+                    locks.enter_context(run_lock(plans[i].out_dir))
+                    rt = rt or Runtime.start(cfg)
+                    check_precision(rt.precision, rt.device, cfg.loss.name)
+                    built.append((i, build(cfg, plans[i], rt.device, datasets, rt.precision)))
+                except Exception as e:
+                    results[i] = _failed(cfg, plans[i].out_dir, e)
+            for stack in split(built, max_memory_gb * 2**30):
+                t0 = time.perf_counter()
+                try:
+                    for (i, _), summary in zip(stack, fit([m for _, m in stack], rt, t0), strict=True):
+                        results[i] = summary
+                except Exception as e:  # recorded in each member's summary by fit(); the sweep goes on
+                    for i, _ in stack:
+                        results[i] = e
+    return results  # type: ignore[return-value]
 
-    n_train, bs = len(ds.y_train), min(tc.batch_size, len(ds.y_train))
-    steps_per_epoch = n_train // bs
-    max_steps = tc.epochs * steps_per_epoch if tc.epochs else tc.max_steps
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    monitor = Monitor(device, objective, cfg.numerics.enabled, cfg.numerics.every, scaled_grads=scaler.is_enabled())
-    params = [p for p in model.parameters() if p.requires_grad]
 
-    start_step, perm, best, steps_to_target, history = 0, None, {}, None, []
-    if resume_dir is not None:
-        ck = load_checkpoint(resume_dir / CHECKPOINT)
-        check_resumable(ck, OmegaConf.to_container(cfg, resolve=True), device, max_steps, resume_dir)
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scaler.load_state_dict(ck["scaler"])
-        gen.set_state(ck["generator"])
-        torch.set_rng_state(ck["torch_rng"])
-        perm = ck["perm"].to(device)
-        start_step, best, steps_to_target = ck["step"], ck["best"], ck["steps_to_target"]
-        monitor.load_state_dict(ck["monitor"])
-        history = ck["history"]
-        print(f"lossbench: resuming {resume_dir} from step {start_step}")
+def _failed(cfg: DictConfig, out_dir: Path, e: Exception) -> Exception:
+    error = str(e) if isinstance(e, LossbenchError) else f"{type(e).__name__}: {e}"
+    print(f"lossbench: error: {out_dir}: {error}")
+    record_failure(out_dir, cfg, error)
+    return e
 
-    def checkpoint(step: int) -> None:
-        save_checkpoint(out_dir / CHECKPOINT, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "perm": perm, "step": step,
-            "best": best, "steps_to_target": steps_to_target, "monitor": monitor.state_dict(),
-            "history": history, "config": OmegaConf.to_container(cfg, resolve=True), "device": device.type,
-        })
 
-    # A directory with events from an earlier attempt (resume, or a restart after a failure): TensorBoard
-    # drops what that attempt logged after start_step (the checkpoint's step, whose own points are kept), so
-    # the curves continue without duplicates.
-    purge = start_step + 1 if any((out_dir / "tb").glob("events.out.tfevents.*")) else None
-    log = Logger(out_dir / "tb", cfg.logger.enabled, cfg.logger.flush_secs, purge_step=purge)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    summary = {
-        "status": "running", "config": resolved, "head": head, "steps": start_step, "max_steps": max_steps,
-        "device": str(device), "precision": tc.precision, "threads": torch.get_num_threads(), "data": {
-            "n_train": n_train, "n_val": len(ds.y_val), "n_classes": ds.n_classes,
-            "train_class_counts": counts.tolist(), "task": ds.task, **ds.info,
-        },
-        "n_params": sum(p.numel() for p in params),
-    }
-    write_json(out_dir / SUMMARY, summary)
-    final: dict[str, float] = {k: v for k, v in history[-1].items() if k != "step"} if history else {}
-    step, status, train_time, eval_time, z_val = start_step, "completed", 0.0, 0.0, None
-    # Plain Python values for the hot loop: reading a DictConfig attribute costs ~20 us, a few per step.
-    on_nonfinite, log_every, eval_every, ckpt_every = tc.on_nonfinite, tc.log_every, tc.eval_every, tc.ckpt_every
-    hist_every = cfg.numerics.hist_every
-    skip_nonfinite = on_nonfinite == "skip" and not scaler.is_enabled()
-    # Gradients are checked every step only where a per-step answer is needed (see numerics.py): the skip
-    # decision, and fp16's count of the steps the GradScaler skips.
-    grads_every_step = skip_nonfinite or scaler.is_enabled()
-    loop_time, loop_cpu, t_loop, c_loop = 0.0, 0.0, time.perf_counter(), time.process_time()
+def split(members: list[tuple[int, Member]], max_bytes: float) -> list[list[tuple[int, Member]]]:
+    """Members of one config group -> stacks: equal data and step shapes, within the memory estimate."""
+    by_shape: dict[tuple, list[tuple[int, Member]]] = {}
+    for i, m in members:
+        by_shape.setdefault(shape_key(m), []).append((i, m))
+    stacks = []
+    for group in by_shape.values():
+        per = max(memory_bytes(group[0][1]), 1)
+        size = max(1, int(max_bytes // per))
+        stacks += [group[j : j + size] for j in range(0, len(group), size)]
+    return stacks
+
+
+# --- the loop --------------------------------------------------------------------------------------------------
+
+
+def train_step(stack: Stack, members: list[Member], x: torch.Tensor, t: torch.Tensor, step: int, detail: bool,
+               amp) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One forward/backward/update of every member. Returns the logits Z (K, B, outputs) and the losses."""
+    for m in members:
+        m.objective.begin_step(step)
+    with amp():
+        z = stack.forward(members, x)
+        losses = [m.objective(z[k], t[k]) for k, m in enumerate(members)]
+    if detail:
+        z.retain_grad()
+    for m in members:
+        m.optimizer.zero_grad(set_to_none=True)
+    total = losses[0] if len(losses) == 1 else torch.stack(losses).sum()  # a sum: each member's own gradient
+    members[0].scaler.scale(total).backward()  # fp16 runs are never stacked: one scaler, or none enabled
+    for k, m in enumerate(members):
+        m.scaler.unscale_(m.optimizer)
+        loss_seen, grad_norms = m.monitor.observe(losses[k]), None
+        if detail or m.grads_every_step:
+            grad_norms = m.monitor.observe_grads([p.grad for p in m.params if p.grad is not None])
+        if detail:
+            m.monitor.observe_detail(losses[k], z[k], t[k], z.grad[k])
+        if m.skip_nonfinite and not bool(torch.isfinite(loss_seen) & torch.isfinite(grad_norms).all()):
+            pass  # skip this update (the GradScaler already skips them under fp16)
+        else:
+            m.scaler.step(m.optimizer)
+        m.scaler.update()
+    return z, losses
+
+
+def evaluate(stack: Stack, members: list[Member], step: int, rt: Runtime) -> None:
+    """Validation metrics of the given members (one batched prediction pass), logged and recorded."""
+    z_val = stack.predict(members, rt.eval_batch_size, rt.amp)
+    for k, m in enumerate(members):
+        z = z_val[k]
+        with torch.no_grad():
+            values = {"loss": float(m.objective(z, m.ds.val_targets))}
+        values.update(metrics.evaluate(z, m.ds.y_val, m.head, m.ds.n_classes))
+        values = {f"val/{k}": v for k, v in values.items()}
+        m.log.scalars(values, step)
+        m.record_eval(step, values)
+        m.z_val = z
+
+
+def log_point(m: Member, done: int, window: tuple[float, int]) -> None:
+    """Read the member's monitor (one host sync), log it; a non-finite value under on_nonfinite=stop ends it."""
+    values = m.monitor.read()
+    t_window, last_logged = window
+    values["perf/samples_per_sec"] = (done - last_logged) * m.batch_size / max(time.perf_counter() - t_window, 1e-9)
+    if m.scaler.is_enabled():
+        values["amp/scale"] = m.scaler.get_scale()
+        values["amp/skipped_steps"] = values["numerics/nonfinite_grad"]
+    m.log.scalars(values, done)
+    if m.monitor.first_nonfinite_step is not None and m.on_nonfinite == "stop":
+        m.status = "diverged"
+
+
+def end_status(m: Member) -> str:
+    """How a run that trained to its last step ended: 'diverged' if a non-finite value was met on the way
+    (on_nonfinite=continue), its final validation loss is not finite, or every update was skipped."""
+    nonfinite = m.monitor.totals["nonfinite_loss"] + m.monitor.totals["nonfinite_grad"]
+    if m.on_nonfinite == "continue" and m.monitor.first_nonfinite_step is not None:
+        return "diverged"
+    if not math.isfinite(m.final.get("val/loss", math.nan)):
+        m.summary["diverged_because"] = "the final validation loss is not finite"
+        return "diverged"
+    if m.skip_nonfinite and m.monitor.totals["grad_steps"] and nonfinite >= m.steps - m.start_step:
+        m.summary["diverged_because"] = "every update was skipped (non-finite loss or gradient)"
+        return "diverged"
+    return "completed"
+
+
+def _times(t0: float, train: float, evalt: float, loop: float, cpu: float) -> dict[str, float]:
+    return {"wall_time_s": time.perf_counter() - t0, "train_time_s": train, "eval_time_s": evalt,
+            "loop_time_s": loop, "loop_cpu_s": cpu}
+
+
+def fit(members: list[Member], rt: Runtime, t0: float) -> list[dict]:
+    """Train the members together from their common start step to their common last step. Every member ends
+    with its summary written, whatever happens (an exception is re-raised after that). Returns the summaries,
+    each with the process's exit code (128 + signal after a stop signal, else 0) and its directory."""
+    max_steps, spe, bs = members[0].max_steps, members[0].steps_per_epoch, members[0].batch_size
+    stack = Stack(members, rt.compile)
+    if len(members) > 1:
+        for k, m in enumerate(members):
+            m.summary["stack"] = {"index": k, "size": len(members), "members": [str(o.out_dir) for o in members]}
+    active = list(members)
+    clock = {"train": 0.0, "eval": 0.0, "loop": 0.0, "cpu": 0.0}
+    times = lambda: _times(t0, clock["train"], clock["eval"], clock["loop"], clock["cpu"])  # noqa: E731
+    stop = StopRequest()
     try:
-        if start_step == 0:
-            log.layout()
-        with StopRequest() as stop:
-            t_window, last_logged = time.perf_counter(), start_step
-            for step in range(start_step, max_steps):
-                if step % steps_per_epoch == 0 or perm is None:
-                    perm = torch.randperm(n_train, device=device, generator=gen)
-                if check_sync:  # from here to the optimiser's update: any host sync raises
-                    torch.cuda.set_sync_debug_mode("error")
-                i = step % steps_per_epoch
-                idx = perm[i * bs : (i + 1) * bs]
-                xb, yb = ds.x_train[idx], ds.train_targets[idx]
-                detail = monitor.wants_detail(step)
-
-                objective.begin_step(step)
-                with amp():
-                    z = step_model(xb)
-                    loss = objective(z, yb)
-                if detail:
-                    z.retain_grad()
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                loss_seen, grad_norms = monitor.observe(loss), None
-                if detail or grads_every_step:
-                    grad_norms = monitor.observe_grads([p.grad for p in params if p.grad is not None])
-                if detail:
-                    monitor.observe_detail(loss, z, yb, z.grad)
-                if skip_nonfinite and not bool(torch.isfinite(loss_seen) & torch.isfinite(grad_norms).all()):
-                    pass  # skip this update (the GradScaler already skips them under fp16)
-                else:
-                    scaler.step(optimizer)
-                scaler.update()
-                if check_sync:  # log and eval points read from the device by design
-                    torch.cuda.set_sync_debug_mode("default")
+        with stop:  # a stop signal is honoured between steps, and deferred while results are being written
+            t_loop, c_loop = time.perf_counter(), time.process_time()
+            window = (time.perf_counter(), members[0].start_step)  # since the last log point: (time, step)
+            for step in range(members[0].start_step, max_steps):
+                if step % spe == 0 or active[0].perm is None:  # a new epoch: each member its own order
+                    for m in active:
+                        m.perm = torch.randperm(len(m.ds.y_train), device=rt.device, generator=m.gen)
+                    stack.perms = None
+                with rt.no_sync():
+                    x, t = stack.batch(active, step % spe, bs)
+                    z, _ = train_step(stack, active, x, t, step, active[0].monitor.wants_detail(step), rt.amp)
                 done = step + 1
-
-                if hist_every and done % hist_every == 0:
-                    log.histograms(done, z, objective.probs(z.detach()))
+                for k, m in enumerate(active):
+                    m.steps = done
+                    if m.hist_every and done % m.hist_every == 0:
+                        zk = z[k].detach()
+                        m.log.histograms(done, zk, m.objective.probs(zk))
                 # An interrupt logs and evaluates nothing extra: the unread monitor window goes into the
                 # checkpoint, so that a resumed run logs exactly what an uninterrupted one would.
-                if done % log_every == 0 or done == max_steps:
-                    values = monitor.read()
-                    now = time.perf_counter()
-                    train_time += now - t_window
-                    values["perf/samples_per_sec"] = (done - last_logged) * bs / max(now - t_window, 1e-9)
-                    if scaler.is_enabled():
-                        values["amp/scale"] = scaler.get_scale()
-                        values["amp/skipped_steps"] = values["numerics/nonfinite_grad"]
-                    log.scalars(values, done)
-                    t_window, last_logged = time.perf_counter(), done
-                    if monitor.first_nonfinite_step is not None and on_nonfinite == "stop":
-                        status = "diverged"
-                if status == "diverged" or done % eval_every == 0 or done == max_steps:
+                if done % rt.log_every == 0 or done == max_steps:
+                    clock["train"] += time.perf_counter() - window[0]
+                    for m in active:
+                        log_point(m, done, window)
+                    window = (time.perf_counter(), done)
+                to_eval = [m for m in active if m.status == "diverged" or done % rt.eval_every == 0 or done == max_steps]
+                if to_eval:
                     te = time.perf_counter()
-                    final, z_val = evaluate(model, objective, ds, head, tc.eval_batch_size, amp)
-                    log.scalars(final, done)
-                    history.append({"step": done, **final})
-                    for k, v in final.items():
-                        if better(k, v, best.get(k)):
-                            best[k] = v
-                    if tc.target_metric and steps_to_target is None and reached(
-                        tc.target_metric, final.get(tc.target_metric, math.nan), tc.target_value
-                    ):
-                        steps_to_target = done
-                    eval_time += time.perf_counter() - te
-                    t_window = time.perf_counter()
-                if ckpt_every and done % ckpt_every == 0 and status != "diverged":
-                    checkpoint(done)
-                if status == "diverged":
-                    break
+                    evaluate(stack, to_eval, done, rt)
+                    clock["eval"] += time.perf_counter() - te
+                    window = (time.perf_counter(), window[1])
+                for m in active:
+                    if m.ckpt_every and done % m.ckpt_every == 0 and m.status != "diverged":
+                        m.checkpoint(done)
+                diverged = [m for m in active if m.status == "diverged"]
+                if diverged:  # a result: recorded now, and dropped from the stack; the others go on
+                    for m in diverged:
+                        m.finish(times())
+                    active = [m for m in active if m.status == "running"]
+                    stack.perms = None
+                    if not active:
+                        break
                 if stop.requested and done < max_steps:
-                    status = "interrupted"
-                    train_time += time.perf_counter() - t_window
+                    clock["train"] += time.perf_counter() - window[0]
+                    for m in active:
+                        m.status = "interrupted"
                     break
-            else:
-                done = max(start_step, max_steps)
-                if on_nonfinite == "continue" and monitor.first_nonfinite_step is not None:
-                    status = "diverged"  # it went on to the end, but a loss or gradient was NaN/Inf on the way
-            loop_time = time.perf_counter() - t_loop  # steps, monitors, logging, evaluation
-            loop_cpu = time.process_time() - c_loop  # the same, in this process's CPU time
-            step = done
-            if status in ("completed", "interrupted"):
-                checkpoint(step)
-            exit_code = stop.exit_code if status == "interrupted" else 0
+            clock["loop"], clock["cpu"] = time.perf_counter() - t_loop, time.process_time() - c_loop
+            for m in active:
+                if m.status == "running":
+                    m.status = end_status(m)
+                if m.status in ("completed", "interrupted"):
+                    m.checkpoint(m.steps)
+                m.finish(times())
     except BaseException as e:
-        status = "failed"
-        summary["error"] = f"{type(e).__name__}: {e}"
-        if tc.deterministic and isinstance(e, RuntimeError) and "does not have a deterministic implementation" in str(e):
+        for m in members:
+            if not m.finished:
+                if m.status != "diverged":
+                    m.status, m.summary["error"] = "failed", f"{type(e).__name__}: {e}"
+                m.finish(times())
+        if isinstance(e, RuntimeError) and "does not have a deterministic implementation" in str(e) and \
+                torch.are_deterministic_algorithms_enabled():
             raise ConfigError(
                 f"trainer.deterministic=true, but an operation of this run has no deterministic kernel on "
-                f"{device.type}: PyTorch says \"{str(e).split('.')[0]}\". Use trainer.deterministic=false (runs "
+                f"{rt.device.type}: PyTorch says \"{str(e).split('.')[0]}\". Use trainer.deterministic=false (runs "
                 "are then reproducible only up to floating-point summation order), or another model/loss."
             ) from None
         raise
-    finally:
-        if check_sync:
-            torch.cuda.set_sync_debug_mode("default")
-        summary.update({
-            "status": status, "steps": step, "wall_time_s": time.perf_counter() - t0,
-            "train_time_s": train_time, "eval_time_s": eval_time, "loop_time_s": loop_time,
-            "loop_cpu_s": loop_cpu,
-            "samples_per_sec": (step - start_step) * bs / train_time if train_time > 0 else None,
-            "final": final, "best": best,
-            "convergence": {"target_metric": tc.target_metric, "target_value": tc.target_value,
-                            "steps_to_target": steps_to_target},
-            "numerics": monitor.summary(), "history": history,
-        })
-        if scaler.is_enabled():
-            summary["amp"] = {"final_scale": scaler.get_scale(), "skipped_steps": monitor.totals["nonfinite_grad"]}
-        if z_val is not None and status != "failed":
-            summary["per_class_recall"] = metrics.per_class_recall(z_val, ds.y_val, head, ds.n_classes)
-            if ds.n_classes == 2 and not ds.multilabel and status != "interrupted":
-                log.pr_curve(ds.y_val, metrics.scores(z_val, head), step)
-        if status != "interrupted":  # an interrupted run writes its hparams when it ends (after a resume)
-            hp_metrics = {k: v for k, v in final.items()}
-            hp_metrics["hparam/steps_to_target"] = float(steps_to_target) if steps_to_target else math.nan
-            hp_metrics["hparam/diverged"] = float(status == "diverged")
-            log.hparams({**_hparams(resolved), "head": head, "status": status}, hp_metrics)
-        log.close()
-        write_json(out_dir / SUMMARY, summary)
-    summary["exit_code"], summary["out_dir"] = exit_code, str(out_dir)
-    return summary
-
-
-def _hparams(resolved: dict) -> dict:
-    """The config entries worth a column in TensorBoard's HPARAMS tab."""
-    keep = ("data", "model", "loss", "optim", "seed")
-    out = {k: resolved[k] for k in keep if k in resolved}
-    out["trainer"] = {k: resolved["trainer"][k] for k in ("batch_size", "precision", "max_steps", "epochs")}
-    return out
+    # A stop signal also counts when it came during the last evaluation or the writing of the results.
+    exit_code = stop.exit_code if stop.requested else 0
+    for m in members:
+        m.summary.update(exit_code=exit_code, out_dir=str(m.out_dir))
+    return [m.summary for m in members]

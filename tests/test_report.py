@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import statistics
 from pathlib import Path
 
 import pytest
 
 from lossbench import report
-from lossbench.__main__ import record_failure
 from lossbench.data import load
+from lossbench.member import record_failure
 from tests.conftest import make_cfg, run_cfg
 
 TINY = ["trainer.max_steps=30", "trainer.eval_every=15", "trainer.log_every=15", "data.n_train=500", "data.n_val=200"]
@@ -51,10 +52,12 @@ def test_report_numbers_match_the_summaries(sweep, capsys):
     header = ["group", "runs", *report.METRICS, "status"]
     row = dict(zip(header, row_of(table, "loss=bce_logits loss.pos_weight=null", 0), strict=True))
     assert row["runs"] == "2" and row["status"] == "2 completed"
-    assert row["auc"] == f"{statistics.mean(aucs):.4f} ± {statistics.stdev(aucs):.4f}"
+    # Two seeds: the bootstrap resamples (x1, x1), (x1, x2), (x2, x1), (x2, x2) give means x1, mid, mid, x2, so
+    # the 2.5% and 97.5% percentiles are exactly the smaller and the larger value.
+    assert row["auc"] == f"{statistics.mean(aucs):.4f} [{min(aucs):.4f}, {max(aucs):.4f}]"
     nll = [s["best"]["val/nll"] for s in bce]
     best = dict(zip(header, row_of(table, "loss=bce_logits loss.pos_weight=null", 1), strict=False))
-    assert best["nll"] == f"{statistics.mean(nll):.4f} ± {statistics.stdev(nll):.4f}"
+    assert best["nll"] == f"{statistics.mean(nll):.4f} [{min(nll):.4f}, {max(nll):.4f}]"
 
     # The failed job is its own group (its config differs: pos_weight), shown with its status, not dropped.
     failed = row_of(table, "loss=bce loss.pos_weight=-1", 0)
@@ -63,7 +66,14 @@ def test_report_numbers_match_the_summaries(sweep, capsys):
 
     with open(out / "summary.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 5
+    groups = {r["group"]: r for r in rows if r["row"] == "group"}
+    rows = [r for r in rows if r["row"] == "run"]
+    assert len(rows) == 5 and len(groups) == 3
+    g = groups["loss=bce_logits loss.pos_weight=null"]
+    assert g["runs"] == "2" and g["status"] == "2 completed" and g["final/val/auc n"] == "2"
+    assert float(g["final/val/auc"]) == pytest.approx(statistics.mean(aucs))
+    assert (float(g["final/val/auc ci_low"]), float(g["final/val/auc ci_high"])) == pytest.approx((min(aucs), max(aucs)))
+    assert groups["loss=bce loss.pos_weight=-1"]["final/val/auc"] == ""  # the failed run has no metric: no mean
     assert sorted(r["status"] for r in rows) == ["completed"] * 4 + ["failed"]
     by_dir = {Path(r["dir"]).name: r for r in rows}
     for p in sweep.glob("*/summary.json"):
@@ -169,3 +179,34 @@ def test_diverged_runs_are_counted_and_their_numerics_totalled(tmp_path, capsys)
     default_lr = report.short_value(make_cfg().optim.lr)
     assert row_of(table, f"optim.lr={default_lr}", 0)[-1] == "1 completed"
     assert "2 diverged" in capsys.readouterr().out
+
+
+NOT_RUNS = {"list": "[]", "null": "null", "string": '"done"', "number": "3", "no_keys": '{"foo": 1}',
+            "config_not_a_dict": '{"status": "completed", "config": [1]}',
+            "bad_history": '{"status": "completed", "config": {"seed": 0}, "history": [1, 2]}',
+            "bad_final": '{"status": "completed", "config": {"seed": 0}, "final": [0.9]}',
+            "truncated": '{"status": "compl'}
+
+
+def test_summaries_that_are_not_runs_are_skipped_with_one_warning_each(sweep, tmp_path, capsys):
+    root = tmp_path / "mixed"
+    for name, text in NOT_RUNS.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "summary.json").write_text(text)
+    assert report.main([str(root)]) == 2  # nothing usable: a clear error, exit 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "AttributeError" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == len(NOT_RUNS) + 1
+    for name in NOT_RUNS:
+        assert sum(f"skipping {root / name / 'summary.json'}: " in line for line in lines) == 1
+    assert "the JSON is an array, not an object" in err and "the JSON is null, not an object" in err
+    assert lines[-1] == (f"lossbench.report: error: no usable runs under {root}: every summary.json found was "
+                         "skipped (see the warnings)")
+
+    shutil.copytree(sweep / "0", root / "good")  # one real run among them
+    assert report.main([str(root), "--out", str(tmp_path / "r")]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("warning: skipping") == len(NOT_RUNS)
+    table = (tmp_path / "r" / "table.md").read_text()
+    assert "| data=synthetic loss=bce | 1 | " in table and "[not enough seeds]" in table

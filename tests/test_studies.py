@@ -108,5 +108,42 @@ def test_equivalence_sweep_end_to_end(tmp_path):
     md = (out / "study.md").read_text()
     # CrossEntropyLoss is LogSoftmax + NLLLoss bit for bit: the same seed gives the same curve
     row = next(line for line in md.splitlines() if line.startswith("| ce vs nll"))
-    assert float(row.split("|")[3].split("±")[0]) == 0.0
+    assert row.split("|")[3].strip() == "0 [not enough seeds]"  # one seed: a value, no interval
     assert (out / "table.md").exists() and (out / "curves.png").exists()
+    # the paired comparison of the study's axis (loss) follows, here with one seed per loss
+    assert "## Paired differences by loss" in md and (out / "compare_loss.md").exists()
+    pair = next(line for line in md.splitlines() if line.startswith("| ce − nll | auc"))
+    assert pair.split("|")[-2].strip() == "not enough seeds"
+
+
+def test_study_tables_give_intervals_and_the_paired_comparison(tmp_path):
+    """class_weights from written summaries (no training): mean [95% CI] cells, the paired comparison of
+    loss.class_weight within each imbalance ratio, and the per-class recall plot with one panel per ratio."""
+    import numpy as np
+
+    from lossbench.store import write_json
+
+    rng = np.random.default_rng(0)
+    sweep = tmp_path / "sweep"
+    job = 0
+    for ratio in (10, 100):
+        for cw in (None, "inverse", "effective"):
+            for seed in (0, 1, 2):
+                cfg = {"seed": seed, "data": {"name": "mnist", "imbalance_ratio": ratio, "seed": seed},
+                       "loss": {"name": "ce", "class_weight": cw}, "trainer": {"max_steps": 100}}
+                bal = 0.7 + (0.1 if cw else 0) + rng.normal(0, 0.01)
+                write_json(sweep / str(job) / "summary.json", {
+                    "status": "completed", "config": cfg, "final": {"val/balanced_accuracy": bal, "val/auc": 0.9},
+                    "best": {}, "history": [{"step": 100, "val/balanced_accuracy": bal}],
+                    "per_class_recall": list(rng.uniform(0, 1, 10))})
+                job += 1
+    out = tmp_path / "out"
+    assert studies.main(["class_weights", str(sweep), "--out", str(out)]) == 0
+    md = (out / "study.md").read_text()
+    bal = [json.loads((sweep / str(j) / "summary.json").read_text())["final"]["val/balanced_accuracy"] for j in (3, 4, 5)]
+    row = next(line for line in md.splitlines() if line.startswith("| data.imbalance_ratio=10 loss.class_weight=inverse |"))
+    assert row.split("|")[3].strip() == f"{np.mean(bal):.4f} [{min(bal):.4f}, {max(bal):.4f}]"  # 3 seeds: [min, max]
+    assert "## Paired differences by loss.class_weight" in md
+    assert "### data.imbalance_ratio=10" in md and "### data.imbalance_ratio=100" in md
+    assert "| null − inverse | balanced_accuracy ↑ | 3 |" in md
+    assert (out / "class_recall.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,98 @@
+"""`hydra/launcher=stacked`: a sweep's jobs trained together in stacks (lossbench/stack.py).
+
+Each job is composed exactly as Hydra's basic launcher composes it (its own config, directory, `.hydra/`
+record, callbacks and return value), but the training runs through `lossbench.train.run_jobs`, which groups
+the jobs that can share a stack and trains each stack in one loop. With `executor=submitit_local` or
+`submitit_slurm`, each stack is one submitit job (a cluster's GPU node trains a stack of runs; submitit's
+preemption requeue resumes the whole stack from its members' checkpoints).
+
+Hydra only instantiates launchers found by its plugin scan of the `hydra_plugins` namespace package, hence
+this location (installed with the project, see pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, configure_log, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+log = logging.getLogger(__name__)
+
+
+def job_dir(config: DictConfig) -> Path:
+    """The job's output directory, as Hydra's run_job computes it (hydra.sweep.dir / hydra.sweep.subdir)."""
+    old = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(config)
+    try:
+        return Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
+    finally:
+        HydraConfig.instance().cfg = old
+
+
+def task_config(config: DictConfig) -> DictConfig:
+    """The job's config without the hydra node, resolved while the job's HydraConfig is set."""
+    old = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(config)
+    try:
+        cfg = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
+        with read_write(cfg), open_dict(cfg):
+            del cfg["hydra"]
+        OmegaConf.resolve(cfg)
+        return cfg
+    finally:
+        HydraConfig.instance().cfg = old
+
+
+class StackedLauncher(Launcher):
+    def __init__(self, max_members: int = 64, max_memory_gb: float = 8.0, stacked: bool = True,
+                 executor: str | None = None, submitit: Any = None) -> None:
+        self.max_members, self.max_memory_gb, self.stacked = int(max_members), float(max_memory_gb), bool(stacked)
+        self.executor = executor
+        self.submitit = OmegaConf.to_container(submitit, resolve=True) if submitit is not None else {}
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from lossbench.launch import Result, check_launcher_options, run_stacks
+        from lossbench.signals import stop_requested
+        from lossbench.train import NOT_STARTED
+
+        setup_globals()
+        assert self.config is not None and self.hydra_context is not None
+        check_launcher_options(self.max_members, self.max_memory_gb, self.executor)
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        configs = []
+        for n, overrides in enumerate(job_overrides):
+            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(config):
+                config.hydra.job.id = config.hydra.job.num = initial_job_idx + n
+            configs.append(config)
+        dirs = [job_dir(c) for c in configs]
+        for config, d in zip(configs, dirs, strict=True):  # the .hydra record first: a job that never trains has it
+            hydra_dir = d / str(config.hydra.output_subdir)
+            hydra_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(config.hydra.overrides.task, hydra_dir / "overrides.yaml")
+        log.info(f"Launching {len(configs)} jobs in stacks of up to {self.max_members}")
+        results = [Result(error=NOT_STARTED)] * len(configs) if stop_requested() else run_stacks([(task_config(c), d) for c, d in zip(configs, dirs, strict=True)],
+                             max_members=self.max_members, max_memory_gb=self.max_memory_gb, stacked=self.stacked,
+                             executor=self.executor, submitit=self.submitit,
+                             folder=Path(str(self.config.hydra.sweep.dir)) / ".submitit")
+        # Each job's record and callbacks, as Hydra's run_job makes them; its "task" hands back the result.
+        returns = []
+        for config, result in zip(configs, results, strict=True):
+            returns.append(run_job(hydra_context=self.hydra_context, task_function=lambda cfg, r=result: r.task(cfg),
+                                   config=config, job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return returns

@@ -1,0 +1,143 @@
+"""Stacked sweeps: a member's run is the run it would be alone (CPU, tiny synthetic jobs)."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+
+import pytest
+
+from lossbench import store, train
+from lossbench.numerics import Monitor
+from tests.conftest import cli, make_cfg
+
+SMALL = ["trainer.threads=1", "model.hidden=[16]", "data.n_train=400", "data.n_val=200", "trainer.max_steps=60",
+         "trainer.eval_every=20", "trainer.log_every=10", "numerics.every=5", "logger.flush_secs=1"]
+TOL = 1e-4
+
+
+def jobs(tmp_path, grid: list[list[str]], *extra: str):
+    return [(make_cfg(*SMALL, *ov, *extra), tmp_path / "_".join(ov).replace("=", "-")) for ov in grid]
+
+
+def close(a: dict, b: dict, keys=("final", "best")) -> None:
+    """Same statuses, steps and evaluations; every metric within TOL (NaN equals NaN)."""
+    assert (a["status"], a["steps"]) == (b["status"], b["steps"])
+    assert [h["step"] for h in a["history"]] == [h["step"] for h in b["history"]]
+    for ha, hb in zip(a["history"], b["history"], strict=True):
+        for k in ha:
+            both_nan = all(v is None or math.isnan(v) for v in (ha[k], hb[k]))
+            assert both_nan or abs(ha[k] - hb[k]) <= TOL, (k, ha[k], hb[k])
+
+
+GRID = [[f"loss={lo}", f"seed={s}", f"optim.lr={lr}"] for lo in ("bce", "bce_logits") for s in (0, 1)
+        for lr in (0.02, 0.1)]
+
+
+def test_a_mixed_sweep_stacked_equals_the_same_sweep_alone(tmp_path):
+    alone = train.run_jobs(jobs(tmp_path / "alone", GRID), stacked=False)
+    stacked = train.run_jobs(jobs(tmp_path / "stacked", GRID))
+    assert {s["stack"]["size"] for s in stacked} == {len(GRID)}  # one stack of eight
+    assert all("stack" not in s for s in alone)
+    for a, b in zip(alone, stacked, strict=True):
+        close(a, b)
+        for k in ("saturated_frac_mean", "dead_frac_mean", "loss_gap_mean", "max_abs_logit", "max_grad_norm"):
+            assert a["numerics"][k] == pytest.approx(b["numerics"][k], rel=1e-4, abs=1e-6), k
+        assert a["per_class_recall"] == pytest.approx(b["per_class_recall"], abs=TOL)
+
+
+def test_a_diverging_member_ends_as_alone_and_touches_no_other(tmp_path):
+    """lr 1e6 on one member: it diverges at the same step as alone, with its first non-finite step, and
+    the others' results equal their runs alone; on_nonfinite keeps its meaning per member."""
+    grid = [["loss=bce", "seed=0"], ["loss=bce_logits", "seed=1"], ["loss=bce_manual", "seed=0", "optim.lr=1e6"],
+            ["loss=bce_logits", "seed=0", "optim.lr=1e6", "trainer.on_nonfinite=continue"],
+            ["loss=bce", "seed=1", "data.scale=50", "trainer.on_nonfinite=skip"]]
+    alone = train.run_jobs(jobs(tmp_path / "alone", grid), stacked=False)
+    stacked = train.run_jobs(jobs(tmp_path / "stacked", grid))
+    assert [s["status"] for s in stacked] == ["completed", "completed", "diverged", "diverged", "completed"]
+    assert stacked[2]["steps"] < 60 and stacked[3]["steps"] == 60
+    for a, b in zip(alone, stacked, strict=True):
+        close(a, b)
+        assert a["numerics"]["first_nonfinite_step"] == b["numerics"]["first_nonfinite_step"]
+        assert a["numerics"]["nonfinite_loss"] == b["numerics"]["nonfinite_loss"]
+        assert b["stack"]["size"] == 5
+
+
+def test_monitors_are_per_member_in_a_saturating_regime(tmp_path):
+    """Saturation, clamp, dead samples and loss gap of each member, as alone: one member saturates, the
+    other does not, and gradient norms are never taken over the whole stack."""
+    grid = [["loss=bce", "model.head_bias=-100"], ["loss=bce_logits", "model.head_bias=-100"], ["loss=nll"]]
+    alone = train.run_jobs(jobs(tmp_path / "alone", grid, "trainer.max_steps=30"), stacked=False)
+    stacked = train.run_jobs(jobs(tmp_path / "stacked", grid, "trainer.max_steps=30"))
+    assert stacked[0]["numerics"]["clamped_frac_mean"] > 0.4 and stacked[1]["numerics"]["clamped_frac_mean"] == 0
+    for a, b in zip(alone, stacked, strict=True):
+        for k in ("saturated_frac_mean", "clamped_frac_mean", "dead_frac_mean", "loss_gap_mean", "max_grad_norm"):
+            assert a["numerics"][k] == pytest.approx(b["numerics"][k], rel=1e-4, abs=1e-6), k
+
+
+def test_what_cannot_stack_goes_to_its_own_stack(tmp_path):
+    grid = [["seed=0"], ["seed=1"], ["seed=2", "model.hidden=[8]"], ["seed=3", "trainer.batch_size=64"],
+            ["seed=4", "trainer.precision=fp16"], ["seed=5", "trainer.precision=fp16"], ["seed=6", "data.n_train=300"]]
+    results = train.run_jobs(jobs(tmp_path, grid))
+    assert [s.get("stack", {}).get("size", 1) for s in results] == [2, 2, 1, 1, 1, 1, 1]
+    assert all(s["status"] == "completed" for s in results)
+
+
+def test_max_members_and_memory_split_stacks(tmp_path):
+    grid = [[f"seed={s}"] for s in range(5)]
+    results = train.run_jobs(jobs(tmp_path / "a", grid), max_members=2)
+    assert [s["stack"]["size"] if "stack" in s else 1 for s in results] == [2, 2, 2, 2, 1]
+    results = train.run_jobs(jobs(tmp_path / "b", grid), max_memory_gb=1e-9)
+    assert all("stack" not in s for s in results)
+
+
+def test_an_interrupted_stack_resumes_to_where_an_uninterrupted_stack_ends(tmp_path, monkeypatch):
+    grid = [["loss=bce", "seed=0"], ["loss=bce_logits", "seed=1", "optim.lr=0.1"], ["loss=bce_manual", "seed=2"]]
+    ref = train.run_jobs(jobs(tmp_path / "ref", grid))
+    observe, fired = Monitor.observe, []
+
+    def hooked(self, loss):  # SIGINT once, right after step 33 of the first member
+        out = observe(self, loss)
+        if self.step_t == 33 and not fired:
+            fired.append(1)
+            signal.raise_signal(signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(Monitor, "observe", hooked)
+    first = train.run_jobs(jobs(tmp_path / "run", grid))
+    monkeypatch.undo()
+    assert [(s["status"], s["steps"], s["exit_code"]) for s in first] == [("interrupted", 33, 130)] * 3
+    assert all((tmp_path / "run" / d.name / store.CHECKPOINT).exists() for _, d in jobs(tmp_path / "run", grid))
+    again = train.run_jobs(jobs(tmp_path / "run", grid, "trainer.skip_completed=true"))
+    for a, b in zip(ref, again, strict=True):
+        for key in ("status", "steps", "final", "best", "history", "convergence", "numerics", "per_class_recall"):
+            assert a[key] == b[key], key  # bitwise: the same stack, resumed
+
+
+def test_the_stacked_launcher_from_the_command_line(tmp_path):
+    sweep = tmp_path / "sweep"
+    r = cli("--multirun", "hydra/launcher=stacked", "loss=bce,bce_logits,bce_manual", "seed=0,1", *SMALL,
+            f"hydra.sweep.dir={sweep}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    status = json.loads((sweep / "sweep_status.json").read_text())
+    assert [j["status"] for j in status["jobs"]] == ["completed"] * 6
+    summaries = [store.read_json(sweep / str(i) / store.SUMMARY) for i in range(6)]
+    assert {s["stack"]["size"] for s in summaries} == {6}
+    assert all((sweep / str(i) / ".hydra" / "config.yaml").exists() for i in range(6))
+    assert r.stdout.count("lossbench: completed 60 steps") == 6
+    rep = cli("-m", "lossbench.report", str(sweep))
+    assert rep.returncode == 0, rep.stderr
+
+
+def test_stacked_launcher_with_submitit_local_sends_each_stack_as_one_job(tmp_path):
+    pytest.importorskip("submitit")
+    sweep = tmp_path / "sweep"
+    r = cli("--multirun", "hydra/launcher=stacked", "hydra.launcher.executor=submitit_local", "seed=0,1",
+            "model.hidden=[16],[8]", *[o for o in SMALL if not o.startswith("model.hidden")],
+            f"hydra.sweep.dir={sweep}", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summaries = [store.read_json(sweep / str(i) / store.SUMMARY) for i in range(4)]
+    assert [s["status"] for s in summaries] == ["completed"] * 4
+    assert [s["stack"]["size"] for s in summaries] == [2] * 4
+    assert len(list((sweep / ".submitit").glob("*_result.pkl"))) == 2  # two stacks, two submitit jobs
