@@ -177,3 +177,11 @@ def test_cli_refuses_a_missing_teacher_in_one_line(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip() == (f"lossbench: error: loss.teacher={tmp_path / 'nowhere'}: the directory does not "
                                 "exist; point it at a completed lossbench run.")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.set_sync_debug_mode)")
+@pytest.mark.parametrize("loss", KD_LOSSES)
+def test_distillation_never_synchronises_in_a_step(tmp_path, teacher3, loss):
+    s = run_cfg(tmp_path, *C3, f"loss={loss}", f"loss.teacher={teacher3}", "loss.alpha=0.5", "trainer.device=cuda",
+                "trainer.sync_debug=true", "trainer.max_steps=100", "numerics.every=1", "data.unlabeled_frac=0.2")
+    assert s["status"] == "completed" and s["numerics"]["detail_steps"] == 100

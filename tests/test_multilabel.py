@@ -292,3 +292,22 @@ def test_cli_refuses_a_softmax_only_loss_on_a_multilabel_task(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().startswith("lossbench: error: data.task=multilabel with head=softmax loss=nll")
     assert "Traceback" not in r.stderr
+
+
+# --- CUDA: no host sync in a step ----------------------------------------------------------------------------
+SYNC_CHECKED = ["trainer.device=cuda", "trainer.sync_debug=true", "trainer.max_steps=150", "trainer.log_every=50",
+                "trainer.eval_every=100", "numerics.every=1", "numerics.hist_every=50"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.set_sync_debug_mode)")
+@pytest.mark.parametrize("overrides", [
+    [*ML, "loss=asl", "optim=adam"],
+    [*ML, "loss=asl", "trainer.precision=bf16"],
+    [*ML, "loss=ce"],
+    [*ML, "loss=bce_logits", "loss.pos_weight=auto", "data.unlabeled_frac=0.3"],
+    ["loss=bce", "data.unlabeled_frac=0.3", "data.n_classes=3", "loss.class_weight=inverse"],
+    ["loss=ce", "data.n_classes=3", "data.soft_labels=bayes"],
+])
+def test_new_losses_never_synchronise_in_a_step(tmp_path, overrides):
+    s = run_cfg(tmp_path, *overrides, *SYNC_CHECKED)
+    assert s["status"] == "completed" and s["numerics"]["detail_steps"] == 150
