@@ -24,11 +24,6 @@ LAYOUT = {
         "accuracy": ["Multiline", ["val/accuracy", "val/balanced_accuracy"]],
         "calibration": ["Multiline", ["val/ece", "val/mean_confidence"]],
     },
-    "multi-label": {  # data.task=multilabel runs (val/ap is the mAP, val/accuracy the subset accuracy)
-        "F1 at p > 0.5": ["Multiline", ["val/f1_micro", "val/f1_macro"]],
-        "ranking": ["Multiline", ["val/ap", "val/lrap", "val/auc", "val/auc_micro"]],
-        "decisions": ["Multiline", ["val/accuracy", "val/hamming_loss", "val/labels_per_sample"]],
-    },
     "numerics": {
         "saturation": ["Multiline", ["numerics/saturated_frac", "numerics/clamped_frac", "numerics/dead_frac"]],
         "logits": ["Multiline", ["numerics/max_abs_logit"]],
@@ -36,6 +31,15 @@ LAYOUT = {
         "non-finite": ["Multiline", ["numerics/nonfinite_loss", "numerics/nonfinite_grad"]],
         "loss gap (reported - exact)": ["Multiline", ["numerics/loss_gap"]],
         "fp16 scaler": ["Multiline", ["amp/scale", "amp/skipped_steps"]],
+    },
+}
+
+# Added to LAYOUT for data.task=multilabel runs (val/ap is the mAP there, val/accuracy the subset accuracy).
+MULTILABEL_LAYOUT = {
+    "multi-label": {
+        "F1 at p > 0.5": ["Multiline", ["val/f1_micro", "val/f1_macro"]],
+        "label ranking": ["Multiline", ["val/ap", "val/lrap", "val/auc", "val/auc_micro"]],
+        "decisions at p > 0.5": ["Multiline", ["val/accuracy", "val/hamming_loss", "val/labels_per_sample"]],
     },
 }
 
@@ -67,9 +71,9 @@ class Logger:
         self.writer = SummaryWriter(str(logdir), flush_secs=flush_secs, purge_step=purge_step) if enabled else None
         self.step, self.tags = 0, set()  # last step and tags written by scalars(): hparams() goes after them
 
-    def layout(self) -> None:
+    def layout(self, multilabel: bool = False) -> None:
         if self.writer:
-            self.writer.add_custom_scalars(LAYOUT)
+            self.writer.add_custom_scalars({**LAYOUT, **MULTILABEL_LAYOUT} if multilabel else LAYOUT)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         """All values as one event (one Summary with a value per tag, as TensorFlow's writers do): a dozen

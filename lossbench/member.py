@@ -417,5 +417,5 @@ def build(cfg: DictConfig, plan: Plan, device: torch.device, datasets: dict, pre
     }
     write_json(m.out_dir / SUMMARY, m.summary)
     if m.start_step == 0:
-        m.log.layout()
+        m.log.layout(ds.multilabel)
     return m
