@@ -31,3 +31,8 @@ class ConfigError(LossbenchError):
 
 class DataError(LossbenchError):
     """A dataset that cannot be found, read or built as asked."""
+
+
+from lossbench import schema as _schema  # noqa: E402 (the config types, registered before any composition)
+
+_schema.register()

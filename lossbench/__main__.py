@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":  # the stop signals first: a Ctrl-C while torch imports is handled too
+    from lossbench.signals import install_cli_handlers
+
+    install_cli_handlers(multirun=any(a in ("-m", "--multirun") for a in sys.argv[1:]))
+
 import math
 import os
-import sys
+import signal
 import traceback
 from pathlib import Path
 
@@ -14,7 +21,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from lossbench import LossbenchError
-from lossbench.signals import hand_over, stop_requested
+from lossbench.config import preflight
+from lossbench.signals import Interrupted, hand_over, note, stop_requested
+
+CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")  # absolute: the same when imported in-process
 
 
 def parallel_jobs(hc) -> int:
@@ -58,9 +68,9 @@ def result_line(summary: dict, out_dir: Path) -> str:
     return f"lossbench: {summary['status']} {summary['steps']} steps -> {values}  [{out_dir}]"
 
 
-@hydra.main(config_path="../configs", config_name="config", version_base="1.3")
+@hydra.main(config_path=CONFIGS, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    from lossbench import train  # torch is imported here, after Hydra has parsed the command line
+    from lossbench import rundir, train  # torch is imported here, after Hydra has parsed the command line
     from lossbench.member import record_failure
 
     hc = HydraConfig.get()
@@ -71,12 +81,20 @@ def main(cfg: DictConfig) -> float | None:
         return None
     try:
         summary = train.run(cfg, out_dir, jobs=parallel_jobs(hc))
-    except KeyboardInterrupt:  # Ctrl-C before the training loop took over the signal (loading data, say)
+    except Interrupted:  # a single run stopped before training: it leaves nothing behind
+        rundir.discard(out_dir, hc.output_subdir)
+        raise
+    except KeyboardInterrupt:  # a worker process of a parallel sweep, stopped before its run trained
         print("lossbench: interrupted before training started; nothing to resume", file=sys.stderr)
+        if multirun:
+            note(signal.SIGINT)  # this worker starts no further job; the sweep goes on to record its status
+            return None
         sys.exit(130)
     except LossbenchError as e:
         print(f"lossbench: error: {e}", file=sys.stderr)
-        record_failure(out_dir, cfg, str(e))
+        # A single run refused before training leaves no directory behind; a sweep job's says failed.
+        if multirun or not rundir.discard(out_dir, hc.output_subdir):
+            record_failure(out_dir, cfg, str(e))
         if multirun:
             return None  # a sweep goes on; the job's summary says failed (see sweep_value)
         sys.exit(2)
@@ -104,7 +122,22 @@ def main(cfg: DictConfig) -> float | None:
     return sweep_value(summary, cfg.objective_metric)
 
 
-if __name__ == "__main__":
-    main()
+def cli() -> None:
+    """`python -m lossbench`: a command line Hydra or lossbench would refuse is refused here, in one line with
+    exit 2, before Hydra creates any directory (config.preflight); then Hydra runs `main`. A stop signal before
+    training ends it with one line (signals.install_cli_handlers)."""
+    try:
+        preflight(sys.argv[1:], main, CONFIGS, "config")
+        main()
+    except LossbenchError as e:
+        print(f"lossbench: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except Interrupted as e:
+        print(e.message(), file=sys.stderr)
+        sys.exit(128 + e.signum)
     if stop_requested():  # a sweep that a stop signal ended: its jobs and status file are written
         sys.exit(128 + stop_requested())
+
+
+if __name__ == "__main__":
+    cli()

@@ -153,42 +153,66 @@ def default_data_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lossbench" / "data"
 
 
-def _read_mnist(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+MNIST_FILES = {  # torchvision's layout under <root>/MNIST/raw: (images, labels, samples) per split
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60000),
+    "t10k": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10000),
+}
+MNIST_HOW = (
+    "Provide the data with data.root=DIR or LOSSBENCH_DATA_DIR=DIR, where DIR/MNIST/raw holds "
+    "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte "
+    "(torchvision's layout), or run once with network access and data.download=true."
+)
+
+
+def _mnist_raw(root: Path, download: bool) -> Path:
+    """<root>/MNIST/raw with all four files, downloading them (torchvision) if allowed; else a DataError
+    that names the missing files."""
     from torchvision.datasets import MNIST
 
     raw = root / "MNIST" / "raw"
-    how = (
-        "Provide the data with data.root=DIR or LOSSBENCH_DATA_DIR=DIR, where DIR/MNIST/raw holds "
-        "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
-        "t10k-labels-idx1-ubyte (torchvision's layout), or run once with network access and "
-        "data.download=true."
-    )
-    prefix = "train" if train else "t10k"
-    missing = [f for f in (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte") if not (raw / f).exists()]
-    if missing and not download:
-        raise DataError(f"MNIST not found: looked in {raw} for {', '.join(missing)} (data.download=false). {how}")
+    names = [name for images, labels, _ in MNIST_FILES.values() for name in (images, labels)]
+    missing = [name for name in names if not (raw / name).is_file()]
+    if not missing:
+        return raw
+    if len(missing) < len(names):  # torchvision checks all four and would call the rest corrupt
+        where = f"MNIST is incomplete: {raw} lacks {', '.join(missing)} (it has the other files)"
+    else:
+        where = f"MNIST not found: looked in {raw} for {', '.join(missing)}"
+    if not download:
+        raise DataError(f"{where} (data.download=false). {MNIST_HOW}")
     try:
-        ds = MNIST(str(root), train=train, download=download)
+        MNIST(str(root), train=True, download=True)
     except Exception as e:
         reason = " ".join(str(e).split())[:300] or type(e).__name__
-        if missing:  # torchvision tried to download and could not (offline, say)
-            raise DataError(
-                f"MNIST not found: looked in {raw} for {', '.join(missing)}, and downloading it failed "
-                f"({reason}). {how}"
-            ) from None
-        # torchvision's IDX reader raises on truncated or foreign files
-        raise DataError(
-            f"MNIST files in {raw} are corrupt or not MNIST ({type(e).__name__}: {reason}). "
-            f"Delete them and download again. {how}"
-        ) from None
-    x, y = ds.data, ds.targets
-    expected = 60000 if train else 10000
-    if x.shape != (expected, 28, 28) or y.shape != (expected,):
-        raise DataError(
-            f"MNIST files in {raw} have shape {tuple(x.shape)}, expected ({expected}, 28, 28): corrupt or "
-            f"truncated. Delete them and download again. {how}"
-        )
-    return x, y.long()
+        raise DataError(f"{where}, and downloading it failed ({reason}). {MNIST_HOW}") from None
+    return raw
+
+
+def _read_idx(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
+    """One MNIST IDX file through torchvision's reader, checked: its shape, and labels in 0..9."""
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    labels = len(shape) == 1
+    fix = "Delete it and download it again (data.download=true), or replace it with the original file."
+    try:
+        x = read_label_file(str(path)) if labels else read_image_file(str(path))
+    except Exception as e:  # torchvision's IDX reader raises on truncated or foreign files
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise DataError(f"{path} is corrupt or not an MNIST {'label' if labels else 'image'} file "
+                        f"({type(e).__name__}: {reason}). {fix}") from None
+    if tuple(x.shape) != shape:
+        raise DataError(f"{path} has shape {tuple(x.shape)}, expected {shape}: truncated, or not MNIST's file. {fix}")
+    if labels and (bad := x > 9).any():
+        i = int(bad.nonzero()[0])
+        raise DataError(f"{path} is corrupt: label {int(x[i])} at index {i} is not a digit 0..9 "
+                        f"({int(bad.sum())} such labels). {fix}")
+    return x
+
+
+def _read_mnist(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    raw = _mnist_raw(root, download)
+    images, labels, n = MNIST_FILES["train" if train else "t10k"]
+    return _read_idx(raw / images, (n, 28, 28)), _read_idx(raw / labels, (n,)).long()
 
 
 def mnist(dc: DictConfig) -> Dataset:
@@ -206,14 +230,7 @@ def mnist(dc: DictConfig) -> Dataset:
 
     n_classes = 10
     if dc.task == "binary":
-        pos = [int(p) for p in dc.positive_classes]
-        if not pos or any(p < 0 or p > 9 for p in pos) or len(set(pos)) != len(pos):
-            raise ConfigError(
-                f"data.positive_classes={pos} must be distinct MNIST labels in 0..9 (at least one, not "
-                "all ten), e.g. data.positive_classes=[0]."
-            )
-        if len(pos) == 10:
-            raise ConfigError("data.positive_classes lists all ten digits: no negative class is left.")
+        pos = [int(p) for p in dc.positive_classes]  # distinct labels in 0..9, not all ten (config.validate)
         y_train = torch.isin(y_train, torch.tensor(pos)).long()
         y_val = torch.isin(y_val, torch.tensor(pos)).long()
         n_classes = 2

@@ -196,6 +196,15 @@ def record_failure(out_dir: Path, cfg: DictConfig, error: str) -> None:
         pass
 
 
+def discard(out_dir: Path) -> None:
+    """Remove what a fresh attempt wrote before it trained (its 'running' summary, its empty event files)."""
+    (out_dir / SUMMARY).unlink(missing_ok=True)
+    for f in out_dir.rglob("events.out.tfevents.*"):
+        f.unlink()
+    if (out_dir / "tb").is_dir() and not any((out_dir / "tb").iterdir()):
+        (out_dir / "tb").rmdir()
+
+
 def better(metric: str, new: float, old: float | None) -> bool:
     if not math.isfinite(new):
         return False
@@ -316,7 +325,7 @@ class Member:
             "numerics": self.monitor.summary(), "history": self.history,
         })
         if self.scaler.is_enabled():
-            s["amp"] = {"final_scale": self.scaler.get_scale(), "skipped_steps": self.monitor.totals["nonfinite_grad"]}
+            s["amp"] = {"final_scale": self.scaler.get_scale(), "skipped_steps": self.monitor.totals[0]["nonfinite_grad"]}
         try:
             if self.z_val is not None and self.status != "failed":
                 s["per_class_recall"] = metrics.per_class_recall(self.z_val, self.ds.y_val, self.head, self.ds.n_classes)
@@ -369,6 +378,8 @@ def build(cfg: DictConfig, plan: Plan, device: torch.device, datasets: dict, pre
     """Data (shared with the stack's other members when the data config is the same), loss, model, optimiser,
     monitor and logger of one run; restored from its checkpoint when resuming. Writes the 'running' summary."""
     tc, head = cfg.trainer, resolve_head(cfg)
+    if cfg.loss.name in KD_LOSSES:
+        teacher.check(cfg)  # a missing, unfinished or foreign teacher: refused before the data is loaded
     key = str(OmegaConf.to_container(cfg.data, resolve=True))
     if key not in datasets:
         datasets[key] = data.load(cfg.data)

@@ -14,23 +14,21 @@ Multi-label tasks (labels y: multi-hot (N, C)) are scored per label by :func:`ev
 per-label probabilities p (sigmoid head: sigmoid(z); softmax head, the "CE for multi-label" mistake:
 softmax(z), taken as each label's probability); decisions at p > 0.5.
 
-ROC-AUC and AP are computed here, batched over classes on the device (:func:`ranking`), not by
-scikit-learn's ``roc_auc_score``/``average_precision_score``: those validate and sort each class column
-separately (20 sorts per 10-class evaluation) and took about as long as the forward pass over MNIST's 10k
-validation images. The formulas are scikit-learn's (one threshold per distinct score, trapezoidal ROC,
-step-wise AP), and tests check the results against scikit-learn's, ties included. Balanced accuracy and
-recall are scikit-learn's.
+Every metric is computed here, on the device, for all the runs of a stack at once (:func:`evaluate_many`; a
+run alone is a stack of one), not by scikit-learn's functions: those validate and sort each class column and
+each run separately (20 sorts per 10-class evaluation of one run) and took about as long as the forward pass
+over MNIST's 10k validation images, and dozens of times longer than the forward pass of a small stacked model.
+The formulas are scikit-learn's (ROC-AUC and AP: one threshold per distinct score, trapezoidal ROC, step-wise
+AP; balanced accuracy: the mean recall of the classes present; recall with zero_division=0), and
+tests/test_metrics.py checks each result against scikit-learn's, ties and absent classes included.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, hamming_loss, recall_score
 
 from lossbench.losses import log1mexp
 
@@ -68,26 +66,7 @@ def nll(z: torch.Tensor, y: torch.Tensor, head: str) -> torch.Tensor:
     return (torch.logsumexp(log_s, dim=1) - log_s.gather(1, y[:, None]).squeeze(1)).mean()
 
 
-def ece(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
-    """Expected calibration error: sum over equal-width bins of |accuracy - confidence| * bin share."""
-    if not np.isfinite(confidence).all():
-        return math.nan
-    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
-    total = 0.0
-    for b in np.unique(bins):
-        m = bins == b
-        total += m.mean() * abs(correct[m].mean() - confidence[m].mean())
-    return float(total)
-
-
-def _safe(fn, *args, **kwargs) -> float:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            v = float(fn(*args, **kwargs))
-        except ValueError:  # one class present (older scikit-learn raises instead of returning NaN)
-            return math.nan
-    return v
+ECE_BINS = 15  # equal-width bins of top-label confidence (Guo et al. 2017)
 
 
 def ranking(s: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,30 +97,50 @@ def ranking(s: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 
 def evaluate(z: torch.Tensor, y: torch.Tensor, head: str, n_classes: int) -> dict[str, float]:
-    """All validation metrics except the configured loss, from logits (N, K) and labels (N,) (multi-hot
-    labels (N, C): :func:`evaluate_multilabel`)."""
-    if y.dim() == 2:
-        return evaluate_multilabel(z, y, head)
-    probs = probabilities(z, head)
-    s = scores(z, head)
+    """All validation metrics except the configured loss, from logits (N, K) and labels (N,)."""
+    return evaluate_many(z[None], y[None], head, n_classes)[0]
+
+
+def evaluate_many(z: torch.Tensor, y: torch.Tensor, head: str, n_classes: int) -> list[dict[str, float]]:
+    """The metrics of M runs at once (the members of a stack, scored on their own validation labels): logits
+    (M, N, K), labels (M, N). One set of device ops and one host read for all of them.
+
+    Accuracy, balanced accuracy (the mean recall of the classes present, as scikit-learn's
+    balanced_accuracy_score), recall of the positive class (scikit-learn's recall_score, zero_division=0) and
+    ECE are counted here on the device rather than per run on the host: for the stacks of dozens of small runs a
+    study trains, scikit-learn's per-call validation cost more than the forward pass. tests/test_metrics.py
+    checks each against scikit-learn."""
+    if y.dim() == 3:  # multi-hot labels (M, N, C)
+        return [evaluate_multilabel(z[i], y[i], head) for i in range(len(y))]
+    m, n = y.shape
+    zf = z.float()
+    probs = probabilities(zf.reshape(m * n, -1), head).view(m, n, -1)  # (M, N, C)
+    s = scores(zf.reshape(m * n, -1), head)
+    onehot = F.one_hot(y, n_classes).bool()  # (M, N, C)
     if n_classes == 2:
-        auc, ap = ranking(s[:, None], y[:, None] == 1)
+        auc, ap = ranking(s.view(m, n).T, (y == 1).T)  # one column per run
     else:  # one-vs-rest, macro: the mean over the classes for which the metric is defined
-        auc, ap = ranking(s, F.one_hot(y, n_classes) == 1)
-    macro = torch.stack([auc, ap]).nanmean(dim=1)  # all-NaN (no class defined) gives NaN
-    out = dict(zip(("nll", "auc", "ap"), torch.cat([nll(z, y, head).double().reshape(1), macro]).tolist(), strict=True))
-    probs_np = probs.cpu().numpy().astype(np.float64)
-    y_np = y.cpu().numpy()
-    pred = probs_np.argmax(axis=1)
-    conf = probs_np.max(axis=1)
-    out["accuracy"] = float((pred == y_np).mean())
-    out["balanced_accuracy"] = _safe(balanced_accuracy_score, y_np, pred)
-    out["ece"] = ece(conf, (pred == y_np).astype(np.float64))
-    out["mean_confidence"] = float(conf.mean())
+        auc, ap = ranking(s.view(m, n, -1).transpose(0, 1).reshape(n, m * n_classes),
+                          onehot.transpose(0, 1).reshape(n, m * n_classes))
+        auc, ap = auc.view(m, n_classes).nanmean(dim=1), ap.view(m, n_classes).nanmean(dim=1)
+    nlls = torch.stack([nll(zf[i], y[i], head) for i in range(m)]).double()
+    conf, pred = probs.max(dim=2)
+    correct = (pred == y).double()
+    counts = onehot.sum(dim=1).double()  # (M, C)
+    hits = (onehot & (pred == y)[..., None]).sum(dim=1).double()
+    present = counts > 0
+    balanced = torch.where(present, hits / counts.clamp(min=1), 0).sum(dim=1) / present.sum(dim=1)
+    bins = (conf.double() * ECE_BINS).long().clamp(0, ECE_BINS - 1)  # Guo et al.: equal-width bins
+    gap = torch.zeros(m, ECE_BINS, dtype=torch.float64, device=z.device)
+    gap.scatter_add_(1, bins, correct - conf.double())  # per bin: sum(correct) - sum(confidence)
+    ece = torch.where(torch.isfinite(conf).all(dim=1), gap.abs().sum(dim=1) / n, math.nan)
+    cols = [nlls, auc.double(), ap.double(), correct.mean(dim=1), balanced, ece, conf.double().mean(dim=1)]
+    names = ["nll", "auc", "ap", "accuracy", "balanced_accuracy", "ece", "mean_confidence"]
     if n_classes == 2:
-        out["recall"] = _safe(recall_score, y_np, pred, zero_division=0)
-        out["mean_prob"] = float(probs_np[:, 1].mean())
-    return out
+        cols += [torch.where(counts[:, 1] > 0, hits[:, 1] / counts[:, 1].clamp(min=1), 0.0), probs[..., 1].double().mean(1)]
+        names += ["recall", "mean_prob"]
+    rows = torch.stack(cols, dim=1).tolist()
+    return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 def per_class_recall(z: torch.Tensor, y: torch.Tensor, head: str, n_classes: int) -> list[float]:
@@ -192,45 +191,46 @@ def lrap(s: torch.Tensor, pos: torch.Tensor, chunk: int = 1 << 22) -> torch.Tens
 
 
 def evaluate_multilabel(z: torch.Tensor, y: torch.Tensor, head: str) -> dict[str, float]:
-    """Validation metrics of a multi-label model from logits (N, C) and multi-hot labels (N, C):
+    """Validation metrics of a multi-label model from logits (N, C) and multi-hot labels (N, C), with
+    scikit-learn's definitions (tests/test_multilabel.py checks each against scikit-learn):
 
     - ``auc`` / ``ap``: macro ROC-AUC and macro average precision (``ap`` is the mAP), over the labels with
       both a positive and a negative sample in the split (the others are skipped; summary.json's data section
       counts them); ``auc_micro``: ROC-AUC of all (sample, label) pairs pooled.
-    - at p > 0.5: ``accuracy`` = subset accuracy (all C labels right; scikit-learn's ``accuracy_score`` on
-      indicator matrices), ``hamming_loss`` (share of wrong labels), ``f1_micro``, ``f1_macro`` (over the
-      labels with a positive sample), ``balanced_accuracy`` (mean over labels with both classes of
+    - at p > 0.5: ``accuracy`` = subset accuracy (all C labels right, as ``accuracy_score`` on indicator
+      matrices), ``hamming_loss`` (share of wrong labels), ``f1_micro``, ``f1_macro`` (over the labels with a
+      positive sample; zero_division=0), ``balanced_accuracy`` (mean over labels with both classes of
       (TPR + TNR) / 2), ``labels_per_sample`` (mean number of labels predicted; compare with the data's).
     - ``lrap``: label ranking average precision (:func:`lrap`).
-    - calibration: ``nll`` = mean per-pair Bernoulli NLL (:func:`bernoulli_nll`); ``ece`` = the binary ECE
-      of all (sample, label) decisions pooled (confidence max(p, 1-p), correct = decision equals the label);
+    - calibration: ``nll`` = mean per-pair Bernoulli NLL (:func:`bernoulli_nll`); ``ece`` = the binary ECE of
+      all (sample, label) decisions pooled (confidence max(p, 1-p), correct = decision equals the label);
       ``mean_confidence`` = mean max(p, 1-p).
-    Ranking metrics on the device as for single-label tasks; the thresholded ones with scikit-learn.
+    All on the device, read in one host transfer, as for single-label runs.
     """
     p = label_probabilities(z, head)
     pos = y == 1
     auc, ap = ranking(p, pos)
     auc_micro, _ = ranking(p.reshape(-1, 1), pos.reshape(-1, 1))
-    device_values = torch.stack([auc.nanmean(), ap.nanmean(), auc_micro[0], lrap(p, pos),
-                                 bernoulli_nll(z, y, head).double()]).tolist()
-    out = dict(zip(("auc", "ap", "auc_micro", "lrap", "nll"), device_values, strict=True))
-    if not torch.isfinite(p).all():
-        out["lrap"] = math.nan
-    p_np = p.cpu().numpy().astype(np.float64)
-    y_np = pos.cpu().numpy().astype(int)
-    pred = (p_np > 0.5).astype(int)
-    with_pos = np.flatnonzero(y_np.any(axis=0))
-    out["accuracy"] = float(accuracy_score(y_np, pred))
-    out["hamming_loss"] = float(hamming_loss(y_np, pred))
-    out["f1_micro"] = _safe(f1_score, y_np, pred, average="micro", zero_division=0)
-    out["f1_macro"] = _safe(f1_score, y_np, pred, labels=with_pos, average="macro", zero_division=0) \
-        if len(with_pos) else math.nan
-    both = y_np.any(axis=0) & (1 - y_np).any(axis=0)
-    tpr = (pred * y_np).sum(axis=0)[both] / y_np.sum(axis=0)[both]
-    tnr = ((1 - pred) * (1 - y_np)).sum(axis=0)[both] / (1 - y_np).sum(axis=0)[both]
-    out["balanced_accuracy"] = float(((tpr + tnr) / 2).mean()) if both.any() else math.nan
-    out["labels_per_sample"] = float(pred.sum(axis=1).mean())
-    conf = np.maximum(p_np, 1 - p_np).ravel()
-    out["ece"] = ece(conf, (pred == y_np).ravel().astype(np.float64))
-    out["mean_confidence"] = float(conf.mean())
-    return out
+    pred = p > 0.5
+    tp, fp = (pred & pos).sum(0).double(), (pred & ~pos).sum(0).double()
+    fn, tn = (~pred & pos).sum(0).double(), (~pred & ~pos).sum(0).double()
+    with_pos, both = pos.any(0), pos.any(0) & (~pos).any(0)
+    f1 = torch.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+    micro_den = 2 * tp.sum() + fp.sum() + fn.sum()
+    balanced = (tp / (tp + fn) + tn / (tn + fp)) / 2
+    pd = p.double().reshape(-1)
+    conf, correct = torch.maximum(pd, 1 - pd), (pred == pos).reshape(-1).double()
+    bins = (conf * ECE_BINS).long().clamp(0, ECE_BINS - 1)
+    gap = torch.zeros(ECE_BINS, dtype=torch.float64, device=z.device).scatter_add_(0, bins, correct - conf)
+    finite = torch.isfinite(p).all()
+    values = {
+        "auc": auc.nanmean(), "ap": ap.nanmean(), "auc_micro": auc_micro[0],
+        "lrap": torch.where(finite, lrap(p, pos), math.nan), "nll": bernoulli_nll(z, y, head).double(),
+        "accuracy": (pred == pos).all(dim=1).double().mean(), "hamming_loss": (pred != pos).double().mean(),
+        "f1_micro": torch.where(micro_den > 0, 2 * tp.sum() / micro_den, 0.0),
+        "f1_macro": (f1 * with_pos).sum() / with_pos.sum(),  # 0/0 = NaN when no label has a positive
+        "balanced_accuracy": torch.where(both, balanced, 0.0).sum() / both.sum(),
+        "labels_per_sample": pred.sum(dim=1).double().mean(),
+        "ece": torch.where(finite, gap.abs().sum() / len(conf), math.nan), "mean_confidence": conf.mean(),
+    }
+    return dict(zip(values, torch.stack([v.double() for v in values.values()]).tolist(), strict=True))

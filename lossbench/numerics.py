@@ -37,34 +37,41 @@ DETAIL_BUFFER = 16  # sampled batches kept at most before their statistics are c
 
 
 class Monitor:
-    def __init__(self, device: torch.device, objective: Objective, enabled: bool = True, every: int = 1,
-                 scaled_grads: bool = False):
-        self.objective, self.enabled, self.every = objective, enabled, every
+    """The monitors of K runs (members of a stack; K = 1 for a run alone), with a leading member axis: one set of
+    device ops and one host read serve every member. Per member k, ``objectives[k]`` interprets its batches."""
+
+    def __init__(self, device: torch.device, objectives: Objective | list[Objective] | None, enabled: bool = True,
+                 every: int = 1, scaled_grads: bool = False):
+        self.objectives = list(objectives) if isinstance(objectives, (list, tuple)) else [objectives]
+        self.k = k = len(self.objectives)
+        self.enabled, self.every, self.device = enabled, every, device
         # Under fp16 the GradScaler expects overflowing gradients and skips those steps: only a non-finite
         # loss is divergence there.
         self.scaled_grads = scaled_grads
-        self.device = device
-        # Device sums over the window since the last read: loss, nonfinite_loss, nonfinite_grad, grad_norm,
-        # then DETAIL; maxima: max_abs_logit, max_grad_norm; the first step with a non-finite loss or gradient.
-        self.win = torch.zeros(4 + len(DETAIL), device=device)
-        self.win_max = torch.zeros(2, device=device)
-        self.first_bad = torch.full((), math.inf, device=device)
-        self.losses: list[torch.Tensor] = []  # unreduced per-step losses (0-d device tensors)
-        self.grad_rows: list[torch.Tensor] = []  # unreduced per-parameter gradient norms of sampled steps
+        # Device sums over the window since the last read, per member: loss, nonfinite_loss, nonfinite_grad,
+        # grad_norm, then DETAIL; maxima: max_abs_logit, max_grad_norm; the first step with a non-finite loss or
+        # gradient.
+        self.win = torch.zeros(k, 4 + len(DETAIL), device=device)
+        self.win_max = torch.zeros(k, 2, device=device)
+        self.first_bad = torch.full((k,), math.inf, device=device)
+        self.losses: list[torch.Tensor] = []  # unreduced per-step losses, (K,) each
+        self.grad_rows: list[torch.Tensor] = []  # unreduced per-parameter gradient norms of sampled steps, (K, P)
         self.grad_steps: list[torch.Tensor] = []  # and their step numbers (0-d device tensors: no host copy)
-        self.kept: list[tuple[torch.Tensor, ...]] = []  # unprocessed sampled batches: loss, z, y, dL/dz
-        self.step_t = 0  # steps observed so far, over the whole run
+        self.kept: list[tuple[torch.Tensor, ...]] = []  # unprocessed sampled batches: loss (K,), z, t, dL/dz (K, B, ...)
+        self.step_t = 0  # steps observed so far, over the whole run (the members of a stack share their steps)
         self.window = {"steps": 0, "grad_steps": 0, "detail_steps": 0}  # counted on the host: no sync
-        self.totals = {"nonfinite_loss": 0, "nonfinite_grad": 0, "max_abs_logit": 0.0, "max_grad_norm": 0.0,
-                       "saturated_frac_mean": 0.0, "clamped_frac_mean": 0.0, "dead_frac_mean": 0.0,
-                       "loss_gap_mean": 0.0, "detail_steps": 0, "grad_steps": 0, "steps": 0}
-        self.first_nonfinite_step: int | None = None
+        self.totals = [_new_totals() for _ in range(k)]
+        self.first_nonfinite: list[int | None] = [None] * k
+
+    @property
+    def first_nonfinite_step(self) -> int | None:  # a run alone
+        return self.first_nonfinite[0]
 
     def wants_detail(self, step: int) -> bool:
         return self.enabled and step % self.every == 0
 
     def observe(self, loss: torch.Tensor) -> torch.Tensor:
-        """Record one step's loss (no host sync, no op); returns it, detached."""
+        """Record one step's loss, a 0-d tensor (K = 1) or (K,) (no host sync, no op); returns it, detached."""
         loss = loss.detach()
         self.losses.append(loss)
         self.step_t += 1
@@ -78,18 +85,20 @@ class Monitor:
         n = len(self.losses)
         if not n:
             return
-        loss = torch.stack(self.losses).float()
+        # (K, n): each member's steps in one row (a run alone observes 0-d losses; a restored window holds (1,))
+        loss = torch.stack([t.reshape(self.k) for t in self.losses]).float().T
         bad = ~torch.isfinite(loss)
         step = torch.arange(self.step_t - n, self.step_t, device=loss.device, dtype=torch.float32)
-        self.first_bad = torch.minimum(self.first_bad, torch.where(bad, step, math.inf).min())
-        self.win[:2] += torch.stack([loss.sum(), bad.sum()])
+        self.first_bad = torch.minimum(self.first_bad, torch.where(bad, step, math.inf).min(dim=1).values)
+        self.win[:, :2] += torch.stack([loss.sum(dim=1), bad.sum(dim=1)], dim=1)
         self.losses = []
 
-    def observe_grads(self, grads: list[torch.Tensor]) -> torch.Tensor:
-        """Record the per-parameter gradient norms of the step just observed (one ``torch._foreach_norm``, no
-        host sync): kept and reduced together at the next read. Returns them; all finite iff every gradient is."""
-        norms = torch.stack(torch._foreach_norm(grads))
-        self.grad_rows.append(norms)
+    def observe_grads(self, grads: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        """Record the per-parameter gradient norms of the step just observed: from a run's gradients (one
+        ``torch._foreach_norm``; returns (P,)) or a stack's norms (K, P), no host sync. Kept and reduced together
+        at the next read. All finite iff every gradient is."""
+        norms = torch.stack(torch._foreach_norm(grads)) if isinstance(grads, (list, tuple)) else grads
+        self.grad_rows.append(norms.reshape(self.k, -1))
         self.grad_steps.append(torch.full((), self.step_t - 1, dtype=torch.float32, device=norms.device))
         self.window["grad_steps"] += 1
         if len(self.grad_rows) == BUFFER:
@@ -100,59 +109,70 @@ class Monitor:
         """Fold the kept gradient norms into the window sums and maxima, on the device."""
         if not self.grad_rows:
             return
-        gnorm = torch.stack(self.grad_rows).double().square().sum(dim=1).sqrt()  # float64: squares don't overflow
+        # (K, n): each member's global norm per sampled step; float64, so that the squares don't overflow
+        gnorm = torch.stack(self.grad_rows, dim=1).double().square().sum(dim=2).sqrt()
         bad = ~torch.isfinite(gnorm)
         gnorm = torch.where(bad, 0.0, gnorm).float()
-        self.win[2:4] += torch.stack([bad.sum().float(), gnorm.sum()])
-        self.win_max[1] = torch.maximum(self.win_max[1], gnorm.max())
+        self.win[:, 2:4] += torch.stack([bad.sum(dim=1).float(), gnorm.sum(dim=1)], dim=1)
+        self.win_max[:, 1] = torch.maximum(self.win_max[:, 1], gnorm.max(dim=1).values)
         if not self.scaled_grads:
-            first = torch.where(bad, torch.stack(self.grad_steps), math.inf).min()
+            first = torch.where(bad, torch.stack(self.grad_steps), math.inf).min(dim=1).values
             self.first_bad = torch.minimum(self.first_bad, first)
         self.grad_rows, self.grad_steps = [], []
 
     def observe_detail(self, loss: torch.Tensor, z: torch.Tensor, y: torch.Tensor, z_grad: torch.Tensor | None):
-        """Keep this batch for the saturation, clamp, dead-gradient, logit-range and loss-gap statistics."""
+        """Keep this batch for the saturation, clamp, dead-gradient, logit-range and loss-gap statistics: a run's
+        (loss 0-d, z (B, ...)) or a stack's (loss (K,), z (K, B, ...))."""
         z_grad = torch.ones_like(z) if z_grad is None else z_grad  # no gradient: none counts as dead
+        if loss.dim() == 0:
+            loss, z, y, z_grad = loss[None], z[None], y[None], z_grad[None]
         self.kept.append((loss.detach(), z.detach(), y, z_grad))
         self.window["detail_steps"] += 1
         if len(self.kept) == DETAIL_BUFFER:
             self._reduce_detail()
 
     def _reduce_detail(self) -> None:
-        """The kept batches' statistics, all at once, into the window sums (per batch: a mean over it)."""
+        """The kept batches' statistics, all at once per member, into the window sums (per batch: a mean over it)."""
         if not self.kept:
             return
-        obj = self.objective
-        loss, z, y, z_grad = (torch.stack(t) for t in zip(*self.kept, strict=True))  # (n,) (n,B,K) (n,B) (n,B,K)
-        n, b, k = z.shape
+        loss, z, y, z_grad = (torch.stack(t, dim=1) for t in zip(*self.kept, strict=True))  # (K, n, B, ...)
+        n, b = z.shape[1], z.shape[2]
+        rows = []
         with torch.no_grad():
-            zf, yf = z.reshape(n * b, k), y.reshape(n * b, *y.shape[2:])  # targets may be (B,) or (B, ...)
-            p = obj.probs(zf)
-            saturated = ((p == 0) | (p == 1)).float().view(n, -1).mean(1)
-            clamped = obj.clamped(p, yf).float().view(n, -1).mean(1) if obj.has_clamp else torch.zeros_like(saturated)
-            dead = ((z_grad.reshape(n * b, k) == 0).all(dim=1) & obj.wrong(zf, yf)).float().view(n, b).mean(1)
-            # one exact() per kept batch (at most DETAIL_BUFFER): it reduces over its batch as the loss does
-            gap = loss.float() - torch.stack([obj.exact(z[i], y[i]) for i in range(n)])
-            finite_abs = torch.where(torch.isfinite(z), z.abs(), 0.0).max().float()
-            self.win[4:] += torch.stack([saturated, clamped, dead, gap]).sum(dim=1)
-            self.win_max[0] = torch.maximum(self.win_max[0], finite_abs)
+            for i, obj in enumerate(self.objectives):
+                zf, yf = z[i].reshape(n * b, *z.shape[3:]), y[i].reshape(n * b, *y.shape[3:])
+                p = obj.probs(zf)
+                saturated = ((p == 0) | (p == 1)).float().view(n, -1).mean(1)
+                clamped = obj.clamped(p, yf).float().view(n, -1).mean(1) if obj.has_clamp else torch.zeros_like(saturated)
+                dead = ((z_grad[i].reshape(n * b, -1) == 0).all(dim=1) & obj.wrong(zf, yf)).float().view(n, b).mean(1)
+                # one exact() per kept batch (at most DETAIL_BUFFER): it reduces over its batch as the loss does
+                gap = loss[i].float() - torch.stack([obj.exact(z[i, j], y[i, j]) for j in range(n)])
+                rows.append(torch.stack([saturated, clamped, dead, gap]).sum(dim=1))
+            finite_abs = torch.where(torch.isfinite(z), z.abs(), 0.0).reshape(self.k, -1).max(dim=1).values.float()
+            self.win[:, 4:] += torch.stack(rows)
+            self.win_max[:, 0] = torch.maximum(self.win_max[:, 0], finite_abs)
         self.kept = []
 
     def read(self) -> dict[str, float]:
-        """Window averages since the last read (one host sync), folded into the run totals."""
+        """A run alone: read_all()'s one dict."""
+        return self.read_all()[0]
+
+    def read_all(self) -> list[dict[str, float]]:
+        """Each member's window averages since the last read (one host sync), folded into its totals."""
         self._reduce()
         self._reduce_grads()
         self._reduce_detail()
-        values = torch.cat([self.win, self.win_max, self.first_bad.reshape(1)]).tolist()
+        rows = torch.cat([self.win, self.win_max, self.first_bad[:, None]], dim=1).tolist()
         self.win.zero_()
         self.win_max.zero_()
-        w = dict(zip(("loss", "nonfinite_loss", "nonfinite_grad", "grad_norm", *DETAIL, "max_abs_logit",
-                      "max_grad_norm", "first_bad"), values, strict=True))
         n, ng, nd = self.window["steps"], self.window["grad_steps"], self.window["detail_steps"]
         self.window = dict.fromkeys(self.window, 0)
-        if math.isfinite(w["first_bad"]) and self.first_nonfinite_step is None:
-            self.first_nonfinite_step = int(w["first_bad"])
-        t = self.totals
+        return [self._fold(k, dict(zip(FIELDS, row, strict=True)), n, ng, nd) for k, row in enumerate(rows)]
+
+    def _fold(self, k: int, w: dict[str, float], n: int, ng: int, nd: int) -> dict[str, float]:
+        if math.isfinite(w["first_bad"]) and self.first_nonfinite[k] is None:
+            self.first_nonfinite[k] = int(w["first_bad"])
+        t = self.totals[k]
         t["steps"] += n
         t["grad_steps"] += ng
         t["nonfinite_loss"] += int(w["nonfinite_loss"])
@@ -161,8 +181,8 @@ class Monitor:
         t["max_grad_norm"] = max(t["max_grad_norm"], w["max_grad_norm"])
         if nd:
             done = t["detail_steps"]
-            for k in DETAIL:
-                t[f"{k}_mean"] = (t[f"{k}_mean"] * done + w[k]) / (done + nd)
+            for key in DETAIL:
+                t[f"{key}_mean"] = (t[f"{key}_mean"] * done + w[key]) / (done + nd)
             t["detail_steps"] = done + nd
         out = {"train/loss": w["loss"] / max(n, 1), "numerics/nonfinite_loss": w["nonfinite_loss"],
                "numerics/nonfinite_grad": w["nonfinite_grad"]}
@@ -170,35 +190,77 @@ class Monitor:
             out["numerics/grad_norm"] = w["grad_norm"] / ng
             out["numerics/max_grad_norm"] = w["max_grad_norm"]
         if nd:
-            for k in DETAIL:
-                out[f"numerics/{k}"] = w[k] / nd
+            for key in DETAIL:
+                out[f"numerics/{key}"] = w[key] / nd
             out["numerics/max_abs_logit"] = w["max_abs_logit"]
         return out
 
-    def summary(self) -> dict:
-        return {**self.totals, "first_nonfinite_step": self.first_nonfinite_step}
+    def summary(self, k: int = 0) -> dict:
+        return {**self.totals[k], "first_nonfinite_step": self.first_nonfinite[k]}
+
+    # --- stacks: the members' monitors joined along the member axis, and split back ---------------------------
+    @classmethod
+    def concat(cls, monitors: list[Monitor]) -> Monitor:
+        """One monitor for a stack's members (their windows joined; they share their step count)."""
+        if len(monitors) == 1:
+            return monitors[0]
+        first = monitors[0]
+        m = cls(first.device, [o for mon in monitors for o in mon.objectives], first.enabled, first.every,
+                first.scaled_grads)
+        m.load_states([s for mon in monitors for s in mon.states()])
+        return m
+
+    def split(self, monitors: list[Monitor]) -> None:
+        """Write each member's part back into its own monitor (K = 1), e.g. before its checkpoint or summary."""
+        if len(monitors) == 1 and monitors[0] is self:
+            return
+        for mon, state in zip(monitors, self.states(), strict=True):
+            mon.load_states([state])
 
     # The unread window (kept losses and batches included, unreduced: the sums must add up in the same order)
     # goes into checkpoints too, so that a resumed run logs the same windows and totals as an uninterrupted one.
-    _STATE = ("win", "win_max", "first_bad", "step_t", "window", "totals", "first_nonfinite_step")
+    def states(self) -> list[dict]:
+        """Each member's state, in the layout of a run alone (no member axis)."""
+        cpu = lambda t: t.cpu().clone()  # noqa: E731
+        return [{
+            "win": cpu(self.win[k]), "win_max": cpu(self.win_max[k]), "first_bad": cpu(self.first_bad[k]),
+            "step_t": self.step_t, "window": dict(self.window), "totals": dict(self.totals[k]),
+            "first_nonfinite_step": self.first_nonfinite[k],
+            "losses": [cpu(t.reshape(self.k)[k]) for t in self.losses],
+            "grad_rows": [cpu(t[k]) for t in self.grad_rows], "grad_steps": [t.cpu() for t in self.grad_steps],
+            "kept": [tuple(cpu(t[k]) for t in batch) for batch in self.kept],
+        } for k in range(self.k)]
+
+    def load_states(self, states: list[dict]) -> None:
+        dev = lambda ts: torch.stack(ts).to(self.device)  # noqa: E731
+        first = states[0]
+        self.win, self.win_max = dev([s["win"] for s in states]), dev([s["win_max"] for s in states])
+        self.first_bad = dev([s["first_bad"] for s in states])
+        self.step_t, self.window = first["step_t"], dict(first["window"])
+        self.totals = [dict(s["totals"]) for s in states]
+        self.first_nonfinite = [s["first_nonfinite_step"] for s in states]
+        self.losses = [dev(ts) for ts in zip(*[s["losses"] for s in states], strict=True)]
+        self.grad_rows = [dev(ts) for ts in zip(*[s["grad_rows"] for s in states], strict=True)]
+        self.grad_steps = [t.to(self.device) for t in first["grad_steps"]]
+        self.kept = [tuple(dev(ts) for ts in zip(*batches, strict=True))
+                     for batches in zip(*[s["kept"] for s in states], strict=True)]
 
     def state_dict(self) -> dict:
-        state = {k: (v.cpu().clone() if isinstance(v, torch.Tensor) else v)
-                 for k, v in ((k, getattr(self, k)) for k in self._STATE)}
-        state["losses"] = [t.cpu() for t in self.losses]
-        state["grad_rows"] = [t.cpu() for t in self.grad_rows]
-        state["grad_steps"] = [t.cpu() for t in self.grad_steps]
-        state["kept"] = [tuple(t.cpu() for t in batch) for batch in self.kept]
-        return state
+        """A run alone's state (checkpoint.pt)."""
+        return self.states()[0]
 
     def load_state_dict(self, state: dict) -> None:
-        for k in self._STATE:
-            v = state[k]
-            setattr(self, k, v.to(self.device) if isinstance(v, torch.Tensor) else dict(v) if isinstance(v, dict) else v)
-        self.losses = [t.to(self.device) for t in state["losses"]]
-        self.grad_rows = [t.to(self.device) for t in state["grad_rows"]]
-        self.grad_steps = [t.to(self.device) for t in state["grad_steps"]]
-        self.kept = [tuple(t.to(self.device) for t in batch) for batch in state["kept"]]
+        self.load_states([state])
+
+
+FIELDS = ("loss", "nonfinite_loss", "nonfinite_grad", "grad_norm", *DETAIL, "max_abs_logit", "max_grad_norm",
+          "first_bad")
+
+
+def _new_totals() -> dict:
+    return {"nonfinite_loss": 0, "nonfinite_grad": 0, "max_abs_logit": 0.0, "max_grad_norm": 0.0,
+            "saturated_frac_mean": 0.0, "clamped_frac_mean": 0.0, "dead_frac_mean": 0.0, "loss_gap_mean": 0.0,
+            "detail_steps": 0, "grad_steps": 0, "steps": 0}
 
 
 def finite_part(x: torch.Tensor) -> tuple[torch.Tensor, int]:

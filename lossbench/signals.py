@@ -1,5 +1,12 @@
 """Graceful stop on SIGINT/SIGTERM: the step in flight finishes, then the run saves and records itself.
 
+`python -m lossbench` takes the stop signals from its first line (install_cli_handlers), so that no phase ends in
+a traceback: before training a single run stops at once with one line (nothing to save yet); a sweep's parent
+process records the signal and lets the jobs in flight stop gracefully (a Ctrl-C reaches the whole process
+group: joblib's and submitit_local's workers too), starts no further job, writes the sweep's status and exits
+with 128 + signal. During training, and while a run writes its results, StopRequest defers the signal to the
+next step boundary. A second signal always ends the process at once.
+
 Under submitit (hydra/launcher=submitit_slurm or submitit_local) the stop signal is submitit's preemption/timeout
 signal (USR2 unless $SUBMITIT_PREEMPT_SIGNAL says otherwise) instead of SIGTERM, which submitit ignores on
 purpose. After the run has saved its checkpoint, `hand_over` passes that signal on to submitit's own handler,
@@ -20,7 +27,44 @@ def stop_signals() -> tuple[signal.Signals, ...]:
     return (signal.SIGINT, signal.SIGTERM)
 
 
-_received: list[int] = []  # the stop signals this process received while a StopRequest was active
+_received: list[int] = []  # the stop signals this process received (first ones; a second one ends the process)
+_pending: int | None = None  # received before training, to be honoured by the next StopRequest
+_trained = False  # a StopRequest (a training loop) has been entered in this process
+
+
+class Interrupted(BaseException):
+    """A stop signal outside training in a single `python -m lossbench` run: it unwinds at once."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+    def message(self) -> str:
+        when = "after the run's results were written" if _trained else "before training started; nothing to resume"
+        return f"lossbench: interrupted by {signal.Signals(self.signum).name} {when}"
+
+
+def install_cli_handlers(multirun: bool) -> None:
+    """The handlers of `python -m lossbench`, installed before anything heavy is imported (see the docstring)."""
+
+    def handle(signum, frame) -> None:
+        global _pending
+        if _received:  # a second signal: give up at once
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+        _received.append(signum)
+        _pending = signum
+        if not multirun:
+            raise Interrupted(signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for s in stop_signals():
+            signal.signal(s, handle)
+
+
+def note(signum: int) -> None:
+    """Record a stop that arrived as a KeyboardInterrupt (a process without lossbench's handlers)."""
+    _received.append(signum)
 
 
 def stop_requested() -> int | None:
@@ -41,6 +85,10 @@ class StopRequest:
         self._old: dict[int, object] = {}
 
     def __enter__(self) -> StopRequest:
+        global _pending, _trained
+        _trained = True
+        if _pending is not None:  # received while this job was loading: stop before the first step
+            self.signum, _pending = _pending, None
         if threading.current_thread() is threading.main_thread():
             for s in stop_signals():
                 self._old[s] = signal.signal(s, self._handle)

@@ -1,24 +1,34 @@
-"""Stacks: runs of the same model shape trained together, one batched forward/backward per step.
+"""Stacks: runs of the same model shape trained together, one batched forward/backward/update per step.
 
-Member k keeps its own parameters, optimiser, data order, loss and monitor (member.py); what is shared is
-the arithmetic. Each step the members' parameters are stacked along a leading member axis and one vmapped
-forward computes every member's logits, ``Z (K, B, outputs)`` from ``X (K, B, ...)``; each member's loss is
-its own objective on its slice, and the loop backpropagates the SUM of the members' losses (a mean would
-divide every member's gradient by K). Gradients reach each member's own parameters through the stack, so a
-member's optimiser step, its NaN/Inf and its gradient norm are its alone.
+A stack of K members holds, for each parameter of the model, one leaf tensor of shape (K, ...) whose row k is
+member k's parameter (the member's own module keeps a view of that row, so its state_dict is always current).
+Per step:
 
-A stack of one is a plain run: its model is called directly, with no stacking or vmap, so a single run is
-exactly what it was before stacks existed.
+    X (K, B, ...), T (K, B, ...)    each member's batch, by its own data order (its own generator)
+    Z (K, B, outputs)               one vmapped forward (torch.func.functional_call over the stacked parameters)
+    losses (K,)                     each member's objective on its slice; members with the same kind of loss
+                                    (same class and settings) in one vmapped call, their weights stacked
+    backward of losses.sum()        the SUM: a mean would divide every member's gradient by K
+    update                          torch.optim's SGD / Adam / AdamW formulas on the stacked tensors, with each
+                                    member's own learning rate, momentum and weight decay (K, 1, ...)
 
-Which runs stack (:data:`MAY_DIFFER`): runs whose resolved configs are equal except for the keys listed
-there, and whose data, once loaded, have the same shapes (:func:`shape_key`). Everything else (model shape,
-batch size, number of steps, precision, device, threads, cadences of logging, evaluation and monitors)
-separates stacks; fp16 runs are never stacked, since one GradScaler per stack would skip every member's
-step when one member overflows.
+Gradients, norms and updates never mix members: a NaN in one member's loss or weights stays in its row.
+
+A stack of one is a run alone (`Alone`): its own model, torch optimiser and GradScaler, called directly, so a
+single run is exactly what it was before stacks existed. Members of a stack agree with their runs alone up to
+floating-point rounding (batched matmuls and the hand-written update group operations differently): the tests
+check every evaluation within 1e-4.
+
+Which runs stack (:data:`MAY_DIFFER`): runs whose resolved configs are equal except for the keys listed there,
+and whose data, once loaded, have the same shapes (:func:`shape_key`). Everything else (model shape, optimiser
+type, batch size, number of steps, precision, device, threads, cadences of logging, evaluation and monitors)
+separates stacks; fp16 runs are never stacked, since one GradScaler per stack would skip every member's step
+when one member overflows.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 
@@ -27,95 +37,354 @@ from torch.func import functional_call, vmap
 
 from lossbench.config import flatten
 from lossbench.member import Member
+from lossbench.numerics import Monitor
 
 # Config keys whose values may differ between the members of one stack (prefixes end with '.').
-MAY_DIFFER = ("seed", "head", "objective_metric", "study.", "data.", "loss.", "optim.", "model.init_scale",
-              "model.head_bias", "trainer.target_metric", "trainer.target_value", "trainer.on_nonfinite",
-              "trainer.ckpt_every", "trainer.resume", "trainer.skip_completed", "logger.")
+MAY_DIFFER = ("seed", "head", "objective_metric", "study.", "data.", "loss.", "optim.lr", "optim.momentum",
+              "optim.weight_decay", "model.init_scale", "model.head_bias", "trainer.target_metric",
+              "trainer.target_value", "trainer.on_nonfinite", "trainer.ckpt_every", "trainer.resume",
+              "trainer.skip_completed", "logger.")
+
+
+_ALONE = itertools.count()
 
 
 def stack_key(resolved: dict) -> str:
     """Runs with equal keys may share a stack (their data shapes permitting, see shape_key)."""
     fixed = {k: v for k, v in flatten(resolved).items() if not k.startswith(MAY_DIFFER)}
     if fixed.get("trainer.precision") == "fp16":
-        fixed["alone"] = id(resolved)  # a GradScaler per run
+        fixed["alone"] = next(_ALONE)  # a GradScaler per run (not id(resolved): a freed dict's id is reused)
     return json.dumps(fixed, sort_keys=True, default=str)
 
 
 def shape_key(m: Member) -> tuple:
     """What must agree once the data is loaded: input, target and output shapes, steps and start step."""
-    t = m.ds.train_targets
-    return (tuple(m.ds.x_train.shape), tuple(m.ds.x_val.shape), tuple(t.shape), t.dtype,
-            tuple(m.ds.val_targets.shape), m.ds.val_targets.dtype, m.ds.n_classes,
-            m.params[-1].shape, m.max_steps, m.steps_per_epoch, m.batch_size, m.start_step)
+    t, v = m.ds.train_targets, m.ds.val_targets
+    return (tuple(m.ds.x_train.shape), tuple(m.ds.x_val.shape), tuple(t.shape), t.dtype, tuple(v.shape), v.dtype,
+            m.ds.n_classes, tuple(m.params[-1].shape), m.max_steps, m.steps_per_epoch, m.batch_size, m.start_step)
 
 
 def memory_bytes(m: Member) -> int:
-    """A rough per-member estimate: parameters, gradients, their stacked copies and two optimiser states,
-    plus the activations of one batch (float32)."""
+    """A rough per-member estimate: parameters, gradients and two optimiser states, plus the activations of one
+    batch (float32)."""
     n = sum(p.numel() for p in m.params)
     widths = sum(p.shape[0] for p in m.params if p.dim() == 1)
-    return 4 * (6 * n + 3 * m.batch_size * (widths + m.ds.x_train[0].numel()))
+    return 4 * (4 * n + 3 * m.batch_size * (widths + m.ds.x_train[0].numel()))
 
 
-class Stack:
-    """The members being trained together: their stacked batches and their batched forward."""
+class Batches:
+    """Each member's batches, by its own permutation, from the datasets the members share (held once)."""
 
-    def __init__(self, members: list[Member], compile_model: bool = False):
+    def __init__(self, members: list[Member]):
         self.datasets = list({id(m.ds): m.ds for m in members}.values())
         self.index = {id(d): i for i, d in enumerate(self.datasets)}
-        shared = len(self.datasets) == 1
-        stack = (lambda get: get(self.datasets[0])) if shared else \
-            (lambda get: torch.stack([get(d) for d in self.datasets]))
+        self.shared = len(self.datasets) == 1
         # one dataset: (N, ...) indexed by (K, B) positions; several: (M, N, ...) indexed by (dataset, position)
-        self.x, self.t = stack(lambda d: d.x_train), stack(lambda d: d.train_targets)
-        self.x_val = stack(lambda d: d.x_val)
-        self.shared = shared
-        self.names = [n for n, _ in members[0].model.named_parameters()]
-        self.template = members[0].model  # functional_call swaps each member's parameters into it
-        self.alone = len(members) == 1  # a plain run: its model is called directly
-        self.single = torch.compile(self.template) if compile_model and self.alone else self.template
-        self.vmapped = vmap(lambda params, x: functional_call(self.template, params, (x,)))
-        if compile_model and not self.alone:
-            self.vmapped = torch.compile(self.vmapped)  # the whole vmapped forward (vmap of compile is unsupported)
-        self.perms: torch.Tensor | None = None  # (K, N): the members' data orders, rebuilt when they change
+        pick = (lambda get: get(self.datasets[0])) if self.shared else \
+            (lambda get: torch.stack([get(d) for d in self.datasets]))
+        self.x, self.t, self.x_val = pick(lambda d: d.x_train), pick(lambda d: d.train_targets), pick(lambda d: d.x_val)
+        self.set_members(members)
 
-    def dmap(self, members: list[Member]) -> torch.Tensor:
-        return torch.tensor([self.index[id(m.ds)] for m in members], device=self.x.device)
+    def set_members(self, members: list[Member]) -> None:
+        self.members = members
+        self.dmap = torch.tensor([self.index[id(m.ds)] for m in members], device=self.x.device)[:, None]
+        self.perms: torch.Tensor | None = None
 
-    def batch(self, members: list[Member], i: int, bs: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch i of the current epoch for every member, by its own permutation: X (K, B, ...), T (K, B, ...)."""
+    def new_epoch(self, device: torch.device) -> None:
+        for m in self.members:
+            m.perm = torch.randperm(len(m.ds.y_train), device=device, generator=m.gen)
+        self.perms = None
+
+    def train(self, i: int, bs: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch i of the current epoch of every member: X (K, B, ...), T (K, B, ...)."""
         if self.perms is None:
-            self.perms = torch.stack([m.perm for m in members])
+            self.perms = torch.stack([m.perm for m in self.members])
         idx = self.perms[:, i * bs : (i + 1) * bs]
         if self.shared:
             return self.x[idx], self.t[idx]
-        d = self.dmap(members)[:, None]
-        return self.x[d, idx], self.t[d, idx]
+        return self.x[self.dmap, idx], self.t[self.dmap, idx]
 
-    def forward(self, members: list[Member], x: torch.Tensor) -> torch.Tensor:
-        """Logits Z (K, B, outputs) of each member on its own inputs x (K, B, ...)."""
-        if self.alone:
-            return self.single(x[0]).unsqueeze(0)
-        params = [dict(m.model.named_parameters()) for m in members]
-        stacked = {n: torch.stack([p[n] for p in params]) for n in self.names}
-        return self.vmapped(stacked, x)
+    def val(self, rows: torch.Tensor, start: int, size: int) -> torch.Tensor:
+        """Validation inputs [start, start + size) of the members at `rows` of this stack: (K', b, ...)."""
+        if self.shared:
+            chunk = self.x_val[start : start + size]
+            return chunk.unsqueeze(0).expand(len(rows), *chunk.shape)
+        return self.x_val[self.dmap[rows, 0], start : start + size]
+
+
+class Alone:
+    """A stack of one: the member's own model, optimiser and scaler, exactly as a single run trains."""
+
+    def __init__(self, member: Member, compile_model: bool = False):
+        self.members = [member]
+        self.model = torch.compile(member.model) if compile_model else member.model
+        self.monitor = member.monitor
+
+    def begin_step(self, step: int) -> None:
+        self.members[0].objective.begin_step(step)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x[0]).unsqueeze(0)
+
+    def losses(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.members[0].objective(z[0], t[0])  # 0-d: the loss a run alone backpropagates, unchanged
+
+    def backward(self, losses: torch.Tensor) -> None:
+        m = self.members[0]
+        m.optimizer.zero_grad(set_to_none=True)
+        m.scaler.scale(losses).backward()
+        m.scaler.unscale_(m.optimizer)
+
+    def grads(self) -> list[torch.Tensor]:
+        return [p.grad for p in self.members[0].params if p.grad is not None]
+
+    def step(self, apply: list[bool] | None = None) -> None:
+        m = self.members[0]
+        if apply is None or apply[0]:  # a skipped update (on_nonfinite=skip); the GradScaler skips its own
+            m.scaler.step(m.optimizer)
+        m.scaler.update()
+
+    def predict(self, rows: list[int], x: torch.Tensor) -> torch.Tensor:
+        return self.model(x[0]).unsqueeze(0)
+
+    def val_losses(self, rows: list[int], z: torch.Tensor, t: list[torch.Tensor]) -> list[float]:
+        return [float(self.members[0].objective(z[0], t[0]))]
+
+    def drop(self, keep: list[int]) -> None:
+        self.members = [self.members[i] for i in keep]
+
+    def sync(self) -> None:
+        """Nothing to write back: the member's own objects are the ones trained."""
+
+
+def _signature(obj: torch.nn.Module) -> str:
+    """Objectives with equal signatures compute the same function of (z, t, buffers): one vmapped call."""
+    parts = []
+    for name, mod in obj.named_modules():
+        plain = {k: v for k, v in vars(mod).items() if isinstance(v, (bool, int, float, str, type(None), tuple))
+                 and not k.startswith("_")}
+        bufs = {k: (tuple(b.shape), str(b.dtype)) for k, b in mod.named_buffers(recurse=False)}
+        parts.append((name, type(mod).__qualname__, sorted(plain.items()), sorted(bufs.items())))
+    return repr(parts)
+
+
+class LossGroups:
+    """The members' objectives, grouped by signature, each group evaluated in one vmapped call with its members'
+    buffers (pos_weight, class_weight, ...) stacked. A group whose loss cannot run under vmap falls back to one
+    call per member. Objective.begin_step returning True (its buffers changed) restacks its group's buffers."""
+
+    def __init__(self, objectives: list[torch.nn.Module]):
+        self.objectives = objectives
+        groups: dict[str, list[int]] = {}
+        for k, obj in enumerate(objectives):
+            groups.setdefault(_signature(obj), []).append(k)
+        self.groups = [{"rows": rows, "buffers": self._stacked(rows), "vmap": True} for rows in groups.values()]
+        order = [k for g in self.groups for k in g["rows"]]
+        self.unsort = None if order == list(range(len(objectives))) else torch.tensor(order).argsort()
+
+    def _stacked(self, rows: list[int]) -> dict[str, torch.Tensor]:
+        names = [n for n, _ in self.objectives[rows[0]].named_buffers()]
+        return {n: torch.stack([dict(self.objectives[k].named_buffers())[n] for k in rows]) for n in names}
+
+    def begin_step(self, step: int) -> None:
+        for g in self.groups:
+            if any([self.objectives[k].begin_step(step) for k in g["rows"]]):
+                g["buffers"] = self._stacked(g["rows"])
+
+    def __call__(self, z: torch.Tensor, t: torch.Tensor, rows: list[int] | None = None) -> torch.Tensor:
+        """Each member's loss (K,) on its own z[k], t[k] (rows: the stack rows that z and t hold)."""
+        rows = list(range(len(self.objectives))) if rows is None else rows
+        at = {r: i for i, r in enumerate(rows)}
+        out, order = [], []
+        for g in self.groups:
+            sel = [r for r in g["rows"] if r in at]
+            if not sel:
+                continue
+            idx = [at[r] for r in sel]
+            zg, tg = (z, t) if idx == list(range(len(rows))) else (z[idx], t[idx])
+            out.append(self._group(g, sel, zg, tg))
+            order += idx
+        losses = torch.cat(out)
+        return losses if order == list(range(len(rows))) else losses[torch.tensor(order).argsort().to(z.device)]
+
+    def _group(self, g: dict, sel: list[int], z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        template = self.objectives[sel[0]]
+        if g["vmap"]:
+            buffers = g["buffers"] if sel == g["rows"] else \
+                {n: b[[g["rows"].index(r) for r in sel]] for n, b in g["buffers"].items()}
+            try:
+                return vmap(lambda b, zz, tt: functional_call(template, b, (zz, tt)))(buffers, z, t)
+            except RuntimeError:  # a loss with an op vmap cannot batch: one call per member from now on
+                g["vmap"] = False
+        return torch.stack([self.objectives[r](z[i], t[i]) for i, r in enumerate(sel)])
+
+
+class StackedOptimizer:
+    """torch.optim's SGD (momentum, dampening 0, no nesterov), Adam and AdamW updates (the single-tensor
+    formulas of torch/optim/sgd.py and adam.py), applied to parameters stacked along the member axis with
+    per-member hyperparameters. State is read from and written back to each member's own torch optimiser, in
+    its own format, so checkpoints are those of the runs alone."""
+
+    def __init__(self, members: list[Member], params: list[torch.Tensor]):
+        kind = {type(m.optimizer).__name__ for m in members}
+        assert len(kind) == 1, f"one optimiser type per stack, got {kind}"
+        self.kind = kind.pop()
+        self.params = params
+        dev = params[0].device
+        groups = [m.optimizer.param_groups[0] for m in members]
+
+        def per_member(get: Callable[[dict], float]) -> torch.Tensor:
+            return torch.tensor([float(get(g)) for g in groups], dtype=torch.float32, device=dev)
+
+        self.lr, self.wd = per_member(lambda g: g["lr"]), per_member(lambda g: g["weight_decay"])
+        if self.kind == "SGD":
+            self.momentum = per_member(lambda g: g["momentum"])
+        else:
+            self.beta1, self.beta2 = per_member(lambda g: g["betas"][0]), groups[0]["betas"][1]
+            self.eps = groups[0]["eps"]
+            assert all(g["betas"][1] == self.beta2 and g["eps"] == self.eps for g in groups)
+        states = [[m.optimizer.state.get(p, {}) for p in m.params] for m in members]
+        self.state: list[dict[str, torch.Tensor]] = []
+        for i, p in enumerate(params):
+            s = [st[i] for st in states]
+            if self.kind == "SGD":
+                has = [x.get("momentum_buffer") is not None for x in s]
+                buf = torch.stack([x["momentum_buffer"] for x in s]) if all(has) else None
+                self.state.append({"momentum_buffer": buf})
+            else:
+                started = all("step" in x for x in s)
+                self.state.append({
+                    "step": torch.tensor([float(x["step"]) for x in s], device=dev) if started else
+                    torch.zeros(len(members), device=dev),
+                    "exp_avg": torch.stack([x["exp_avg"] for x in s]) if started else torch.zeros_like(p),
+                    "exp_avg_sq": torch.stack([x["exp_avg_sq"] for x in s]) if started else torch.zeros_like(p)})
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
 
     @torch.no_grad()
-    def predict(self, members: list[Member], batch_size: int, amp: Callable) -> torch.Tensor:
-        """Validation logits of the given members, Z (K, N_val, outputs), float32."""
-        for m in members:
-            m.model.eval()
-        d = None if self.shared else self.dmap(members)
-        out = []
-        with amp():
-            for i in range(0, len(members[0].ds.x_val), batch_size):
-                if self.shared:
-                    chunk = self.x_val[i : i + batch_size]
-                    x = chunk.unsqueeze(0).expand(len(members), *chunk.shape)
-                else:
-                    x = self.x_val[d, i : i + batch_size]
-                out.append(self.forward(members, x).float())
-        for m in members:
-            m.model.train()
-        return torch.cat(out, dim=1)
+    def step(self, apply: torch.Tensor | None = None) -> None:
+        """One update of every member; apply (K,) bool: members whose update is skipped keep everything."""
+        for p, st in zip(self.params, self.state, strict=True):
+            if p.grad is None:
+                continue
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            old = (p.clone(), {k: v.clone() for k, v in st.items() if v is not None}) if apply is not None else None
+            if self.kind == "SGD":
+                self._sgd(p, st, shape)
+            else:
+                self._adam(p, st, shape, apply)
+            if apply is not None:
+                keep = ~apply.view(shape)
+                p.copy_(torch.where(keep, old[0], p))
+                for k, v in old[1].items():
+                    if k != "step":
+                        st[k].copy_(torch.where(keep.view((-1,) + (1,) * (v.dim() - 1)), v, st[k]))
+
+    def _sgd(self, p: torch.Tensor, st: dict, shape: tuple) -> None:
+        wd, mu, lr = self.wd.view(shape), self.momentum.view(shape), self.lr.view(shape)
+        g = torch.where(wd != 0, p.grad + wd * p, p.grad)
+        if st["momentum_buffer"] is None:
+            st["momentum_buffer"] = g.clone()
+        else:
+            st["momentum_buffer"].mul_(mu).add_(g)
+        d = torch.where(mu != 0, st["momentum_buffer"], g)
+        p.sub_(lr * d)
+
+    def _adam(self, p: torch.Tensor, st: dict, shape: tuple, apply: torch.Tensor | None) -> None:
+        wd, lr, b1 = self.wd.view(shape), self.lr.view(shape), self.beta1.view(shape)
+        st["step"] += 1 if apply is None else apply.float()
+        step = st["step"].view(shape)
+        g = p.grad
+        if self.kind == "AdamW":
+            p.mul_(torch.where(wd != 0, 1 - lr * wd, 1.0))
+        else:
+            g = torch.where(wd != 0, g + wd * p, g)
+        st["exp_avg"].lerp_(g, (1 - b1).expand_as(g))
+        st["exp_avg_sq"].mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
+        step_size = lr / (1 - b1**step)
+        denom = (st["exp_avg_sq"].sqrt() / torch.sqrt(1 - self.beta2**step)).add_(self.eps)
+        p.sub_(step_size * st["exp_avg"] / denom)
+
+    def write_back(self, members: list[Member]) -> None:
+        """Each member's slice of the state into its own torch optimiser's state (its format)."""
+        for k, m in enumerate(members):
+            for p_m, st in zip(m.params, self.state, strict=True):
+                if self.kind == "SGD":
+                    buf = st["momentum_buffer"]
+                    m.optimizer.state[p_m] = {"momentum_buffer": None if buf is None else buf[k].clone()}
+                elif float(st["step"][k]) > 0:
+                    old = m.optimizer.state.get(p_m, {}).get("step")
+                    step = torch.tensor(float(st["step"][k]), dtype=torch.float32,
+                                        device=old.device if old is not None else p_m.device)
+                    m.optimizer.state[p_m] = {"step": step, "exp_avg": st["exp_avg"][k].clone(),
+                                              "exp_avg_sq": st["exp_avg_sq"][k].clone()}
+
+
+class Stacked:
+    """K > 1 members: stacked parameters, one vmapped forward, vmapped loss groups, one stacked update."""
+
+    def __init__(self, members: list[Member], compile_model: bool = False):
+        self.compile_model = compile_model
+        self.template = members[0].model  # functional_call swaps the stacked parameters into it
+        self.names = [n for n, _ in self.template.named_parameters()]
+        self._build(members)
+
+    def _build(self, members: list[Member]) -> None:
+        self.members = members
+        self.params = {n: torch.stack([dict(m.model.named_parameters())[n].detach() for m in members])
+                       .requires_grad_() for n in self.names}
+        for k, m in enumerate(members):  # each member's module keeps a view of its row: its state_dict is current
+            for n, p in m.model.named_parameters():
+                p.data = self.params[n].detach()[k]
+        self.optimizer = StackedOptimizer(members, list(self.params.values()))
+        self.losses = LossGroups([m.objective for m in members])
+        self.monitor = Monitor.concat([m.monitor for m in members])
+        fn = vmap(lambda params, x: functional_call(self.template, params, (x,)))
+        self.vmapped = torch.compile(fn) if self.compile_model else fn
+
+    def begin_step(self, step: int) -> None:
+        self.losses.begin_step(step)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vmapped(self.params, x)
+
+    def backward(self, losses: torch.Tensor) -> None:
+        self.optimizer.zero_grad()
+        losses.sum().backward()  # a sum: each member's own gradient
+
+    def grads(self) -> torch.Tensor:
+        """Per member and parameter, the gradient's L2 norm: (K, P), never over the whole stack."""
+        return torch.stack([torch.linalg.vector_norm(p.grad.flatten(1), dim=1) for p in self.params.values()], dim=1)
+
+    def step(self, apply: list[bool] | None = None) -> None:
+        mask = None if apply is None or all(apply) else torch.tensor(apply, device=self.template_device)
+        self.optimizer.step(mask)
+
+    @property
+    def template_device(self) -> torch.device:
+        return next(iter(self.params.values())).device
+
+    def predict(self, rows: list[int], x: torch.Tensor) -> torch.Tensor:
+        params = self.params if rows == list(range(len(self.members))) else \
+            {n: p[rows] for n, p in self.params.items()}
+        return self.vmapped(params, x)
+
+    def val_losses(self, rows: list[int], z: torch.Tensor, t: list[torch.Tensor]) -> list[float]:
+        return self.losses(z, torch.stack(t), rows).tolist()
+
+    def drop(self, keep: list[int]) -> None:
+        """Rebuild the stack without the members not in keep (their state written back first)."""
+        self.sync()
+        self._build([self.members[i] for i in keep])
+
+    def sync(self) -> None:
+        """Write the stacked optimiser state and monitor back into each member's own objects."""
+        self.optimizer.write_back(self.members)
+        self.monitor.split([m.monitor for m in self.members])
+
+
+def make(members: list[Member], compile_model: bool = False) -> Alone | Stacked:
+    return Alone(members[0], compile_model) if len(members) == 1 else Stacked(members, compile_model)
+

@@ -24,10 +24,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lossbench import ConfigError, LossbenchError, metrics
+from lossbench import stack as stack_mod
 from lossbench.config import validate
-from lossbench.member import Member, Plan, build, plan, record_failure
-from lossbench.signals import StopRequest, stops_received
-from lossbench.stack import Stack, memory_bytes, shape_key, stack_key
+from lossbench.member import Member, Plan, build, discard, plan, record_failure
+from lossbench.signals import Interrupted, StopRequest, stops_received
+from lossbench.stack import Alone, Batches, Stacked, memory_bytes, shape_key, stack_key
 from lossbench.store import run_lock
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -150,7 +151,13 @@ def run(cfg: DictConfig, out_dir: Path, jobs: int = 1) -> dict:
             return skipped(p)
         rt = Runtime.start(cfg, jobs)
         check_precision(rt.precision, rt.device, cfg.loss.name)
-        return fit([build(cfg, p, rt.device, {}, rt.precision)], rt, t0)[0]
+        try:
+            m = build(cfg, p, rt.device, {}, rt.precision)
+        except Interrupted:  # while loading: a fresh run leaves nothing behind
+            if p.action == "fresh":
+                discard(p.out_dir)
+            raise
+        return fit([m], rt, t0)[0]
 
 
 def skipped(p: Plan) -> dict:
@@ -236,72 +243,84 @@ def split(members: list[tuple[int, Member]], max_bytes: float) -> list[list[tupl
 # --- the loop --------------------------------------------------------------------------------------------------
 
 
-def train_step(stack: Stack, members: list[Member], x: torch.Tensor, t: torch.Tensor, step: int, detail: bool,
-               amp) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """One forward/backward/update of every member. Returns the logits Z (K, B, outputs) and the losses."""
-    for m in members:
-        m.objective.begin_step(step)
+def train_step(stack: Alone | Stacked, batches: Batches, i: int, bs: int, step: int, detail: bool, amp,
+               grads_every_step: bool, skip: list[bool] | None) -> torch.Tensor:
+    """One forward/backward/update of every member of the stack. Returns the logits Z (K, B, outputs)."""
+    x, t = batches.train(i, bs)
+    stack.begin_step(step)
     with amp():
-        z = stack.forward(members, x)
-        losses = [m.objective(z[k], t[k]) for k, m in enumerate(members)]
+        z = stack.forward(x)
+        losses = stack.losses(z, t)  # (K,); 0-d for a run alone
     if detail:
         z.retain_grad()
+    stack.backward(losses)
+    seen, norms = stack.monitor.observe(losses), None
+    if detail or grads_every_step:
+        norms = stack.monitor.observe_grads(stack.grads())
+    if detail:
+        stack.monitor.observe_detail(losses.detach().reshape(-1), z, t, z.grad)
+    apply = None
+    if skip is not None:  # trainer.on_nonfinite=skip: a per-step host read decides, per member
+        finite = (torch.isfinite(seen.reshape(-1)) & torch.isfinite(norms.reshape(len(skip), -1)).all(dim=1)).tolist()
+        apply = [ok or not s for ok, s in zip(finite, skip, strict=True)]
+    stack.step(apply)
+    return z
+
+
+def evaluate(stack: Alone | Stacked, batches: Batches, rows: list[int], step: int, rt: Runtime) -> None:
+    """Validation metrics of the stack's members at `rows` (one batched prediction pass), logged and recorded."""
+    members = [stack.members[r] for r in rows]
     for m in members:
-        m.optimizer.zero_grad(set_to_none=True)
-    total = losses[0] if len(losses) == 1 else torch.stack(losses).sum()  # a sum: each member's own gradient
-    members[0].scaler.scale(total).backward()  # fp16 runs are never stacked: one scaler, or none enabled
+        m.model.eval()
+    idx = torch.tensor(rows, device=rt.device)
+    with torch.no_grad(), rt.amp():
+        z_val = torch.cat([stack.predict(rows, batches.val(idx, i, rt.eval_batch_size)).float()
+                           for i in range(0, len(members[0].ds.x_val), rt.eval_batch_size)], dim=1)
+    for m in members:
+        m.model.train()
+    with torch.no_grad():
+        val_losses = stack.val_losses(rows, z_val, [m.ds.val_targets for m in members])
+    scores: list[dict] = [{}] * len(members)
+    kinds: dict[tuple, list[int]] = {}  # members scored alike: one batched computation for each kind
     for k, m in enumerate(members):
-        m.scaler.unscale_(m.optimizer)
-        loss_seen, grad_norms = m.monitor.observe(losses[k]), None
-        if detail or m.grads_every_step:
-            grad_norms = m.monitor.observe_grads([p.grad for p in m.params if p.grad is not None])
-        if detail:
-            m.monitor.observe_detail(losses[k], z[k], t[k], z.grad[k])
-        if m.skip_nonfinite and not bool(torch.isfinite(loss_seen) & torch.isfinite(grad_norms).all()):
-            pass  # skip this update (the GradScaler already skips them under fp16)
+        kinds.setdefault((m.head, m.ds.n_classes, m.ds.y_val.dim()), []).append(k)
+    for (head, n_classes, dim), ks in kinds.items():
+        if dim == 1:  # class-index labels
+            rows = metrics.evaluate_many(z_val[ks], torch.stack([members[k].ds.y_val for k in ks]), head, n_classes)
         else:
-            m.scaler.step(m.optimizer)
-        m.scaler.update()
-    return z, losses
-
-
-def evaluate(stack: Stack, members: list[Member], step: int, rt: Runtime) -> None:
-    """Validation metrics of the given members (one batched prediction pass), logged and recorded."""
-    z_val = stack.predict(members, rt.eval_batch_size, rt.amp)
+            rows = [metrics.evaluate(z_val[k], members[k].ds.y_val, head, n_classes) for k in ks]
+        for k, row in zip(ks, rows, strict=True):
+            scores[k] = row
     for k, m in enumerate(members):
-        z = z_val[k]
-        with torch.no_grad():
-            values = {"loss": float(m.objective(z, m.ds.val_targets))}
-        values.update(metrics.evaluate(z, m.ds.y_val, m.head, m.ds.n_classes))
-        values = {f"val/{k}": v for k, v in values.items()}
+        values = {f"val/{name}": v for name, v in {"loss": val_losses[k], **scores[k]}.items()}
         m.log.scalars(values, step)
         m.record_eval(step, values)
-        m.z_val = z
+        m.z_val = z_val[k]
 
 
-def log_point(m: Member, done: int, window: tuple[float, int]) -> None:
-    """Read the member's monitor (one host sync), log it; a non-finite value under on_nonfinite=stop ends it."""
-    values = m.monitor.read()
+def log_point(m: Member, values: dict[str, float], first_nonfinite: int | None, done: int,
+              window: tuple[float, int]) -> None:
+    """Log a member's monitor window; a non-finite value under on_nonfinite=stop ends it ('diverged')."""
     t_window, last_logged = window
     values["perf/samples_per_sec"] = (done - last_logged) * m.batch_size / max(time.perf_counter() - t_window, 1e-9)
     if m.scaler.is_enabled():
         values["amp/scale"] = m.scaler.get_scale()
         values["amp/skipped_steps"] = values["numerics/nonfinite_grad"]
     m.log.scalars(values, done)
-    if m.monitor.first_nonfinite_step is not None and m.on_nonfinite == "stop":
+    if first_nonfinite is not None and m.on_nonfinite == "stop":
         m.status = "diverged"
 
 
 def end_status(m: Member) -> str:
     """How a run that trained to its last step ended: 'diverged' if a non-finite value was met on the way
     (on_nonfinite=continue), its final validation loss is not finite, or every update was skipped."""
-    nonfinite = m.monitor.totals["nonfinite_loss"] + m.monitor.totals["nonfinite_grad"]
+    nonfinite = m.monitor.totals[0]["nonfinite_loss"] + m.monitor.totals[0]["nonfinite_grad"]
     if m.on_nonfinite == "continue" and m.monitor.first_nonfinite_step is not None:
         return "diverged"
     if not math.isfinite(m.final.get("val/loss", math.nan)):
         m.summary["diverged_because"] = "the final validation loss is not finite"
         return "diverged"
-    if m.skip_nonfinite and m.monitor.totals["grad_steps"] and nonfinite >= m.steps - m.start_step:
+    if m.skip_nonfinite and m.monitor.totals[0]["grad_steps"] and nonfinite >= m.steps - m.start_step:
         m.summary["diverged_because"] = "every update was skipped (non-finite loss or gradient)"
         return "diverged"
     return "completed"
@@ -317,11 +336,10 @@ def fit(members: list[Member], rt: Runtime, t0: float) -> list[dict]:
     with its summary written, whatever happens (an exception is re-raised after that). Returns the summaries,
     each with the process's exit code (128 + signal after a stop signal, else 0) and its directory."""
     max_steps, spe, bs = members[0].max_steps, members[0].steps_per_epoch, members[0].batch_size
-    stack = Stack(members, rt.compile)
     if len(members) > 1:
         for k, m in enumerate(members):
             m.summary["stack"] = {"index": k, "size": len(members), "members": [str(o.out_dir) for o in members]}
-    active = list(members)
+    stack, batches = stack_mod.make(members, rt.compile), Batches(members)
     clock = {"train": 0.0, "eval": 0.0, "loop": 0.0, "cpu": 0.0}
     times = lambda: _times(t0, clock["train"], clock["eval"], clock["loop"], clock["cpu"])  # noqa: E731
     stop = StopRequest()
@@ -330,13 +348,18 @@ def fit(members: list[Member], rt: Runtime, t0: float) -> list[dict]:
             t_loop, c_loop = time.perf_counter(), time.process_time()
             window = (time.perf_counter(), members[0].start_step)  # since the last log point: (time, step)
             for step in range(members[0].start_step, max_steps):
+                if stop.requested:  # between steps (or before the first: a signal while the stack was loading)
+                    clock["train"] += time.perf_counter() - window[0]
+                    for m in stack.members:
+                        m.status = "interrupted"
+                    break
+                active = stack.members
                 if step % spe == 0 or active[0].perm is None:  # a new epoch: each member its own order
-                    for m in active:
-                        m.perm = torch.randperm(len(m.ds.y_train), device=rt.device, generator=m.gen)
-                    stack.perms = None
+                    batches.new_epoch(rt.device)
+                skip = [m.skip_nonfinite for m in active] if any(m.skip_nonfinite for m in active) else None
                 with rt.no_sync():
-                    x, t = stack.batch(active, step % spe, bs)
-                    z, _ = train_step(stack, active, x, t, step, active[0].monitor.wants_detail(step), rt.amp)
+                    z = train_step(stack, batches, step % spe, bs, step, stack.monitor.wants_detail(step), rt.amp,
+                                   any(m.grads_every_step for m in active), skip)
                 done = step + 1
                 for k, m in enumerate(active):
                     m.steps = done
@@ -347,39 +370,42 @@ def fit(members: list[Member], rt: Runtime, t0: float) -> list[dict]:
                 # checkpoint, so that a resumed run logs exactly what an uninterrupted one would.
                 if done % rt.log_every == 0 or done == max_steps:
                     clock["train"] += time.perf_counter() - window[0]
-                    for m in active:
-                        log_point(m, done, window)
+                    for k, (m, values) in enumerate(zip(active, stack.monitor.read_all(), strict=True)):
+                        log_point(m, values, stack.monitor.first_nonfinite[k], done, window)
                     window = (time.perf_counter(), done)
-                to_eval = [m for m in active if m.status == "diverged" or done % rt.eval_every == 0 or done == max_steps]
-                if to_eval:
+                rows = [k for k, m in enumerate(active)
+                        if m.status == "diverged" or done % rt.eval_every == 0 or done == max_steps]
+                if rows:
                     te = time.perf_counter()
-                    evaluate(stack, to_eval, done, rt)
+                    evaluate(stack, batches, rows, done, rt)
                     clock["eval"] += time.perf_counter() - te
                     window = (time.perf_counter(), window[1])
-                for m in active:
-                    if m.ckpt_every and done % m.ckpt_every == 0 and m.status != "diverged":
+                saving = [m for m in active if m.ckpt_every and done % m.ckpt_every == 0 and m.status != "diverged"]
+                if saving:
+                    stack.sync()
+                    for m in saving:
                         m.checkpoint(done)
-                diverged = [m for m in active if m.status == "diverged"]
-                if diverged:  # a result: recorded now, and dropped from the stack; the others go on
-                    for m in diverged:
-                        m.finish(times())
-                    active = [m for m in active if m.status == "running"]
-                    stack.perms = None
-                    if not active:
-                        break
-                if stop.requested and done < max_steps:
-                    clock["train"] += time.perf_counter() - window[0]
+                if any(m.status == "diverged" for m in active):  # a result: recorded now; the others go on
+                    stack.sync()
                     for m in active:
-                        m.status = "interrupted"
-                    break
+                        if m.status == "diverged":
+                            m.finish(times())
+                    keep = [k for k, m in enumerate(active) if m.status == "running"]
+                    if not keep:
+                        break
+                    stack.drop(keep)
+                    batches.set_members(stack.members)
             clock["loop"], clock["cpu"] = time.perf_counter() - t_loop, time.process_time() - c_loop
-            for m in active:
+            stack.sync()
+            for m in [m for m in stack.members if not m.finished]:
                 if m.status == "running":
                     m.status = end_status(m)
                 if m.status in ("completed", "interrupted"):
                     m.checkpoint(m.steps)
                 m.finish(times())
     except BaseException as e:
+        with contextlib.suppress(Exception):  # what the stack holds of each member: as far as it can be had
+            stack.sync()
         for m in members:
             if not m.finished:
                 if m.status != "diverged":

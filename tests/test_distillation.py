@@ -145,8 +145,10 @@ def copy_run(src, dst, **changes):
 
 def test_teacher_missing_unfinished_or_of_another_task_is_refused(tmp_path, teacher3):
     def refused(teacher_dir, match, *over):
+        cfg = make_cfg(*C3, "loss=kd", *([f"loss.teacher={teacher_dir}"] if teacher_dir else []), *over)
+        validate(cfg)  # a valid config: the teacher is checked when the run starts, before the data is loaded
         with pytest.raises(ConfigError, match=match):
-            validate(make_cfg(*C3, "loss=kd", *([f"loss.teacher={teacher_dir}"] if teacher_dir else []), *over))
+            teacher.check(cfg)
 
     refused(None, r"loss=kd needs a teacher: set loss.teacher=<run dir>")
     refused(tmp_path / "nowhere", r"the directory does not exist")

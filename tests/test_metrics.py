@@ -86,3 +86,49 @@ def test_diverged_logits_give_nan_metrics_not_a_crash():
     z = torch.full((10, 3), float("nan"))
     m = metrics.evaluate(z, torch.arange(10) % 3, "softmax", 3)
     assert math.isnan(m["auc"]) and math.isnan(m["ap"]) and math.isnan(m["nll"])
+
+
+def reference_metrics(z: torch.Tensor, y: torch.Tensor, head: str, n_classes: int) -> dict[str, float]:
+    """The same metrics, one run at a time, from scikit-learn and numpy (ECE: Guo et al.'s 15 bins)."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, recall_score
+
+    p = metrics.probabilities(z, head).double().numpy()
+    yy, pred, conf = y.numpy(), p.argmax(axis=1), p.max(axis=1)
+    bins = np.minimum((conf * 15).astype(int), 14)
+    ece = sum((bins == b).mean() * abs((pred == yy)[bins == b].mean() - conf[bins == b].mean()) for b in np.unique(bins))
+    out = {"accuracy": accuracy_score(yy, pred), "balanced_accuracy": balanced_accuracy_score(yy, pred),
+           "ece": ece, "mean_confidence": conf.mean()}
+    if n_classes == 2:
+        out["recall"] = recall_score(yy, pred, zero_division=0)
+        out["mean_prob"] = p[:, 1].mean()
+    return out
+
+
+@pytest.mark.parametrize(("head", "n_classes"), [("sigmoid", 2), ("softmax", 2), ("softmax", 5), ("sigmoid", 4)])
+def test_evaluate_many_equals_scikit_learn_run_by_run(head, n_classes):
+    """A stack's metrics, one batched computation, each run's against scikit-learn: including a run whose
+    labels lack a class, a run that predicts one class only, and a binary run without positives. (Within 1e-6:
+    float32 sigmoid/softmax over a stack's batch and over one run's can differ in the last bit.)"""
+    g = torch.Generator().manual_seed(n_classes)
+    m, n = 6, 200
+    k = 1 if head == "sigmoid" and n_classes == 2 else n_classes
+    z = torch.randn(m, n, k, generator=g) * torch.rand(m, 1, 1, generator=g) * 4
+    y = torch.randint(0, n_classes, (m, n), generator=g)
+    y[1] = y[1].clamp(max=n_classes - 2)  # a class absent from run 1's labels
+    z[2] = z[2].abs() * (1 if k == 1 else torch.nn.functional.one_hot(torch.tensor(0), k))  # one class predicted
+    y[3] = 0  # run 3: no positive (binary) / one class only
+    many = metrics.evaluate_many(z, y, head, n_classes)
+    for i in range(m):
+        ref = reference_metrics(z[i], y[i], head, n_classes)
+        for key, value in ref.items():
+            assert many[i][key] == pytest.approx(value, abs=1e-6), (i, key)
+        alone = metrics.evaluate(z[i], y[i], head, n_classes)
+        assert alone == pytest.approx(many[i], nan_ok=True)
+
+
+def test_evaluate_many_with_non_finite_logits():
+    z = torch.randn(2, 50, 1)
+    z[1, 3] = math.nan
+    y = torch.randint(0, 2, (2, 50))
+    out = metrics.evaluate_many(z, y, "sigmoid", 2)
+    assert math.isfinite(out[0]["ece"]) and math.isnan(out[1]["ece"]) and math.isnan(out[1]["auc"])

@@ -70,7 +70,7 @@ def test_soft_label_runs_train_and_score_hard_labels(tmp_path, soft):
         (["loss=ce", "data.soft_labels=noise_aware"], r"data.label_noise, which is 0"),
         (["loss=ce", "data.soft_labels=mixup"], r"Unknown data.soft_labels='mixup'. Valid choices: null, bayes, noise_aware"),
         (["loss=ce", "data.soft_labels=bayes", "data.unlabeled_frac=0.1"], r"no ignore_index for probability targets"),
-        (["data.label_noise=1"], r"data.label_noise .* must be in \[0, 1\)"),
+        (["data.label_noise=1"], r"data.label_noise must be in \[0, 1\), got 1"),
         (["data.unlabeled_frac=1.0"], r"data.unlabeled_frac must be in \[0, 1\)"),
         (["loss=ce", "data.unlabeled_frac=0.96"], r"a batch has no labelled sample with probability"),
         (["loss=ce", "loss.ignore_index=-1", "data.unlabeled_frac=0.1"], r"Leave loss.ignore_index at -100"),

@@ -1,0 +1,157 @@
+"""The directory a single run's attempt writes into: made sure to be creatable, and left as it was when the
+run is refused before training.
+
+Hydra creates hydra.run.dir (with its parents), writes .hydra/{config,hydra,overrides}.yaml and opens
+<job>.log before lossbench's task starts, so a run refused by the task (MNIST missing, no CUDA, a resume
+without a checkpoint) would leave a directory behind that later shows up in reports. `RunDirCallback` notes
+what was there before Hydra writes; `discard` removes what the attempt added and puts back what it
+overwrote, never touching a directory that another run holds. Sweeps keep every job's directory: a refused
+job is recorded there as failed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from lossbench import ConfigError
+from lossbench.store import LOCK, SUMMARY, run_lock
+
+
+@dataclass
+class Before:
+    """A run directory as it was before this attempt."""
+
+    run_dir: Path
+    created: list[Path]  # the run directory and the parents this attempt creates, deepest first
+    entries: set[str] = field(default_factory=set)  # names in run_dir
+    hydra_files: dict[str, bytes] = field(default_factory=dict)  # <output_subdir>/<name> -> content
+    log_sizes: dict[str, int] = field(default_factory=dict)  # *.log -> size (Hydra appends to its log)
+    summary: bytes | None = None
+    lock: bytes | None = None  # .lock's content (the pid of the last run that held it)
+
+
+_before: Before | None = None
+
+
+def _refuse(message: str) -> None:
+    """Inside Hydra (which catches Exception and prints a traceback): the CLI's one line, exit 2."""
+    print(f"lossbench: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def make_dir(path: Path, key: str) -> list[Path]:
+    """mkdir -p path; returns the directories it created (deepest first). Refuses in one line if it cannot."""
+    if path.exists() and not path.is_dir():
+        _refuse(f"{key}={path} is an existing file, not a directory. Point {key} at a new or empty directory.")
+    created = []
+    p = path
+    while not p.exists() and p != p.parent:
+        created.append(p)
+        p = p.parent
+    if p.exists() and not p.is_dir():
+        _refuse(f"{key}={path} cannot be created: {p} is a file, not a directory.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        for d in created:
+            _rmdir(d)
+        _refuse(f"{key}={path} cannot be created: {e.strerror or e} ({e.filename or path}).")
+    if not os.access(path, os.W_OK | os.X_OK):
+        _refuse(f"{key}={path} is not writable.")
+    return created
+
+
+def _rmdir(d: Path) -> bool:
+    try:
+        d.rmdir()
+        return True
+    except OSError:
+        return False
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+class RunDirCallback(Callback):
+    """configs/hydra/default.yaml: checks hydra.run.dir / hydra.sweep.dir before Hydra creates them, and notes
+    what a single run's directory held before this attempt (for `discard`)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _before
+        HydraConfig.instance().set_config(config)  # ${hydra:...} in run.dir resolves as in Hydra's run_job
+        run_dir = Path(os.path.abspath(str(OmegaConf.select(config, "hydra.run.dir"))))
+        existed = run_dir.is_dir()
+        lock = _read(run_dir / LOCK) if existed else None
+        if lock is not None:
+            try:  # a live run holds it: refuse before Hydra overwrites that run's .hydra record
+                with run_lock(run_dir):
+                    pass
+            except ConfigError as e:
+                _refuse(str(e))
+        before = Before(run_dir, [], lock=lock)
+        if existed:
+            before.entries = {p.name for p in run_dir.iterdir()}
+            sub = config.hydra.output_subdir
+            if sub is not None and (run_dir / sub).is_dir():
+                before.hydra_files = {p.name: _read(p) or b"" for p in (run_dir / sub).iterdir() if p.is_file()}
+            before.log_sizes = {p.name: p.stat().st_size for p in run_dir.glob("*.log") if p.is_file()}
+            before.summary = _read(run_dir / SUMMARY)
+        before.created = make_dir(run_dir, "hydra.run.dir")
+        _before = before
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        make_dir(Path(os.path.abspath(str(config.hydra.sweep.dir))), "hydra.sweep.dir")
+
+
+def discard(run_dir: Path, output_subdir: str | None) -> bool:
+    """Undo what this single run's attempt did to run_dir, when it was refused before writing a summary.
+
+    Removes what the attempt added (its .hydra record, its log, the directory and the parents it created, if
+    nothing else is in them) and restores what it overwrote (an earlier run's .hydra files and log). False,
+    and nothing touched, when the attempt is not the one noted, it wrote a summary (it started a run: that
+    record stays), or another run holds the directory.
+    """
+    b = _before
+    if b is None or b.run_dir != Path(os.path.abspath(run_dir)) or not run_dir.is_dir():
+        return False
+    if _read(run_dir / SUMMARY) != b.summary:
+        return False
+    try:
+        with run_lock(run_dir):
+            for entry in run_dir.iterdir():
+                if entry.name not in b.entries and entry.name != LOCK:
+                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            sub = run_dir / output_subdir if output_subdir is not None else None
+            if sub is not None and output_subdir in b.entries and sub.is_dir():
+                for p in sub.iterdir():
+                    if p.name in b.hydra_files:
+                        p.write_bytes(b.hydra_files[p.name])
+                    elif p.is_file():
+                        p.unlink()
+            for name, size in b.log_sizes.items():
+                log = run_dir / name
+                if log.is_file() and log.stat().st_size > size:
+                    os.truncate(log, size)
+            if b.lock is None:
+                (run_dir / LOCK).unlink(missing_ok=True)
+            else:
+                (run_dir / LOCK).write_bytes(b.lock)
+    except ConfigError:
+        return False
+    for d in b.created:  # deepest first; stops at the first that holds something else
+        if not _rmdir(d):
+            break
+    return True

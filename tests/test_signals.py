@@ -1,0 +1,124 @@
+"""A stop signal in every phase of a run and of a sweep: one line, the promised exit code, nothing lost.
+
+Phases of a run: importing, loading data, training (tests/test_reliability.py), the final evaluation. Sweeps:
+a Ctrl-C (SIGINT to the process group) to joblib, submitit_local and stacked sweeps: every job ends with its
+true status on disk, the sweep writes its status file, exits 130, and a rerun with skip_completed finishes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from lossbench import store
+from tests.conftest import ROOT, cli
+
+TINY = ["trainer.threads=1", "model.hidden=[16]", "data.n_train=400", "data.n_val=200", "trainer.max_steps=50"]
+# `python -m lossbench ARGS`, sending itself SIG in the given phase (the same __main__ as the real command).
+IN_PHASE = textwrap.dedent("""
+    import os, runpy, signal, sys, time
+    phase, sig = sys.argv[1], getattr(signal, sys.argv[2])
+    sys.argv = ["lossbench", *sys.argv[3:]]
+    if phase == "data":
+        import lossbench.data as d
+        load = d.load
+        d.load = lambda dc: (os.kill(os.getpid(), sig), time.sleep(0.5), load(dc))[-1]
+    if phase == "final_eval":
+        import lossbench.train as t
+        evaluate = t.evaluate
+        def last(stack, members, step, rt):
+            if step == members[0].max_steps:
+                os.kill(os.getpid(), sig)
+                time.sleep(0.2)
+            return evaluate(stack, members, step, rt)
+        t.evaluate = last
+    runpy.run_module("lossbench", run_name="__main__", alter_sys=True)
+""")
+
+
+def in_phase(phase: str, sig: str, run_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", IN_PHASE, phase, sig, *TINY, *args, f"hydra.run.dir={run_dir}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_importing_stops_with_one_line(tmp_path, sig):
+    proc = subprocess.Popen([sys.executable, "-m", "lossbench", *TINY, f"hydra.run.dir={tmp_path}"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.4)  # python is importing Hydra or torch (training starts seconds later)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + getattr(signal, sig), err
+    assert err.strip() == f"lossbench: interrupted by {sig} before training started; nothing to resume"
+    assert not (tmp_path / store.SUMMARY).exists()
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_loading_data_stops_with_one_line(tmp_path, sig):
+    r = in_phase("data", sig, tmp_path)
+    assert r.returncode == 128 + getattr(signal, sig), r.stderr
+    assert r.stderr.strip() == f"lossbench: interrupted by {sig} before training started; nothing to resume"
+    assert not (tmp_path / store.SUMMARY).exists() and not any(tmp_path.rglob("events.out.tfevents.*"))
+
+
+def test_a_signal_during_the_final_evaluation_is_honoured_after_the_results(tmp_path):
+    r = in_phase("final_eval", "SIGINT", tmp_path)
+    assert r.returncode == 130, r.stderr
+    assert "a stop signal came after the last step; the completed run's results were written first" in r.stderr
+    s = store.read_json(tmp_path / store.SUMMARY)
+    assert s["status"] == "completed" and s["steps"] == 50 and s["history"][-1]["step"] == 50
+
+
+# --- sweeps ------------------------------------------------------------------------------------------------
+
+SWEEP = ["seed=0,1,2,3", "trainer.max_steps=1500", "trainer.batch_size=64", "trainer.ckpt_every=20",
+         "trainer.log_every=20", "trainer.eval_every=500", "model.hidden=[16]", "data.n_train=1000", "data.n_val=200"]
+
+
+def ctrl_c_sweep(sweep: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict[Path, dict | None]]:
+    """Start a sweep in its own process group, Ctrl-C it (SIGINT to the group) once a job has a checkpoint."""
+    proc = subprocess.Popen([sys.executable, "-m", "lossbench", "-m", *SWEEP, *args, f"hydra.sweep.dir={sweep}"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not any(sweep.glob("*/checkpoint.pt")) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=240)
+    jobs = sorted((d for d in sweep.iterdir() if d.name[0].isdigit()), key=lambda d: int(d.name.split("_")[0]))
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), \
+        {d: store.read_json(d / store.SUMMARY) for d in jobs}
+
+
+@pytest.mark.parametrize("launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                                      ["hydra/launcher=submitit_local"], ["hydra/launcher=stacked"]],
+                         ids=["joblib", "submitit_local", "stacked"])
+def test_ctrl_c_to_a_parallel_sweep_loses_nothing_and_a_rerun_finishes_it(tmp_path, launcher):
+    sweep = tmp_path / "sweep"
+    r, first = ctrl_c_sweep(sweep, *launcher)
+    assert r.returncode == 130, r.stderr[-3000:]
+    # submitit_local's own controller processes print their KeyboardInterrupt; lossbench's processes print none
+    assert "lossbench/" not in "".join(line for line in r.stderr.splitlines(True) if "File " in line), r.stderr[-3000:]
+    assert [s and s["status"] for s in first.values()].count("interrupted") >= 1
+    for d, s in first.items():  # trained ones interrupted with their checkpoint, the others not started
+        assert s is None or (s["status"] == "interrupted" and store.load_checkpoint(d / store.CHECKPOINT)["step"]
+                             == s["steps"])
+    status = json.loads((sweep / "sweep_status.json").read_text())
+    assert len(status["jobs"]) == 4
+
+    again = cli("--multirun", *SWEEP, *launcher, "trainer.skip_completed=true", f"hydra.sweep.dir={sweep}", timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    done = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
+    assert len(done) == 4 and all(s["status"] == "completed" and s["steps"] == 1500 for s in done)
+    for d, s in first.items():
+        if s and s["steps"]:
+            assert f"resuming {d} from step {s['steps']}" in again.stdout + again.stderr
