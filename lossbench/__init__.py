@@ -21,6 +21,20 @@ def _direction(metric: str) -> str:
 OmegaConf.register_new_resolver("lossbench.direction", _direction, replace=True)
 
 
+def _job_dir(*, _root_) -> str:
+    """${lossbench.job_dir:} (hydra.sweep.subdir in configs/hydra/default.yaml): a sweep job's directory name,
+    from its number, its overrides and its sweep (lossbench.sweep.job_dir_name)."""
+    from lossbench.sweep import job_dir_name
+
+    h = _root_.hydra
+    params = OmegaConf.select(h, "sweeper.params")
+    return job_dir_name(h.job.num, list(h.overrides.task), str(h.sweep.dir),
+                        OmegaConf.to_container(params) if params else None)
+
+
+OmegaConf.register_new_resolver("lossbench.job_dir", _job_dir, replace=True)
+
+
 class LossbenchError(Exception):
     """A user-facing error: the message says what was wrong, what is allowed and how to fix it."""
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import sys
-
-if __name__ == "__main__":  # the stop signals first: a Ctrl-C while torch imports is handled too
-    from lossbench.signals import install_cli_handlers
-
-    install_cli_handlers(multirun=any(a in ("-m", "--multirun") for a in sys.argv[1:]))
-
-import math
 import os
 import signal
+import sys
+
+from lossbench.signals import install_cli_handlers
+
+# The stop signals before anything heavy is imported: a Ctrl-C while torch imports is handled too. In a
+# submitit job (unpickling lossbench's task) a Ctrl-C is recorded from here on; submitit keeps its USR2.
+if __name__ == "__main__":
+    install_cli_handlers(multirun=any(a in ("-m", "--multirun") for a in sys.argv[1:]))
+elif os.environ.get("SUBMITIT_EXECUTOR"):
+    install_cli_handlers(multirun=True, signals=(signal.SIGINT,))
+
+import math
 import traceback
 from pathlib import Path
 
@@ -135,6 +139,14 @@ def cli() -> None:
     except Interrupted as e:
         print(e.message(), file=sys.stderr)
         sys.exit(128 + e.signum)
+    except SystemExit:
+        # A launcher that raised after a stop signal (submitit's, for a job it was still starting): the jobs
+        # already wrote their statuses; the sweep's status file and exit code say the sweep was interrupted.
+        from lossbench import sweep
+
+        if not (stop_requested() and sweep.current):
+            raise
+        sweep.write_status(sweep.current)
     if stop_requested():  # a sweep that a stop signal ended: its jobs and status file are written
         sys.exit(128 + stop_requested())
 

@@ -28,6 +28,16 @@ work shares, meaningful with --threads 1 and --workers 0 (worker processes are n
 
 `--sweep-check` instead times a 2-job sweep with the joblib launcher (n_jobs=2) against the same two
 jobs run one after another by the basic launcher.
+
+`--stacked` times the same K jobs trained one after another in one process (what the basic launcher does,
+Hydra's per-job composition aside: both launchers compose every job alike) and trained as stacks
+(hydra/launcher=stacked), each timing in a fresh process after an untimed warm-up, alternating, for: the
+saturation study's runs (experiment=saturation: synthetic, MLP 20-64-64-1, 300 steps, evaluation and logging
+every 25 steps, monitors every 5; losses bce/bce_logits/bce_manual and seeds varied) at K = 8 and 32, and the
+MNIST MLP 784-256-256-10 (CE, Adam, 300 steps) at K = 8. Each timing covers the whole of train.run_jobs: data,
+model and writer setup, training, evaluation, logging and the files written. It ends with
+`stacked_speedup_K8=<x> stacked_speedup_K32=<y>` and `stacked_speedup_mnist_K8=<z>` (medians of the per-round
+ratios) and each case's peak resident memory.
 """
 
 from __future__ import annotations
@@ -89,6 +99,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sweep-check", action="store_true",
                    help="time a 2-job joblib sweep against the same jobs run one after another")
     p.add_argument("--sweep-steps", type=positive, default=1500, help="steps of each sweep-check job")
+    p.add_argument("--stacked", action="store_true", help="time K jobs one after another against stacks of them")
+    p.add_argument("--stacked-worker", nargs=2, metavar=("CASE", "MODE"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -318,10 +330,80 @@ def sweep_check(args: argparse.Namespace) -> None:
             print(f"  {name:40s} sweep wall {wall:6.1f}s   per-job loop time {per_job}", flush=True)
 
 
+# --- stacked sweeps ------------------------------------------------------------------------------------------
+STACK_CASES = {  # name: (K, overrides per job k)
+    "K8": (8, lambda k: ["experiment=saturation", f"loss={('bce', 'bce_logits', 'bce_manual')[k % 3]}", f"seed={k}"]),
+    "K32": (32, lambda k: ["experiment=saturation", f"loss={('bce', 'bce_logits', 'bce_manual')[k % 3]}",
+                           f"seed={k}"]),
+    "mnist_K8": (8, lambda k: ["data=mnist", "loss=ce", "optim=adam", "optim.lr=0.001", "trainer.max_steps=300",
+                               "trainer.eval_every=100", "trainer.log_every=50", f"seed={k}"]),
+}
+
+
+def stacked_worker(args: argparse.Namespace) -> None:
+    """One timing in this fresh process: the case's K jobs through train.run_jobs, alone or stacked. Prints JSON."""
+    import json
+    import resource
+
+    case, mode = args.stacked_worker
+    k, overrides = STACK_CASES[case]
+    root = ["hydra.run.dir=unused", f"trainer.device={args.device}"] + (
+        [f"data.root={args.data_root}", "data.download=false"] if case.startswith("mnist") else [])
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfgs = [compose("config", overrides=[*root, *overrides(i)]) for i in range(k)]
+        warm = [compose("config", overrides=[*root, *overrides(i), "trainer.max_steps=20"]) for i in range(2)]
+    with tempfile.TemporaryDirectory() as tmp:
+        train.run_jobs([(c, Path(tmp) / "warm" / str(i)) for i, c in enumerate(warm)], stacked=mode == "stacked")
+        t0 = time.perf_counter()
+        results = train.run_jobs([(c, Path(tmp) / str(i)) for i, c in enumerate(cfgs)], stacked=mode == "stacked")
+        wall = time.perf_counter() - t0
+    bad = [r for r in results if not isinstance(r, dict) or r.get("status") not in ("completed", "diverged")]
+    if bad:
+        raise RuntimeError(f"{case} {mode}: {bad[0]}")
+    print(json.dumps({"wall": wall, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "stack_sizes": sorted({r.get("stack", {}).get("size", 1) for r in results})}))
+
+
+def stacked_bench(args: argparse.Namespace) -> dict[str, float]:
+    import json
+
+    cases = [c for c in STACK_CASES if not c.startswith("mnist") or has_mnist(args.data_root)]
+    print(f"lossbench.bench --stacked: {args.repeats} rounds, {os.cpu_count()} cores, device={args.device}; "
+          f"cases {', '.join(cases)}" + ("" if "mnist_K8" in cases else " (no MNIST: mnist_K8 skipped)"), flush=True)
+    ratios: dict[str, list[float]] = {c: [] for c in cases}
+    peak: dict[str, dict[str, float]] = {c: {} for c in cases}
+    for rnd in range(1, args.repeats + 1):
+        for case in cases:
+            walls = {}
+            for mode in (("alone", "stacked") if rnd % 2 else ("stacked", "alone")):  # alternate which goes first
+                cmd = [sys.executable, "-m", "lossbench.bench", "--stacked-worker", case, mode, "--device", args.device,
+                       *(["--data-root", args.data_root] if args.data_root else [])]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode:
+                    raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+                out = json.loads(proc.stdout.strip().splitlines()[-1])
+                walls[mode] = out["wall"]
+                peak[case][mode] = max(peak[case].get(mode, 0.0), out["peak_rss_mb"])
+            ratios[case].append(walls["alone"] / walls["stacked"])
+            print(f"  round {rnd}: {case:9s} alone {walls['alone']:7.2f}s  stacked {walls['stacked']:7.2f}s  "
+                  f"speedup {ratios[case][-1]:.2f}x", flush=True)
+    for case in cases:
+        print(f"peak resident memory {case}: alone {peak[case]['alone']:.0f} MB, stacked {peak[case]['stacked']:.0f} MB")
+    med = {c: statistics.median(r) for c, r in ratios.items()}
+    print(" ".join(f"stacked_speedup_{c}={med[c]:.3f}" for c in cases if not c.startswith("mnist")))
+    if "mnist_K8" in med:
+        print(f"stacked_speedup_mnist_K8={med['mnist_K8']:.3f}")
+    return med
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        if args.sweep_check:
+        if args.stacked_worker:
+            stacked_worker(args)
+        elif args.stacked:
+            stacked_bench(args)
+        elif args.sweep_check:
             sweep_check(args)
         else:
             benchmark(args)

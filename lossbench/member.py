@@ -38,7 +38,7 @@ from torch import nn
 
 from lossbench import ConfigError, LossbenchError, data, losses, metrics, models, teacher
 from lossbench.config import KD_LOSSES, LOWER_IS_BETTER, flatten, resolve_head
-from lossbench.logger import Logger
+from lossbench.logger import Logger, has_events, histogram_every
 from lossbench.numerics import Monitor
 from lossbench.store import CHECKPOINT, SUMMARY, load_checkpoint, read_json, save_checkpoint, write_json
 
@@ -49,10 +49,6 @@ RESUME_MAY_CHANGE = ("trainer.resume", "trainer.skip_completed", "trainer.max_st
                      "trainer.ckpt_every", "trainer.device", "trainer.sync_debug", "data.root", "data.download",
                      "logger.", "numerics.")
 CHECKPOINT_FORMAT = 2  # 2: loaded with weights_only=True; 1 (no "format" key): lossbench 0.1, also loads
-
-
-def has_events(run_dir: Path) -> bool:
-    return any(run_dir.rglob("events.out.tfevents.*"))
 
 
 def config_changes(old: dict, new: dict) -> list[str]:
@@ -263,7 +259,7 @@ class Member:
         tc = self.cfg.trainer  # plain values for the hot loop: a DictConfig attribute read costs ~20 us
         self.on_nonfinite, self.ckpt_every = tc.on_nonfinite, tc.ckpt_every
         self.target_metric, self.target_value = tc.target_metric, tc.target_value
-        self.hist_every = self.cfg.numerics.hist_every
+        self.hist_every = histogram_every(self.cfg.numerics.hist_every, self.max_steps)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.skip_nonfinite = self.on_nonfinite == "skip" and not self.scaler.is_enabled()
         # Gradients are checked every step only where a per-step answer is needed (see numerics.py): the skip
@@ -333,8 +329,8 @@ class Member:
                     self.log.pr_curve(self.ds.y_val, metrics.scores(self.z_val, self.head), self.steps)
             if self.status not in ("interrupted", "failed"):  # an interrupted run writes its hparams when it ends
                 hp_metrics = dict(self.final)
-                hp_metrics["hparam/steps_to_target"] = float(self.steps_to_target) if self.steps_to_target else math.nan
-                hp_metrics["hparam/diverged"] = float(self.status == "diverged")
+                hp_metrics["val/steps_to_target"] = float(self.steps_to_target) if self.steps_to_target else math.nan
+                hp_metrics["val/diverged"] = float(self.status == "diverged")
                 self.log.hparams({**hparams(self.resolved), "head": self.head, "status": self.status}, hp_metrics)
         finally:
             self.log.close()
@@ -417,7 +413,7 @@ def build(cfg: DictConfig, plan: Plan, device: torch.device, datasets: dict, pre
     # what that attempt logged after start_step (the checkpoint's step, whose own points are kept), so the
     # curves continue without duplicates.
     purge = m.start_step + 1 if has_events(m.out_dir) else None
-    m.log = Logger(m.out_dir / "tb", cfg.logger.enabled, cfg.logger.flush_secs, purge_step=purge)
+    m.log = Logger(m.out_dir, cfg.logger.enabled, cfg.logger.flush_secs, purge_step=purge)
     m.summary = {
         "status": "running", "config": m.resolved, "head": head, "steps": m.start_step, "max_steps": m.max_steps,
         "device": str(device), "precision": precision, "threads": torch.get_num_threads(), "data": {
@@ -426,7 +422,9 @@ def build(cfg: DictConfig, plan: Plan, device: torch.device, datasets: dict, pre
         },
         "n_params": sum(p.numel() for p in m.params),
     }
+    if plan.action == "resume":
+        m.summary["resumed_from_step"] = m.start_step
     write_json(m.out_dir / SUMMARY, m.summary)
     if m.start_step == 0:
-        m.log.layout(ds.multilabel)
+        m.log.layout()
     return m

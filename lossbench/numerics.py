@@ -268,12 +268,3 @@ def finite_part(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     x = x.detach().float().flatten().cpu()
     ok = torch.isfinite(x)
     return x[ok], int((~ok).sum())
-
-
-def log_histograms(writer, step: int, z: torch.Tensor, p: torch.Tensor) -> None:
-    """Histograms of logits and probabilities; non-finite values are counted, never histogrammed."""
-    for name, t in (("logits", z), ("probs", p)):
-        values, bad = finite_part(t)
-        writer.add_scalar(f"numerics/{name}_nonfinite", bad, step)
-        if values.numel():  # 30 buckets, as TensorBoard's own histogram summary (its default: ~1500, 4x the time)
-            writer.add_histogram(f"hist/{name}", values, step, bins=30)

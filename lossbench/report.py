@@ -304,16 +304,9 @@ def history_curves(run: Run) -> dict[str, dict[int, float]]:
 
 def event_curves(run: Run) -> dict[str, dict[int, float]]:
     """Scalars from the run's TensorBoard event files (all of them, in order; a later value for a step wins)."""
-    tb = run.dir / "tb"
-    if not tb.is_dir():
-        return {}
-    from tensorboard.backend.event_processing import event_accumulator as ea
+    from lossbench.logger import read_scalars  # imports torch: only when there are plots to draw
 
-    acc = ea.EventAccumulator(str(tb), size_guidance={ea.SCALARS: 0, ea.TENSORS: 1, ea.HISTOGRAMS: 1,
-                                                      ea.COMPRESSED_HISTOGRAMS: 1, ea.IMAGES: 1, ea.AUDIO: 1})
-    acc.Reload()
-    tags = set(acc.Tags().get("scalars", []))
-    return {t: {e.step: e.value for e in acc.Scalars(t)} for t in NUMERICS if t in tags}
+    return read_scalars(run.dir, NUMERICS)
 
 
 # --- entry point -----------------------------------------------------------------------------------------

@@ -44,8 +44,9 @@ class Interrupted(BaseException):
         return f"lossbench: interrupted by {signal.Signals(self.signum).name} {when}"
 
 
-def install_cli_handlers(multirun: bool) -> None:
-    """The handlers of `python -m lossbench`, installed before anything heavy is imported (see the docstring)."""
+def install_cli_handlers(multirun: bool, signals: tuple[signal.Signals, ...] | None = None) -> None:
+    """The handlers of `python -m lossbench`, installed before anything heavy is imported (see the docstring);
+    signals: those to take (default: stop_signals())."""
 
     def handle(signum, frame) -> None:
         global _pending
@@ -58,7 +59,7 @@ def install_cli_handlers(multirun: bool) -> None:
             raise Interrupted(signum)
 
     if threading.current_thread() is threading.main_thread():
-        for s in stop_signals():
+        for s in signals or stop_signals():
             signal.signal(s, handle)
 
 

@@ -100,9 +100,10 @@ class Batches:
         if self.perms is None:
             self.perms = torch.stack([m.perm for m in self.members])
         idx = self.perms[:, i * bs : (i + 1) * bs]
-        if self.shared:
-            return self.x[idx], self.t[idx]
-        return self.x[self.dmap, idx], self.t[self.dmap, idx]
+        if not self.shared:  # rows of the (M * N, ...) concatenation of the datasets
+            idx = idx + self.dmap * self.x.shape[1]
+            return self.x.flatten(0, 1)[idx], self.t.flatten(0, 1)[idx]
+        return self.x[idx], self.t[idx]
 
     def val(self, rows: torch.Tensor, start: int, size: int) -> torch.Tensor:
         """Validation inputs [start, start + size) of the members at `rows` of this stack: (K', b, ...)."""
@@ -110,6 +111,37 @@ class Batches:
             chunk = self.x_val[start : start + size]
             return chunk.unsqueeze(0).expand(len(rows), *chunk.shape)
         return self.x_val[self.dmap[rows, 0], start : start + size]
+
+
+def sequential_forward(model: torch.nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The forward of lossbench's models (nn.Sequential of Flatten, Linear, ReLU, Conv2d, MaxPool2d) over K
+    members at once: Linear as one batched matmul (baddbmm), Conv2d as a grouped convolution, the rest on the
+    flattened (K*B) batch. About twice as fast as vmap(functional_call) for the small MLPs studies stack."""
+    k, b = x.shape[:2]
+    for name, layer in model.named_children():
+        if isinstance(layer, torch.nn.Linear):
+            w, bias = params[f"{name}.weight"], params.get(f"{name}.bias")
+            x = torch.bmm(x, w.transpose(1, 2)) if bias is None else torch.baddbmm(bias.unsqueeze(1), x, w.transpose(1, 2))
+        elif isinstance(layer, torch.nn.Flatten):
+            x = x.flatten(2)
+        elif isinstance(layer, torch.nn.Conv2d):  # members as groups: (B, K*C, H, W) * (K*O, C, kh, kw)
+            w, bias = params[f"{name}.weight"], params.get(f"{name}.bias")
+            y = torch.nn.functional.conv2d(x.transpose(0, 1).flatten(1, 2), w.flatten(0, 1),
+                                           None if bias is None else bias.flatten(), layer.stride, layer.padding,
+                                           layer.dilation, groups=k)
+            x = y.unflatten(1, (k, -1)).transpose(0, 1)
+        else:  # parameter-free (ReLU, MaxPool2d): the same on the (K*B, ...) batch
+            x = layer(x.flatten(0, 1)).unflatten(0, (k, b))
+    return x
+
+
+def stackable_model(model: torch.nn.Module) -> bool:
+    """Whether sequential_forward computes this model (else vmap(functional_call) does)."""
+    layers = list(model.children())
+    return isinstance(model, torch.nn.Sequential) and all(
+        isinstance(m, (torch.nn.Linear, torch.nn.ReLU, torch.nn.MaxPool2d)) or
+        (isinstance(m, torch.nn.Flatten) and m.start_dim == 1 and m.end_dim == -1) or
+        (isinstance(m, torch.nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros") for m in layers)
 
 
 class Alone:
@@ -155,6 +187,22 @@ class Alone:
 
     def sync(self) -> None:
         """Nothing to write back: the member's own objects are the ones trained."""
+
+
+def _call_with(module: torch.nn.Module, buffers: dict[str, torch.Tensor], *args) -> torch.Tensor:
+    """module(*args) with its buffers replaced by the given tensors for the call (what functional_call does, without
+    its generality: a loss is called every step)."""
+    saved = []
+    for name, tensor in buffers.items():
+        owner, _, attr = name.rpartition(".")
+        mod = module.get_submodule(owner) if owner else module
+        saved.append((mod, attr, mod._buffers[attr]))
+        mod._buffers[attr] = tensor
+    try:
+        return module(*args)
+    finally:
+        for mod, attr, old in saved:
+            mod._buffers[attr] = old
 
 
 def _signature(obj: torch.nn.Module) -> str:
@@ -213,7 +261,7 @@ class LossGroups:
             buffers = g["buffers"] if sel == g["rows"] else \
                 {n: b[[g["rows"].index(r) for r in sel]] for n, b in g["buffers"].items()}
             try:
-                return vmap(lambda b, zz, tt: functional_call(template, b, (zz, tt)))(buffers, z, t)
+                return vmap(lambda b, zz, tt: _call_with(template, b, zz, tt))(buffers, z, t)
             except RuntimeError:  # a loss with an op vmap cannot batch: one call per member from now on
                 g["vmap"] = False
         return torch.stack([self.objectives[r](z[i], t[i]) for i, r in enumerate(sel)])
@@ -341,7 +389,10 @@ class Stacked:
         self.optimizer = StackedOptimizer(members, list(self.params.values()))
         self.losses = LossGroups([m.objective for m in members])
         self.monitor = Monitor.concat([m.monitor for m in members])
-        fn = vmap(lambda params, x: functional_call(self.template, params, (x,)))
+        if stackable_model(self.template):
+            fn = lambda params, x: sequential_forward(self.template, params, x)  # noqa: E731
+        else:
+            fn = vmap(lambda params, x: functional_call(self.template, params, (x,)))
         self.vmapped = torch.compile(fn) if self.compile_model else fn
 
     def begin_step(self, step: int) -> None:

@@ -1,8 +1,11 @@
-"""Hydra callbacks for sweeps: every job's outcome is printed and listed at the end of the sweep."""
+"""Sweeps: job directory names, a sweep's job directories and axes, and the Hydra callback that prints every
+job's outcome and lists them all at the end of the sweep."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -13,11 +16,43 @@ from omegaconf import DictConfig, OmegaConf
 
 from lossbench.store import SUMMARY, read_json, write_json
 
+# Overrides that say where or how a job runs, not what it trains: left out of job directory names
+# (configs/hydra/default.yaml lists the same keys under override_dirname.exclude_keys) and of HPARAMS, so that
+# a rerun with trainer.skip_completed=true finds the same directories.
+BOOKKEEPING = ("trainer.resume", "trainer.skip_completed", "trainer.threads", "trainer.device", "trainer.sync_debug",
+               "trainer.eval_batch_size", "data.root", "data.download", "logger.enabled", "logger.flush_secs")
+MAX_NAME = 120  # characters of a job directory name; longer ones are cut and end with a hash of the whole
+
+
+def job_dir_name(num: int, overrides: list[str], sweep_dir: str | None = None, params: dict | None = None) -> str:
+    """`<job number>_<overrides>` (hydra.sweep.subdir), e.g. `3_loss=bce,seed=1`: the job number first keeps
+    `ls` and TensorBoard in job order, the overrides say what the job is. Only the overrides of the keys that
+    the sweep varies (sweep_axes: the sweep overrides recorded in <sweep_dir>/multirun.yaml, and the sweeper's
+    `params`) are named: the sweep's constant ones are the same for every job and would push the varied ones
+    out of sight. Without a record of the sweep, all of them, as Hydra's hydra.job.override_dirname (key=value
+    sorted, joined with ","); BOOKKEEPING keys never. Characters that are unsafe in a path ("/" in
+    `objective_metric=val/ap`, spaces, quotes) become "_"; a long name is cut, and a hash of the whole keeps it
+    unique and the same on every rerun."""
+    multirun = Path(sweep_dir) / "multirun.yaml" if sweep_dir else None
+    given = OmegaConf.select(OmegaConf.load(multirun), "hydra.overrides.task", default=[]) \
+        if multirun and multirun.exists() else []
+    varied = sweep_axes(given, params) if given or params else None
+    lines = sorted(o.input_line for o in _parsed(overrides) if varied is None or o.key_or_group in varied)
+    name = re.sub(r"[^\w.,=+\-\[\]]", "_", ",".join(lines), flags=re.ASCII)
+    if len(name) > MAX_NAME:
+        name = f"{name[:MAX_NAME - 9]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return f"{num}_{name}" if name else str(num)
+
+
+def job_number(job_dir: Path) -> int | None:
+    head = job_dir.name.split("_", 1)[0]
+    return int(head) if head.isdigit() else None
+
 
 def job_dirs(root: Path) -> list[Path]:
     """A sweep's job directories (those Hydra created, with their .hydra record), in job-number order."""
     dirs = {p.parent for p in root.glob(f"*/{SUMMARY}")} | {p.parent for p in root.glob("*/.hydra")}
-    return sorted(dirs, key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name))
+    return sorted(dirs, key=lambda d: (job_number(d) is None, job_number(d) or 0, d.name))
 
 
 def job_overrides(job_dir: Path) -> list[str]:
@@ -25,10 +60,43 @@ def job_overrides(job_dir: Path) -> list[str]:
     return [str(o) for o in OmegaConf.load(path)] if path.exists() else []
 
 
+def _parsed(overrides: list[str]) -> list:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return [o for o in OverridesParser.create().parse_overrides([str(o) for o in overrides])
+            if o.key_or_group not in BOOKKEEPING and not o.is_delete()]
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """(key, value) of each override that says what a job trains: `+regime=scale50` -> ("regime", "scale50")."""
+    return [(o.key_or_group, o.value()) for o in _parsed(overrides) if not o.is_sweep_override()]
+
+
+def sweep_axes(given: list[str], params: dict | None) -> list[str]:
+    """The keys a sweep varies: its sweep overrides (`loss=bce,ce`, `seed=range(3)`) among the overrides given on
+    its command line, and the keys of its sweeper's params (hydra.sweeper.params: a preset's axes, Optuna's
+    search space)."""
+    lines = [*map(str, given), *(f"{k}={v}" for k, v in (params or {}).items())]
+    return list(dict.fromkeys(o.key_or_group for o in _parsed(lines) if o.is_sweep_override()))
+
+
+def varied_keys(job_dir: Path) -> list[str] | None:
+    """The keys the sweep of this job varies, from the job's records: the multirun.yaml that Hydra's sweeper
+    writes into the sweep directory (the command's overrides) and the job's .hydra/hydra.yaml (the sweeper's
+    params). None for a single run."""
+    multirun, hydra_yaml = Path(job_dir).parent / "multirun.yaml", Path(job_dir) / ".hydra" / "hydra.yaml"
+    given = OmegaConf.select(OmegaConf.load(multirun), "hydra.overrides.task", default=[]) if multirun.exists() else []
+    params = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.sweeper.params") if hydra_yaml.exists() else None
+    if not multirun.exists() and not params:
+        return None
+    return sweep_axes(given, OmegaConf.to_container(params) if params else None)
+
+
 class SweepStatusCallback(Callback):
     """Prints each job's status and writes <sweep dir>/sweep_status.json when the sweep ends.
 
-    A job that left no summary.json (killed by the scheduler, say) is listed as "missing", never dropped.
+    A job that left no summary.json is listed as "not started" (its directory has Hydra's record only: a sweep
+    interrupted before it) or "missing" (killed by the scheduler, say), never dropped.
     """
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
@@ -40,14 +108,27 @@ class SweepStatusCallback(Callback):
         print(f"lossbench sweep: job {config.hydra.job.num} {status} "
               f"{' '.join(config.hydra.overrides.task)} -> {out}")
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global current
+        current = Path(config.hydra.sweep.dir)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        root = Path(config.hydra.sweep.dir)
-        jobs = []
-        for d in job_dirs(root):
-            s = read_json(d / SUMMARY) or {}
-            jobs.append({"dir": str(d), "overrides": job_overrides(d), "status": s.get("status", "missing"),
-                         "steps": s.get("steps"), "error": s.get("error")})
-        write_json(root / "sweep_status.json", {"jobs": jobs})
-        counts = Counter(j["status"] for j in jobs)
-        print(f"lossbench sweep: {len(jobs)} jobs in {root}: {json.dumps(dict(counts))}. "
-              f"Compare them with: python -m lossbench.report {root}")
+        write_status(Path(config.hydra.sweep.dir))
+
+
+current: Path | None = None  # the sweep this process runs (set when it starts)
+
+
+def write_status(root: Path) -> None:
+    """<sweep dir>/sweep_status.json: every job's status, job-number order; printed as counts."""
+    jobs = []
+    for d in job_dirs(root):
+        s = read_json(d / SUMMARY)
+        s = s if isinstance(s, dict) else {}
+        status = s.get("status") or ("not started" if (d / ".hydra").is_dir() else "missing")
+        jobs.append({"dir": str(d), "overrides": job_overrides(d), "status": status, "steps": s.get("steps"),
+                     "error": s.get("error")})
+    write_json(root / "sweep_status.json", {"jobs": jobs})
+    counts = Counter(j["status"] for j in jobs)
+    print(f"lossbench sweep: {len(jobs)} jobs in {root}: {json.dumps(dict(counts))}. "
+          f"Compare them with: python -m lossbench.report {root}")

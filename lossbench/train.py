@@ -273,9 +273,10 @@ def evaluate(stack: Alone | Stacked, batches: Batches, rows: list[int], step: in
     for m in members:
         m.model.eval()
     idx = torch.tensor(rows, device=rt.device)
+    chunk = max(128, rt.eval_batch_size // len(rows))  # per member: a stack's activations stay as large as one run's
     with torch.no_grad(), rt.amp():
-        z_val = torch.cat([stack.predict(rows, batches.val(idx, i, rt.eval_batch_size)).float()
-                           for i in range(0, len(members[0].ds.x_val), rt.eval_batch_size)], dim=1)
+        z_val = torch.cat([stack.predict(rows, batches.val(idx, i, chunk)).float()
+                           for i in range(0, len(members[0].ds.x_val), chunk)], dim=1)
     for m in members:
         m.model.train()
     with torch.no_grad():

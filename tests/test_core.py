@@ -179,9 +179,9 @@ def test_summary_and_tensorboard_contents(tmp_path):
     assert on_disk["final"]["val/auc"] == pytest.approx(s["final"]["val/auc"])
     assert set(on_disk["convergence"]) == {"target_metric", "target_value", "steps_to_target"}
 
-    ea = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0}).Reload()
+    ea = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0}).Reload()  # events in the run dir
     tags = ea.Tags()["scalars"]
-    for tag in ("train/loss", "val/auc", "val/nll", "val/ece", "numerics/saturated_frac", "perf/samples_per_sec"):
+    for tag in ("train/loss", "val/auc", "val/nll", "val/ece", "watch/saturated_frac", "watch/samples_per_sec"):
         assert tag in tags, tag
     assert [e.step for e in ea.Scalars("val/auc")][:2] == [50, 100]
     assert ea.Scalars("val/auc")[-1].value == pytest.approx(on_disk["final"]["val/auc"], rel=1e-5)

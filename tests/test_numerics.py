@@ -7,10 +7,9 @@ import json
 import pytest
 import torch
 from omegaconf import OmegaConf
-from torch.utils.tensorboard import SummaryWriter
 
 from lossbench import ConfigError, losses
-from lossbench.numerics import log_histograms
+from lossbench.logger import Logger, tb_tag
 from lossbench.train import check_precision
 from tests.conftest import cli, run_cfg
 
@@ -74,7 +73,7 @@ def test_exploding_lr_is_recorded_as_diverged_with_exit_code_0(tmp_path):
     first = s["numerics"]["first_nonfinite_step"]
     assert first is not None and first < s["steps"] <= first + 10  # stopped at the next log point
     assert s["numerics"]["nonfinite_loss"] + s["numerics"]["nonfinite_grad"] > 0
-    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))  # logs flushed
+    assert list(tmp_path.glob("events.out.tfevents.*"))  # logs flushed
 
 
 @pytest.mark.parametrize("mode", ["skip", "continue"])
@@ -114,13 +113,13 @@ def test_clamp_and_gap_on_a_hand_built_batch():
 
 
 def test_histograms_survive_all_nan_tensors(tmp_path):
-    w = SummaryWriter(str(tmp_path))
+    log = Logger(tmp_path)
     nan = torch.full((8, 1), float("nan"))
-    log_histograms(w, 1, nan, nan)  # must not raise "empty histogram"
-    log_histograms(w, 2, torch.tensor([[1.0], [float("inf")]]), torch.tensor([[0.5], [1.0]]))
-    w.close()
+    log.histograms(1, nan, nan)  # must not raise "empty histogram"
+    log.histograms(2, torch.tensor([[1.0], [float("inf")]]), torch.tensor([[0.5], [1.0]]))
+    log.close()
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     ea = EventAccumulator(str(tmp_path)).Reload()
-    assert [e.value for e in ea.Scalars("numerics/logits_nonfinite")] == [8.0, 1.0]
-    assert [e.step for e in ea.Histograms("hist/logits")] == [2]
+    assert [e.value for e in ea.Scalars(tb_tag("numerics/logits_nonfinite"))] == [8.0, 1.0]
+    assert [e.step for e in ea.Histograms(tb_tag("hist/logits"))] == [2]

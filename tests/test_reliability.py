@@ -15,6 +15,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lossbench import ConfigError, store
+from lossbench.logger import EVENTS, event_dir, has_events
 from lossbench.numerics import Monitor
 from tests.conftest import ROOT, cli, run_cfg
 
@@ -30,8 +31,8 @@ def same_results(a: dict, b: dict) -> None:
         assert a[key] == b[key], key  # bitwise: floats compared with ==
 
 
-def scalars(run_dir: Path, skip=("perf/",)) -> dict[str, list[tuple[int, float]]]:
-    ea = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+def scalars(run_dir: Path, skip=("watch/samples_per_sec",)) -> dict[str, list[tuple[int, float]]]:
+    ea = EventAccumulator(str(event_dir(run_dir)), size_guidance={"scalars": 0})
     ea.Reload()
     return {t: [(e.step, e.value) for e in ea.Scalars(t)] for t in ea.Tags()["scalars"] if not t.startswith(skip)}
 
@@ -69,7 +70,7 @@ def wait_until_training(proc: subprocess.Popen, run_dir: Path, after_step: int =
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
-        if (store.read_json(run_dir / store.SUMMARY) or {}).get("status") == "running" and (run_dir / "tb").exists():
+        if (store.read_json(run_dir / store.SUMMARY) or {}).get("status") == "running" and has_events(run_dir):
             if len([s for s, _ in scalars(run_dir).get("train/loss", []) if s > after_step]) >= 2:
                 return
         time.sleep(0.2)
@@ -265,22 +266,24 @@ def test_interrupted_sweep_rerun_only_trains_the_unfinished_job(tmp_path):
     Ctrl-C, so that the test need not wait for a long job)."""
     sweep = tmp_path / "sweep"
     args = ["-m", "trainer.max_steps=60,1000000", *SMALL]
+    # Job directories: number, then the swept key; the rerun (trainer.skip_completed=true) finds the same ones.
+    jobs = ["0_trainer.max_steps=60", "1_trainer.max_steps=1000000"]
 
     def interrupt_sweep(sig: int, *extra: str, after_step: int = 0) -> tuple[list[dict], str]:
         proc = start(sweep, *args, *extra)
-        wait_until_training(proc, sweep / "1", after_step)
+        wait_until_training(proc, sweep / jobs[1], after_step)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 128 + sig, err  # 143 for SIGTERM, 130 for SIGINT
         assert "Traceback" not in err
-        return [store.read_json(sweep / str(i) / store.SUMMARY) for i in (0, 1)], out
+        return [store.read_json(sweep / job / store.SUMMARY) for job in jobs], out
 
     first, _ = interrupt_sweep(signal.SIGTERM)
     assert [s["status"] for s in first] == ["completed", "interrupted"]
-    tb0 = sorted((sweep / "0" / "tb").iterdir())
+    events0 = sorted((sweep / jobs[0]).glob(EVENTS))
     again, out = interrupt_sweep(signal.SIGINT, "trainer.skip_completed=true", after_step=first[1]["steps"])
-    assert f"{sweep / '0'} already holds a completed run; skipped" in out
-    assert f"resuming {sweep / '1'} from step {first[1]['steps']}" in out
-    assert again[0] == first[0] and sorted((sweep / "0" / "tb").iterdir()) == tb0  # job 0 untouched
+    assert f"{sweep / jobs[0]} already holds a completed run; skipped" in out
+    assert f"resuming {sweep / jobs[1]} from step {first[1]['steps']}" in out
+    assert again[0] == first[0] and sorted((sweep / jobs[0]).glob(EVENTS)) == events0  # job 0 untouched
     assert again[1]["status"] == "interrupted" and again[1]["steps"] > first[1]["steps"]
     assert again[1]["history"][: len(first[1]["history"])] == first[1]["history"]

@@ -1,4 +1,4 @@
-"""lossbench.report on real (tiny, in-process) runs, and the TensorBoard dashboards read back from the events."""
+"""lossbench.report on real (tiny, in-process) runs (the TensorBoard dashboards: tests/test_tensorboard.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from lossbench import report
-from lossbench.data import load
 from lossbench.member import record_failure
 from tests.conftest import make_cfg, run_cfg
 
@@ -118,48 +117,6 @@ def test_grouping_ignores_seeds_and_paths_and_labels_by_what_differs():
     assert all(len(g.runs) == 3 for g in groups)
     single = report.group_runs([run(s, "bce", 1.0, "/d") for s in (0, 1)])
     assert [g.label for g in single] == ["data=synthetic loss=bce"]
-
-
-def test_hparams_custom_scalars_and_pr_curve_read_back_from_the_run_events(tmp_path):
-    from tensorboard.backend.event_processing import event_accumulator as ea
-    from tensorboard.plugins.custom_scalar import layout_pb2
-    from tensorboard.plugins.hparams import plugin_data_pb2
-    from tensorboard.util import tensor_util
-
-    s = run_cfg(tmp_path, "loss=bce_logits", "seed=3", "optim.lr=0.05", *TINY)
-    assert [p.name for p in (tmp_path / "tb").iterdir() if p.is_dir()] == []  # no add_hparams sub-run
-    acc = ea.EventAccumulator(str(tmp_path / "tb"), size_guidance={ea.SCALARS: 0, ea.TENSORS: 0})
-    acc.Reload()
-
-    content = acc.PluginTagToContent("hparams")
-    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
-    hp = {k: v.string_value or v.number_value for k, v in start.hparams.items()}
-    assert hp["loss.name"] == "bce_logits" and hp["seed"] == 3 and hp["optim.lr"] == pytest.approx(0.05)
-    assert hp["status"] == "completed" and hp["head"] == "sigmoid"
-    exp = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    metric_tags = {m.name.tag for m in exp.metric_infos}
-    assert {"val/auc", "val/nll", "val/ap", "hparam/diverged", "hparam/steps_to_target"} <= metric_tags
-    # Each metric's last event is its final value at the last step (none written back at step 0).
-    for tag in ("val/auc", "hparam/diverged"):
-        last = acc.Scalars(tag)[-1]
-        assert last.step == s["steps"] == 30
-    assert acc.Scalars("val/auc")[-1].value == pytest.approx(s["final"]["val/auc"], rel=1e-6)
-    assert [e.step for e in acc.Scalars("val/auc")] == [15, 30]
-    assert acc.Scalars("hparam/diverged")[-1].value == 0.0
-
-    layout = layout_pb2.Layout.FromString(tensor_util.make_ndarray(acc.Tensors("custom_scalars__config__")[0].tensor_proto).item())
-    assert [c.title for c in layout.category] == ["train", "val", "numerics"]
-    charts = {ch.title: list(ch.multiline.tag) for c in layout.category for ch in c.chart}
-    assert charts["ranking"] == ["val/auc", "val/ap"]
-
-    pr = acc.Tensors("val/pr_curve")
-    assert [e.step for e in pr] == [30]
-    values = tensor_util.make_ndarray(pr[0].tensor_proto)  # rows: TP, FP, TN, FN, precision, recall
-    assert values.shape[0] == 6
-    y_val = load(make_cfg("loss=bce_logits", "seed=3", *TINY).data).y_val
-    # At threshold 0 every sample is predicted positive: TP = positives, FP = negatives, TN = FN = 0.
-    assert values[0, 0] == int(y_val.sum()) and values[1, 0] == len(y_val) - int(y_val.sum())
-    assert values[2, 0] == 0 and values[3, 0] == 0
 
 
 def test_diverged_runs_are_counted_and_their_numerics_totalled(tmp_path, capsys):

@@ -10,7 +10,8 @@ import pytest
 
 from lossbench import store, train
 from lossbench.numerics import Monitor
-from tests.conftest import cli, make_cfg
+from lossbench.sweep import job_dirs
+from tests.conftest import cli, make_cfg, needs_mnist
 
 SMALL = ["trainer.threads=1", "model.hidden=[16]", "data.n_train=400", "data.n_val=200", "trainer.max_steps=60",
          "trainer.eval_every=20", "trainer.log_every=10", "numerics.every=5", "logger.flush_secs=1"]
@@ -122,9 +123,11 @@ def test_the_stacked_launcher_from_the_command_line(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     status = json.loads((sweep / "sweep_status.json").read_text())
     assert [j["status"] for j in status["jobs"]] == ["completed"] * 6
-    summaries = [store.read_json(sweep / str(i) / store.SUMMARY) for i in range(6)]
-    assert {s["stack"]["size"] for s in summaries} == {6}
-    assert all((sweep / str(i) / ".hydra" / "config.yaml").exists() for i in range(6))
+    dirs = job_dirs(sweep)  # <job number>_<swept overrides>, in job order
+    assert [d.name for d in dirs][:2] == ["0_loss=bce,seed=0", "1_loss=bce,seed=1"]
+    summaries = [store.read_json(d / store.SUMMARY) for d in dirs]
+    assert len(summaries) == 6 and {s["stack"]["size"] for s in summaries} == {6}
+    assert all((d / ".hydra" / "config.yaml").exists() for d in dirs)
     assert r.stdout.count("lossbench: completed 60 steps") == 6
     rep = cli("-m", "lossbench.report", str(sweep))
     assert rep.returncode == 0, rep.stderr
@@ -137,7 +140,25 @@ def test_stacked_launcher_with_submitit_local_sends_each_stack_as_one_job(tmp_pa
             "model.hidden=[16],[8]", *[o for o in SMALL if not o.startswith("model.hidden")],
             f"hydra.sweep.dir={sweep}", timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    summaries = [store.read_json(sweep / str(i) / store.SUMMARY) for i in range(4)]
+    summaries = [store.read_json(d / store.SUMMARY) for d in job_dirs(sweep)]
     assert [s["status"] for s in summaries] == ["completed"] * 4
     assert [s["stack"]["size"] for s in summaries] == [2] * 4
     assert len(list((sweep / ".submitit").glob("*_result.pkl"))) == 2  # two stacks, two submitit jobs
+
+
+@needs_mnist
+def test_a_stack_of_cnns_on_mnist_equals_the_runs_alone(tmp_path):
+    """The grouped convolution of a stack of CNNs, and data shared by its members (MNIST, held once)."""
+    common = ["data=mnist", "model=cnn", "model.channels=[4,8]", "model.hidden=16", "loss=ce", "data.n_train=512",
+              "data.n_val=256", "trainer.max_steps=30", "trainer.eval_every=15", "trainer.log_every=15",
+              "trainer.threads=1", "seed=0"]
+    grid = [[], ["optim.lr=0.05"], ["loss.label_smoothing=0.1"]]
+
+    def cnn_jobs(root):
+        return [(make_cfg(*common, *ov), root / str(i)) for i, ov in enumerate(grid)]
+
+    alone = train.run_jobs(cnn_jobs(tmp_path / "alone"), stacked=False)
+    stacked = train.run_jobs(cnn_jobs(tmp_path / "stacked"))
+    assert {s["stack"]["size"] for s in stacked} == {3}
+    for a, b in zip(alone, stacked, strict=True):
+        close(a, b)

@@ -41,6 +41,8 @@ def test_basic_multirun_records_every_job_even_a_failed_one(tmp_path):
     assert sorted(s["config"]["data"]["seed"] for s in by_pw[-1]) == [0, 1]
     assert all(s["threads"] == (os.cpu_count() or 1) for s in by_pw[2])  # basic launcher: one job at a time
 
+    assert sorted(runs) == ["0_loss.pos_weight=2,seed=0", "1_loss.pos_weight=2,seed=1",
+                            "2_loss.pos_weight=-1,seed=0", "3_loss.pos_weight=-1,seed=1"]  # only the swept keys
     status = json.loads((sweep / "sweep_status.json").read_text())
     assert [j["status"] for j in status["jobs"]] == ["completed", "completed", "failed", "failed"]  # job order
     assert all(any(o.startswith("loss.pos_weight=") for o in j["overrides"]) for j in status["jobs"])
@@ -55,7 +57,7 @@ def test_joblib_jobs_run_in_parallel_in_the_launchers_sweep_dir(tmp_path):
     dirs = list(tmp_path.glob("sweep_*"))
     assert len(dirs) == 1, dirs
     runs = summaries(dirs[0])
-    assert sorted(runs) == ["0", "1"]
+    assert sorted(runs) == ["0_seed=0", "1_seed=1"]  # job number, then the swept key
     assert {s["status"] for s in runs.values()} == {"completed"}
     assert sorted(s["config"]["seed"] for s in runs.values()) == [0, 1]
     cores = os.cpu_count() or 1
