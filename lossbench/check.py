@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -315,10 +316,103 @@ def unverified_example(dt: torch.dtype, name: str) -> list[Row]:
                 "does not invent inputs to match a quoted number", checked=False)]
 
 
+# --- soft targets and distillation ---------------------------------------------------------------------------
+def soft_batch(dt: torch.dtype, n: int = 256, c: int = 5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Student logits s (N, C), teacher logits v (N, C) and the teacher's probabilities softmax(v), in dt."""
+    g = torch.Generator().manual_seed(2)
+    s = torch.randn(n, c, generator=g, dtype=torch.float64) * 3
+    v = torch.randn(n, c, generator=g, dtype=torch.float64) * 3
+    return s.to(dt), v.to(dt), torch.softmax(v, dim=1).to(dt)
+
+
+def soft_targets(dt: torch.dtype, name: str) -> list[Row]:
+    """CrossEntropyLoss with class-probability targets: one-hot probabilities give the class-index loss, except
+    under class weights with 'mean' (probability targets divide by N, class indices by the weights' sum)."""
+    z, y, w = batch(dt)
+    y = y.clamp(min=0)
+    onehot = F.one_hot(y, z.shape[1]).to(dt)
+    rows = []
+    for red in ("mean", "sum", "none"):  # the two paths sum in different orders: a few roundings in dt
+        rows.append(Row(f"CE(one-hot probabilities) = CE(class indices) ({red})", name,
+                        mixed(F.cross_entropy(z, onehot, reduction=red), F.cross_entropy(z, y, reduction=red)),
+                        4 * eps(dt)))
+    rows.append(Row("CE(one-hot probabilities, label_smoothing=0.1) = CE(class indices, label_smoothing=0.1)", name,
+                    mixed(F.cross_entropy(z, onehot, label_smoothing=0.1), F.cross_entropy(z, y, label_smoothing=0.1)),
+                    8 * eps(dt)))
+    soft_w = F.cross_entropy(z, onehot, weight=w)
+    hard_w = F.cross_entropy(z, y, weight=w)
+    per = F.cross_entropy(z, y, weight=w, reduction="none").double()
+    rows += [
+        Row("CE(one-hot probabilities, weight) mean = sum w_y l / N", name, mixed(soft_w, per.sum() / len(y)),
+            8 * eps(dt)),
+        Row("CE(one-hot probabilities, weight) vs CE(class indices, weight) (mean)", name, mixed(soft_w, hard_w), None,
+            f"probabilities divide by N: {float(soft_w):.4f}; indices by sum w_y: {float(hard_w):.4f}"),
+    ]
+    return rows
+
+
+def soft_ce_log_loss(dt: torch.dtype, name: str) -> list[Row]:
+    """Soft-target CE = scikit-learn's log_loss on the same probabilities (float64; sklearn's y_true takes hard
+    labels only, so each sample enters once per class c with sample_weight t_c: sum_c t_c (-log p_c))."""
+    if dt != torch.float64:
+        return []
+    _, v, t = soft_batch(dt)
+    g = torch.Generator().manual_seed(3)
+    p = torch.softmax(torch.randn(v.shape, generator=g, dtype=torch.float64) * 2, dim=1)
+    n, c = p.shape
+    got = F.cross_entropy(p.log(), t)  # logits log p: log_softmax(log p) = log p
+    want = log_loss(np.repeat(np.arange(c)[None], n, axis=0).ravel(), np.repeat(p.numpy(), c, axis=0),
+                    sample_weight=t.numpy().ravel(), labels=list(range(c)))
+    return [Row("CE(log p, soft target t) = sklearn log_loss(p; each class weighted by t_c)", name,
+                mixed(got, torch.tensor(want, dtype=torch.float64)), 16 * eps(dt))]
+
+
+def kl_divergence(dt: torch.dtype, name: str) -> list[Row]:
+    """KLDivLoss as distillation uses it, and the pitfalls of the tutorials (lossbench's kd_mean, kd_prob)."""
+    s, v, t = soft_batch(dt)
+    n, c = s.shape
+    log_q = F.log_softmax(s, dim=1)
+    kl = F.kl_div(log_q, t, reduction="batchmean")
+    ce_minus_h = F.cross_entropy(s, t).double() - (-torch.xlogy(t, t).sum(dim=1).mean()).double()
+    with warnings.catch_warnings():  # PyTorch warns that 'mean' is not the KL: that is the point of these rows
+        warnings.simplefilter("ignore", UserWarning)
+        mean = F.kl_div(log_q, t, reduction="mean")
+    rows = [
+        # CE and H: C terms each, summed in dt; the KL is their difference
+        Row("KLDivLoss(batchmean)(log_softmax(s), p) = CE(s, p) - H(p)", name, mixed(kl, ce_minus_h), 8 * eps(dt)),
+        Row("KLDivLoss(log_target=True) = KLDivLoss(probability target)", name,
+            mixed(F.kl_div(log_q, F.log_softmax(v, dim=1), log_target=True, reduction="batchmean"), kl), 8 * eps(dt)),
+        Row("KLDivLoss(mean) = KLDivLoss(batchmean) / C", name, mixed(mean, kl.double() / c), 8 * eps(dt)),
+    ]
+    if dt != torch.float64:
+        return rows
+    probs = F.kl_div(torch.softmax(s, dim=1), t, reduction="batchmean")
+    rows += [
+        Row("KLDivLoss(mean) vs the KL (batchmean): kd_mean", name, mixed(mean, kl), None,
+            f"'mean' divides by N*C: {float(mean):.4f} for a KL of {float(kl):.4f} (C = {c})"),
+        Row("KLDivLoss(probabilities as input) vs the KL: kd_prob", name, mixed(probs, kl), None,
+            f"{float(probs):.4f} for a KL of {float(kl):.4f}; at student = teacher it gives "
+            f"{float(F.kl_div(t, t, reduction='batchmean')):.4f}, not 0"),
+    ]
+    # Hinton et al. (2015), eq. 3: with zero-mean logits, T^2 * dKL/dz_s -> (z_s - v) / C as T grows
+    sc, vc = s - s.mean(dim=1, keepdim=True), v - v.mean(dim=1, keepdim=True)
+    want = (sc - vc) / c / n  # per batchmean loss
+    devs = {}
+    for temp in (1.0, 4.0, 20.0, 100.0):
+        x = sc.clone().requires_grad_(True)
+        loss = temp**2 * F.kl_div(F.log_softmax(x / temp, dim=1), torch.softmax(vc / temp, dim=1), reduction="batchmean")
+        (grad,) = torch.autograd.grad(loss, x)
+        devs[temp] = float((grad - want).norm() / want.norm())
+    rows.append(Row("T^2 * grad KL(T) -> (z_s - v)/C as T grows (Hinton eq. 3), T = 100", name, devs[100.0], None,
+                    "relative deviation " + ", ".join(f"T={t:g}: {d:.3g}" for t, d in devs.items())
+                    + "; without T^2 the gradient is T^2 times smaller", part=0.05))
+    return rows
+
+
 CHECKS = (
     ce_is_logsoftmax_nll, sigmoid_is_softmax, bce_logits_is_ce, bce_logits_is_exact, bce_sigmoid_benign,
     bce_sigmoid_parting, sklearn_log_loss, label_smoothing, weighted_means, worked_numbers, tutorial_clipped_bce,
-    ce_extra_dims, unverified_example,
+    ce_extra_dims, unverified_example, soft_targets, soft_ce_log_loss, kl_divergence,
 )
 
 

@@ -22,10 +22,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lossbench import ConfigError, schema
 
-LOSSES = ("bce", "bce_logits", "ce", "nll", "bce_manual", "nll_manual")
+KD_LOSSES = ("kd", "kd_mean", "kd_prob", "kd_no_t2")  # distillation and its bad examples
 # Losses for imbalanced data (focal, LDAM, logit adjustment, balanced softmax, poly-1) and a third hand-written BCE.
 IMBALANCE_LOSSES = ("focal", "ldam", "logit_adjusted", "balanced_softmax", "poly1", "bce_clipped")
-LOSSES += IMBALANCE_LOSSES
+LOSSES = ("bce", "bce_logits", "ce", "nll", "bce_manual", "nll_manual", "asl", *KD_LOSSES, *IMBALANCE_LOSSES)
 HEADS = ("sigmoid", "softmax")
 NATURAL_HEAD = {
     "bce": "sigmoid",
@@ -34,6 +34,8 @@ NATURAL_HEAD = {
     "ce": "softmax",
     "nll": "softmax",
     "nll_manual": "softmax",
+    "asl": "sigmoid",
+    **dict.fromkeys(KD_LOSSES, "softmax"),
     "focal": "sigmoid",  # torchvision's sigmoid_focal_loss, the paper's form; head=softmax for (1 - p_y)^gamma CE
     "ldam": "softmax",
     "logit_adjusted": "softmax",
@@ -50,6 +52,8 @@ VALID_PAIRS = {
     ("softmax", "nll"),
     ("softmax", "nll_manual"),
     ("softmax", "bce"),  # BCE on softmax probabilities against one-hot targets
+    ("sigmoid", "asl"),
+    *(("softmax", kd) for kd in KD_LOSSES),
     ("sigmoid", "focal"),
     ("softmax", "focal"),
     ("softmax", "ldam"),
@@ -69,6 +73,10 @@ WHY_INVALID = {
     ("softmax", "bce_logits"): "BCEWithLogitsLoss applies its own sigmoid to each output, i.e. it defines a "
     "sigmoid head; use head=sigmoid (or loss=bce for BCE on softmax probabilities)",
     ("softmax", "bce_manual"): "bce_manual is the hand-written sigmoid + BCE example; use head=sigmoid",
+    ("softmax", "asl"): "the asymmetric loss is a per-output sigmoid loss (it focuses each label's sigmoid "
+    "probability); use head=sigmoid",
+    **{("sigmoid", kd): "distillation matches the teacher's and the student's softmax distributions at "
+       "temperature T; use head=softmax" for kd in KD_LOSSES},
     ("sigmoid", "ldam"): "LDAM subtracts a margin from the true class's logit inside a softmax cross-entropy, so the "
     "true class must beat the other classes' logits; a binary sigmoid head has one logit and nothing to beat it "
     "with. Use head=softmax (2 logits for a binary task)",
@@ -77,18 +85,37 @@ WHY_INVALID = {
     ("sigmoid", "balanced_softmax"): "balanced softmax adds log n_c to softmax logits; it is defined for a softmax "
     "head only",
 }
+# On multi-label tasks (data.task=multilabel) only these (head, loss) pairs apply; the rest say why not.
+MULTILABEL_PAIRS = {
+    ("sigmoid", "bce"), ("sigmoid", "bce_logits"), ("sigmoid", "bce_manual"), ("sigmoid", "asl"),
+    ("softmax", "ce"),  # the tutorials' mistake, kept as a comparison: CE against the normalised multi-hot target
+}
+WHY_NOT_MULTILABEL = {
+    ("softmax", "nll"): "NLLLoss takes one class index per sample, and a multi-label sample has several",
+    ("softmax", "nll_manual"): "NLLLoss takes one class index per sample, and a multi-label sample has several",
+    ("softmax", "bce"): "softmax probabilities sum to 1, so two present labels can never both reach p = 1; "
+    "use head=sigmoid (per-label sigmoids) with loss=bce or bce_logits",
+    **{("softmax", kd): "distillation here matches a teacher's softmax distribution over mutually exclusive "
+       "classes; a multi-label teacher has per-label sigmoids" for kd in KD_LOSSES},
+}
 DATASETS = ("synthetic", "imbalanced", "longtail", "mnist")
 MODELS = ("mlp", "linear", "cnn")
 OPTIMS = ("sgd", "adam", "adamw")
 PRECISIONS = ("fp32", "bf16", "fp16")
 ON_NONFINITE = ("stop", "skip", "continue")
 REDUCTIONS = ("mean", "sum")
-TASKS = ("multiclass", "binary")
+TASKS = ("multiclass", "binary", "multilabel")
+TASKS_OF = {"synthetic": ("multiclass", "multilabel"), "imbalanced": ("multiclass", "multilabel"),
+            "longtail": ("multiclass",), "mnist": TASKS}  # binary is data.n_classes=2 for the synthetic sets
+SOFT_LABELS = ("noise_aware", "bayes")
 METRICS = ("loss", "nll", "auc", "ap", "accuracy", "balanced_accuracy", "ece")
-LOWER_IS_BETTER = {"val/loss", "val/nll", "val/ece", "val/posthoc/nll", "val/posthoc/ece"}
+# multi-label runs also have these (metrics.evaluate_multilabel); there accuracy is the subset accuracy
+MULTILABEL_METRICS = ("auc_micro", "f1_micro", "f1_macro", "hamming_loss", "lrap")
+LOWER_IS_BETTER = {"val/loss", "val/nll", "val/ece", "val/hamming_loss", "val/posthoc/nll", "val/posthoc/ece"}
+BOUNDED_METRICS = {"val/auc", "val/ap", "val/accuracy", "val/balanced_accuracy", "val/ece",
+                   *(f"val/{m}" for m in MULTILABEL_METRICS)}  # in [0, 1]
 IMBALANCE_PROFILES = ("exp", "step")
 FOCAL_IMPLS = ("stable", "naive")
-BOUNDED_METRICS = {"val/auc", "val/ap", "val/accuracy", "val/balanced_accuracy", "val/ece"}  # in [0, 1]
 MNIST_LABELS = 10
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 INT64_MAX = 2**63 - 1  # torch keeps integers (seeds, sizes, steps) in 64 bits
@@ -145,12 +172,10 @@ RANGES: dict[str, Range] = {
     "loss.ignore_index": Range(-INT64_MAX - 1, INT64_MAX),
     # the imbalance losses' own keys, and the options of every softmax loss
     "loss.gamma": Range(0),  # focal: 0 = cross-entropy
-    "loss.alpha": Range(-1, 1),  # focal: -1 (off, as torchvision) or [0, 1] (a cross-key rule below)
     "loss.max_m": Range(0),  # ldam: 0 = CE on s z
     "loss.s": POSITIVE,
     "loss.tau": Range(0),  # logit_adjusted: 0 = CE
     "loss.epsilon": Range(-1),  # poly1: the paper's range
-    "loss.eps": Range(0, 0.5, lo_open=True, hi_open=True),  # bce_clipped: p clipped to [eps, 1 - eps]
     "loss.drw_step": NON_NEGATIVE_INT,
     "loss.posthoc_tau": Range(0),
     "optim.lr": POSITIVE,
@@ -168,9 +193,22 @@ RANGES: dict[str, Range] = {
     "numerics.every": COUNT,
     "numerics.hist_every": NON_NEGATIVE_INT,
     "logger.flush_secs": Range(1, 86_400),
+    # multi-label tasks, training labels, asl and distillation
+    "data.n_labels": COUNT,
+    "data.length": COUNT,
+    "data.label_noise": Range(0, 1, hi_open=True),
+    "data.unlabeled_frac": Range(0, 1, hi_open=True),
+    "data.digits_per_image": COUNT,  # [lo, hi] within the grid's cells (a cross-key rule below)
+    "data.grid": COUNT,
+    "loss.gamma_neg": Range(0),
+    "loss.gamma_pos": Range(0),
+    "loss.clip": Range(0, 1, hi_open=True),
+    "loss.eps": Range(0, 1, lo_open=True, hi_open=True),  # asl; bce_clipped: below 0.5 (a cross-key rule)
+    "loss.T": POSITIVE,
+    "loss.alpha": Range(-1, 1),  # kd: in [0, 1]; focal: [0, 1] or -1 = off, as torchvision (cross-key rules)
 }
 # The valid values of every string key (a test checks that each string key has a rule).
-METRIC_CHOICES = tuple(f"val/{m}" for m in METRICS)
+METRIC_CHOICES = tuple(f"val/{m}" for m in (*METRICS, *MULTILABEL_METRICS))
 CHOICES: dict[str, tuple[str, ...]] = {
     "head": HEADS,
     "objective_metric": METRIC_CHOICES,
@@ -185,11 +223,13 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.precision": PRECISIONS,
     "trainer.on_nonfinite": ON_NONFINITE,
     "trainer.target_metric": METRIC_CHOICES,
+    "data.soft_labels": SOFT_LABELS,
 }
 # String keys whose values are not a fixed list: checked by their own rule (or any string is valid).
 FREE_STRINGS = {
     "data.root": "a directory (null = ~/.cache/lossbench/data or $LOSSBENCH_DATA_DIR)",
     "trainer.device": "auto, cpu, cuda, cuda:N or mps",
+    "loss.teacher": "the run directory of a completed softmax run on the same task (checked when the run starts)",
 }
 
 
@@ -287,6 +327,7 @@ def validate(cfg: DictConfig) -> None:
 
     _validate_loss(cfg.loss, head)
     _validate_data(cfg.data)
+    _validate_labels(cfg, head)
 
     if cfg.optim.name in ("adam", "adamw") and cfg.optim.momentum >= 1:
         raise ConfigError(f"optim.momentum is Adam's beta1 for optim={cfg.optim.name} and must be in [0, 1), "
@@ -325,6 +366,8 @@ def _choices_of(key: str) -> str:
     if key in ("trainer.precision", "loss.name", "data.name", "model.name", "optim.name"):
         group = key.split(".")[0] if key != "trainer.precision" else key
         return f"{group}={choices(CHOICES[key])}"
+    if key == "data.soft_labels":
+        return f"null, {choices(SOFT_LABELS)}"
     if key in ("objective_metric", "trainer.target_metric"):
         return ", ".join(METRIC_CHOICES) + (", or null for none" if key == "trainer.target_metric" else "")
     return choices(CHOICES[key])
@@ -366,6 +409,11 @@ def _validate_loss(lc: DictConfig, head: str) -> None:
 
 # --- cross-key rules of the imbalance losses, DRW and post-hoc logit adjustment (ranges: RANGES) -----------------
 def _validate_imbalance_loss(lc: DictConfig, head: str) -> None:
+    if lc.name in KD_LOSSES and lc.alpha < 0:  # loss.alpha's range is shared with focal's -1 (off)
+        raise ConfigError(f"loss.alpha must be in [0, 1] for loss={lc.name}, got {show(lc.alpha)}.")
+    if lc.name == "bce_clipped" and lc.eps >= 0.5:
+        raise ConfigError(f"loss.eps must be in (0, 0.5) for loss=bce_clipped (p is clipped to [eps, 1 - eps]), got "
+                          f"{show(lc.eps)}. Keras uses 1e-7 (the default), the tutorial 1e-5.")
     if lc.name == "focal":
         alpha = lc.alpha
         if alpha is not None and head == "softmax":
@@ -435,7 +483,11 @@ def _check_memory(cfg: DictConfig) -> None:
     if total is None:
         return
     d, m = cfg.data, cfg.model
-    if d.name == "mnist":
+    if d.name == "mnist" and d.task == "multilabel":  # grid images built from the digits, uint8 then float32
+        n_in, n_out = (28 * d.grid) ** 2, MNIST_LABELS
+        data_bytes = 70_000 * 28 * 28 * 5 + ((d.n_train or 60_000) + (d.n_val or 10_000)) * n_in * 6
+        data_keys = f"data.n_train={d.n_train} + data.n_val={d.n_val} multi-label MNIST images of {n_in} pixels"
+    elif d.name == "mnist":
         n_in, n_out, data_bytes = 28 * 28, MNIST_LABELS, 70_000 * 28 * 28 * 9  # uint8 files + float32 copies
         data_keys = "the MNIST tensors"
     else:
@@ -450,7 +502,8 @@ def _check_memory(cfg: DictConfig) -> None:
     else:
         widths = [*widths, n_out]
         params = sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
-    n_rows = 70_000 if d.name == "mnist" else d.n_train + d.n_val
+    n_rows = 70_000 if d.name == "mnist" and d.task != "multilabel" else \
+        (d.n_train or 60_000) + (d.n_val or 10_000) if d.name == "mnist" else d.n_train + d.n_val
     rows = min(max(cfg.trainer.batch_size, cfg.trainer.eval_batch_size), n_rows)
     model_bytes = params * 4 * 4 + rows * sum(widths) * 4 * 2
     if data_bytes + model_bytes > total:
@@ -601,3 +654,96 @@ def _omegaconf_message(e: Any) -> str:
                 message += f" For a list of one, write {key}=[{show(value)}]."
             return message
     return f"{key}: {first}"
+
+
+# --- multi-label tasks, soft targets, unlabelled samples, distillation ---------------------------------------
+
+
+def _validate_labels(cfg: DictConfig, head: str) -> None:
+    """data.task=multilabel, data.label_noise / soft_labels / unlabeled_frac, loss=kd*: the rules across keys.
+    (A distillation teacher's directory is checked when the run starts: lossbench.teacher.check.)"""
+    dc, loss = cfg.data, cfg.loss.name
+    task = dc.get("task", "multiclass")
+    if task not in TASKS_OF.get(dc.name, TASKS):
+        raise ConfigError(f"data.task={task} is not available for data={dc.name}. Valid choices: "
+                          f"{choices(TASKS_OF[dc.name])}" + (" (binary: data.n_classes=2)." if dc.name != "mnist" else "."))
+    if dc.name == "mnist":
+        lo_hi, grid = list(dc.digits_per_image), dc.grid
+        if len(lo_hi) != 2 or not 1 <= lo_hi[0] <= lo_hi[1] <= grid * grid:
+            raise ConfigError(
+                f"data.digits_per_image={show(lo_hi)} must be [lo, hi] with 1 <= lo <= hi <= data.grid^2 = "
+                f"{grid * grid} (one digit per cell), e.g. data.digits_per_image=[2,3].")
+    if task == "multilabel":
+        _validate_multilabel(cfg, head)
+    else:
+        for key in (cfg.trainer.target_metric, cfg.objective_metric):
+            if key is not None and key.removeprefix("val/") in MULTILABEL_METRICS:
+                raise ConfigError(f"{key} is a multi-label metric, but data.task={task}. Valid choices: "
+                                  + ", ".join(f"val/{m}" for m in METRICS) + ".")
+    noise, frac, soft = dc.get("label_noise") or 0.0, dc.get("unlabeled_frac") or 0.0, dc.get("soft_labels")
+    if soft is not None:
+        if loss != "ce":
+            raise ConfigError(
+                f"data.soft_labels={soft} gives probability targets, which loss=ce takes (CrossEntropyLoss accepts "
+                f"class probabilities); loss={loss} "
+                + ("takes the teacher's targets." if loss in KD_LOSSES else "does not. Use loss=ce."))
+        if soft == "bayes" and dc.name not in ("synthetic", "imbalanced"):
+            raise ConfigError(
+                "data.soft_labels=bayes is the generating model's class posterior p(y | x), which only the synthetic "
+                "data has. For MNIST use data.soft_labels=noise_aware (with data.label_noise) or a teacher (loss=kd).")
+        if soft == "noise_aware" and noise == 0:
+            raise ConfigError(
+                "data.soft_labels=noise_aware smooths each label by the noise rate data.label_noise, which is 0 "
+                "(that gives one-hot targets). Set data.label_noise=<rate>, e.g. 0.2.")
+        if frac > 0:
+            raise ConfigError(
+                "data.soft_labels with data.unlabeled_frac > 0: CrossEntropyLoss has no ignore_index for probability "
+                "targets, so unlabelled samples cannot be skipped. Use one or the other.")
+    if frac > 0:
+        if loss in IMBALANCE_LOSSES:
+            raise ConfigError(
+                f"data.unlabeled_frac marks unlabelled samples with -100, and loss={loss} does not skip them (it has "
+                "no ignore_index). Use data.unlabeled_frac=0, or a loss that skips them: bce, bce_logits, ce, nll, asl.")
+        ignore = cfg.loss.get("ignore_index", -100)
+        if ignore != -100:
+            raise ConfigError(
+                f"data.unlabeled_frac marks unlabelled samples with -100, but loss.ignore_index={ignore}. "
+                "Leave loss.ignore_index at -100.")
+        _check_all_unlabelled_batches(cfg, frac, task == "multilabel")
+
+
+def _validate_multilabel(cfg: DictConfig, head: str) -> None:
+    dc, lc = cfg.data, cfg.loss
+    if (head, lc.name) not in MULTILABEL_PAIRS:
+        why = WHY_NOT_MULTILABEL.get((head, lc.name), "this pair is not supported on multi-label tasks")
+        valid = ", ".join(f"head={h} loss={lo}" for h, lo in sorted(MULTILABEL_PAIRS))
+        raise ConfigError(f"data.task=multilabel with head={head} loss={lc.name}: {why}. Valid on multi-label "
+                          f"tasks: {valid} (softmax + ce is kept as the tutorials' mistake).")
+    if lc.get("class_weight") is not None:
+        raise ConfigError("loss.class_weight weights classes of single-label tasks; on a multi-label task use "
+                          "loss.pos_weight (auto = n_neg/n_pos per label).")
+    if dc.get("imbalance_ratio") not in (None, 1, 1.0):
+        raise ConfigError(f"data.imbalance_ratio={dc.imbalance_ratio:g} applies to single-label tasks; a multi-label "
+                          "task's label frequencies come from its generator. Use data.imbalance_ratio=null (or 1).")
+    if dc.get("label_noise") or dc.get("soft_labels") is not None:
+        raise ConfigError("data.label_noise and data.soft_labels apply to single-label tasks (one class per "
+                          "sample), not to data.task=multilabel.")
+    if lc.name == "ce" and (dc.get("unlabeled_frac") or 0) > 0:
+        raise ConfigError("loss=ce on a multi-label task normalises each sample's label set, which has no meaning "
+                          "with some of its labels unknown (data.unlabeled_frac). Use a sigmoid loss.")
+
+
+def _check_all_unlabelled_batches(cfg: DictConfig, frac: float, multilabel: bool) -> None:
+    """A batch without one labelled sample makes the mean loss 0/0 = NaN (PyTorch's rule), and the run would
+    end 'diverged' by chance: refuse settings where that is likely (> 1% over the run)."""
+    t = cfg.trainer
+    if multilabel or t.epochs is not None:
+        return  # multi-label entries are masked one by one; with epochs the step count needs the data
+    p_batch = frac ** t.batch_size
+    p_run = 1 - (1 - p_batch) ** t.max_steps
+    if p_run > 0.01:
+        raise ConfigError(
+            f"data.unlabeled_frac={frac} with trainer.batch_size={t.batch_size}: a batch has no labelled sample with "
+            f"probability {p_batch:.2g}, so over {t.max_steps} steps some batch very likely does ({p_run:.0%}), and its "
+            "mean loss is 0/0 = NaN (PyTorch's rule for an all-ignored batch). Raise trainer.batch_size or lower "
+            "data.unlabeled_frac.")

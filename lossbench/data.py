@@ -1,22 +1,36 @@
 """Datasets as tensors: loaded once, moved to the training device once, batched by index.
 
-Labels (``y_*``) are integer class indices (long) for every task; each loss turns them into what it needs.
-A dataset may also carry the targets its loss trains on when they are not the labels (``t_*``: soft labels,
-a teacher's logits); metrics always score against the labels.
+Labels (``y_*``): integer class indices (long, (N,)) for single-label tasks (binary and multiclass); a
+multi-hot float matrix (N, C) for ``data.task=multilabel`` (1 = label present). Each loss turns them into
+what it needs. A dataset may also carry the targets its loss trains on when they are not the labels
+(``t_*``: soft labels, a teacher's logits); metrics always score against the labels.
+
+Training-label options (training split only; validation labels stay clean and complete):
+- ``data.label_noise`` e: each training label is replaced, with probability e, by a uniformly drawn *other*
+  class (symmetric noise), per seed.
+- ``data.soft_labels``: probability targets for ``loss=ce`` in ``t_train`` (N, C): ``noise_aware`` =
+  (1 - e) on the observed label and e / (C - 1) on each other class (the posterior of the clean label given
+  the observed one under symmetric noise at rate e = data.label_noise and a uniform prior); ``bayes``
+  (synthetic only) = the exact class posterior p(y | x) of the generating Gaussians, per sample.
+- ``data.unlabeled_frac`` f: round(f N) training samples (multi-label: round(f N C) (sample, label)
+  entries), drawn per seed, get the label IGNORE_INDEX (-100, PyTorch's default ignore_index). Class
+  counts, ``pos_weight=auto``, class weights and the prior bias use the labelled ones only.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from lossbench import ConfigError, DataError
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+IGNORE_INDEX = -100  # what data.unlabeled_frac writes; PyTorch's default ignore_index
 
 
 @dataclass
@@ -29,6 +43,8 @@ class Dataset:
     n_classes: int
     t_train: torch.Tensor | None = None  # what the loss sees, if not y_train (soft targets, teacher logits)
     t_val: torch.Tensor | None = None
+    task: str = "multiclass"  # multiclass (binary included) | multilabel
+    info: dict = field(default_factory=dict)  # label statistics for summary.json's "data" section
 
     @property
     def train_targets(self) -> torch.Tensor:
@@ -42,20 +58,40 @@ class Dataset:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
+    @property
+    def multilabel(self) -> bool:
+        return self.task == "multilabel"
+
     def class_counts(self) -> torch.Tensor:
-        """Training-split count per class (CPU, long)."""
-        return torch.bincount(self.y_train.cpu(), minlength=self.n_classes)
+        """Training-split count per class (CPU, long), labelled samples only; multi-label: positives per label."""
+        y = self.y_train.cpu()
+        if self.multilabel:
+            return (y == 1).sum(dim=0)
+        return torch.bincount(y[y != IGNORE_INDEX], minlength=self.n_classes)
+
+    def n_labelled(self) -> torch.Tensor:
+        """Labelled training samples (0-d), or for multi-label the labelled entries per label ((C,)); with the
+        class counts this gives each output's positives and negatives (pos_weight=auto, the prior bias)."""
+        labelled = self.y_train.cpu() != IGNORE_INDEX
+        return labelled.sum(dim=0) if self.multilabel else labelled.sum()
+
+    def partial(self) -> bool:
+        """Are some training labels IGNORE_INDEX (data.unlabeled_frac)?"""
+        return bool((self.y_train == IGNORE_INDEX).any())
 
     def to(self, device: torch.device) -> Dataset:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return Dataset(self.name, move(self.x_train), move(self.y_train), move(self.x_val), move(self.y_val),
-                       self.n_classes, move(self.t_train), move(self.t_val))
+        return replace(self, x_train=move(self.x_train), y_train=move(self.y_train), x_val=move(self.x_val),
+                       y_val=move(self.y_val), t_train=move(self.t_train), t_val=move(self.t_val))
 
 
 def load(dc: DictConfig) -> Dataset:
+    multilabel = dc.get("task") == "multilabel"
     if dc.name in ("synthetic", "imbalanced", "longtail"):
-        return synthetic(dc)
-    return mnist(dc)
+        ds = synthetic_multilabel(dc) if multilabel else synthetic(dc)
+    else:
+        ds = mnist_multilabel(dc) if multilabel else mnist(dc)
+    return training_labels(ds, dc)
 
 
 def profile_shares(n_classes: int, ratio: float, profile: str = "exp") -> list[float]:
@@ -84,6 +120,12 @@ def _split_counts(n: int, n_classes: int, ratio: float, split: str, profile: str
     return counts.tolist()
 
 
+def class_means(dc: DictConfig) -> torch.Tensor:
+    """The synthetic task's class means (C, d), fixed by data.task_seed (before data.scale)."""
+    directions = torch.randn(dc.n_classes, dc.n_features, generator=torch.Generator().manual_seed(int(dc.task_seed)))
+    return directions / directions.norm(dim=1, keepdim=True) * (dc.separation / 2**0.5)
+
+
 def synthetic(dc: DictConfig) -> Dataset:
     """Gaussian class clusters: x = (mu_y + noise) * scale, noise ~ N(0, I), |mu_a - mu_b| ≈ separation.
 
@@ -95,9 +137,7 @@ def synthetic(dc: DictConfig) -> Dataset:
     c, d = dc.n_classes, dc.n_features
     ratio = dc.imbalance_ratio or 1.0
     profile = dc.get("imbalance_profile", "exp")
-    task_gen = torch.Generator().manual_seed(int(dc.task_seed))
-    directions = torch.randn(c, d, generator=task_gen)
-    means = directions / directions.norm(dim=1, keepdim=True) * (dc.separation / 2**0.5)
+    means = class_means(dc)
     gen = torch.Generator().manual_seed(int(dc.seed))
 
     def draw(n: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,7 +150,12 @@ def synthetic(dc: DictConfig) -> Dataset:
 
     x_train, y_train = draw(dc.n_train, "train")
     x_val, y_val = draw(dc.n_val, "val")
-    return Dataset(dc.name, x_train, y_train, x_val, y_val, c)
+    t_train = None
+    if dc.get("soft_labels") == "bayes":  # the generating model's posterior p(y | x), per training sample
+        prior = torch.tensor(_split_counts(dc.n_train, c, ratio, "train", profile), dtype=torch.float64).log()
+        dist2 = torch.cdist(x_train.double() / dc.scale, means.double()).square()
+        t_train = torch.softmax(prior - dist2 / 2, dim=1).float()
+    return Dataset(dc.name, x_train, y_train, x_val, y_val, c, t_train=t_train)
 
 
 def default_data_root() -> Path:
@@ -237,3 +282,146 @@ def _binary_ratio_subset(y: torch.Tensor, ratio: float, gen: torch.Generator) ->
     pos = pos[torch.randperm(len(pos), generator=gen)[:n_pos]]
     neg = neg[torch.randperm(len(neg), generator=gen)[:n_neg]]
     return torch.cat([pos, neg]).sort().values
+
+
+# --- training-label options: noise, soft labels, unlabelled samples -----------------------------------------
+
+
+def _rng(seed: int, purpose: str) -> np.random.Generator:
+    """A generator of its own for each purpose, so that adding an option never changes the samples drawn."""
+    return np.random.default_rng([int(seed) % 2**64, *purpose.encode()])
+
+
+def training_labels(ds: Dataset, dc: DictConfig) -> Dataset:
+    """Apply data.label_noise, data.soft_labels=noise_aware and data.unlabeled_frac to the training split."""
+    seed = int(dc.seed)
+    y, t, info = ds.y_train.clone(), ds.t_train, dict(ds.info)
+    noise = float(dc.get("label_noise") or 0.0)
+    if noise > 0:
+        rng = _rng(seed, "label_noise")
+        flip = torch.from_numpy(rng.random(len(y)) < noise)
+        shift = torch.from_numpy(rng.integers(1, ds.n_classes, len(y)))  # to a uniformly drawn other class
+        y = torch.where(flip, (y + shift) % ds.n_classes, y)
+        info["train_labels_flipped"] = int(flip.sum())
+    if dc.get("soft_labels") == "noise_aware":
+        onehot = torch.nn.functional.one_hot(y, ds.n_classes).float()
+        t = onehot * (1 - noise) + (1 - onehot) * noise / (ds.n_classes - 1)
+    frac = float(dc.get("unlabeled_frac") or 0.0)
+    if frac > 0:
+        flat = y.view(-1)  # a sample (single-label) or a (sample, label) entry (multi-label)
+        k = int(round(frac * flat.numel()))
+        hide = torch.from_numpy(_rng(seed, "unlabeled").permutation(flat.numel())[:k])
+        flat[hide] = IGNORE_INDEX
+        info["train_unlabeled"] = k
+    if ds.multilabel:
+        info.update(label_statistics(y, ds.y_val))
+    return replace(ds, y_train=y, t_train=t, info=info)
+
+
+def label_statistics(y_train: torch.Tensor, y_val: torch.Tensor) -> dict:
+    """Multi-label: each label's frequency per split, the mean number of labels per sample, and the validation
+    labels with no positive sample (undefined AUC/AP, skipped in macro averages) or no negative one."""
+    labelled = (y_train != IGNORE_INDEX).sum(dim=0).clamp(min=1)
+    freq_train = (y_train == 1).sum(dim=0) / labelled  # among the labelled entries (data.unlabeled_frac)
+    pos_val = (y_val == 1).sum(dim=0)
+    freq_val = pos_val / len(y_val)
+    return {
+        "train_label_frequency": [round(v, 5) for v in freq_train.tolist()],
+        "val_label_frequency": [round(v, 5) for v in freq_val.tolist()],
+        "train_labels_per_sample": round(float(freq_train.sum()), 5),
+        "val_labels_per_sample": round(float(freq_val.sum()), 5),
+        "val_labels_without_positives": int((pos_val == 0).sum()),
+        "val_labels_without_negatives": int((pos_val == len(y_val)).sum()),
+    }
+
+
+# --- multi-label tasks -------------------------------------------------------------------------------------
+
+
+def synthetic_multilabel(dc: DictConfig) -> Dataset:
+    """scikit-learn's ``make_multilabel_classification`` process: a sample draws Poisson(n_labels) labels
+    (rejected above C; and 0 if not allow_unlabeled) with probabilities P(c), then Poisson(length) words
+    (rejected at 0) from the equal mixture of its labels' word distributions P(w | c) (a sample without
+    labels: uniform noise words); its features are the word counts, standardised with the training split's
+    mean and standard deviation, times data.scale.
+
+    P(c) and P(w | c) are scikit-learn's, from ``random_state=data.task_seed``; the samples are drawn here,
+    by the same procedure, from the run's seed. Why not scikit-learn's samples: it draws the task and the
+    samples from one random stream, so each seed would be a different task; lossbench's synthetic tasks stay
+    fixed (task_seed) while seeds vary the samples. tests/test_multilabel.py checks the two agree in
+    distribution.
+    """
+    from sklearn.datasets import make_multilabel_classification
+
+    c, d = int(dc.n_classes), int(dc.n_features)
+    n_labels, length, allow_unlabeled = int(dc.n_labels), int(dc.length), bool(dc.allow_unlabeled)
+    _, _, p_c, p_w_c = make_multilabel_classification(
+        n_samples=1, n_features=d, n_classes=c, n_labels=n_labels, length=length,
+        allow_unlabeled=allow_unlabeled, return_distributions=True, random_state=int(dc.task_seed))
+    rng = _rng(int(dc.seed), "synthetic_multilabel")
+    x_train, y_train = _documents(rng, int(dc.n_train), p_c, p_w_c, n_labels, length, allow_unlabeled)
+    x_val, y_val = _documents(rng, int(dc.n_val), p_c, p_w_c, n_labels, length, allow_unlabeled)
+    mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+    std[std == 0] = 1.0
+    prep = lambda x: torch.from_numpy((x - mean) / std * float(dc.scale)).float()  # noqa: E731
+    return Dataset(dc.name, prep(x_train), torch.from_numpy(y_train), prep(x_val), torch.from_numpy(y_val), c,
+                   task="multilabel")
+
+
+def _documents(rng: np.random.Generator, n: int, p_c: np.ndarray, p_w_c: np.ndarray, n_labels: int,
+               length: int, allow_unlabeled: bool) -> tuple[np.ndarray, np.ndarray]:
+    """n samples of make_multilabel_classification's process (vectorised): word counts (n, d), multi-hot (n, C)."""
+    d, c = p_w_c.shape
+    size = np.full(n, c + 1)
+    while (bad := (size > c) | ((size == 0) & (not allow_unlabeled))).any():
+        size[bad] = rng.poisson(n_labels, int(bad.sum()))
+    y = np.zeros((n, c), dtype=np.float32)
+    cum = np.cumsum(p_c)
+    while (missing := size - y.sum(axis=1).astype(int)).any():  # as scikit-learn: draw the missing labels
+        rows = np.repeat(np.arange(n), missing)  # i.i.d. from P(c), keep the new ones, repeat until enough
+        y[rows, np.minimum(np.searchsorted(cum, rng.random(len(rows))), c - 1)] = 1
+    n_words = np.zeros(n, dtype=int)
+    while (empty := n_words == 0).any():
+        n_words[empty] = rng.poisson(length, int(empty.sum()))
+    mix = y @ p_w_c.T  # (n, d): the sum of the labels' word distributions, normalised below
+    mix[size == 0] = 1.0  # no label: uniform noise words
+    mix /= mix.sum(axis=1, keepdims=True)
+    return rng.multinomial(n_words, mix).astype(np.float64), y
+
+
+def mnist_multilabel(dc: DictConfig) -> Dataset:
+    """Multi-label MNIST: each image is a grid of data.grid x data.grid cells of 28x28 pixels holding
+    data.digits_per_image = [lo, hi] real MNIST digits (a uniform number of them, in distinct random cells,
+    each drawn uniformly from the split, the rest blank); its labels are the set of digits present (10
+    labels; a digit shown twice is one label). Training images come from MNIST's training files and are drawn
+    from the run's seed; validation images from its test files, the same for every seed (as data=mnist's
+    validation subset). data.n_train / n_val: how many images (null = 60000 / 10000)."""
+    root = Path(dc.root) if dc.root else default_data_root()
+    x_train, y_train = _read_mnist(root, True, dc.download)
+    x_val, y_val = _read_mnist(root, False, dc.download)
+    lo, hi = (int(v) for v in dc.digits_per_image)
+    grid = int(dc.grid)
+
+    def prep(x: torch.Tensor) -> torch.Tensor:
+        return ((x.float() / 255.0 - MNIST_MEAN) / MNIST_STD * dc.scale).unsqueeze(1)
+
+    xt, yt = _compose(x_train, y_train, dc.n_train or 60000, lo, hi, grid, _rng(int(dc.seed), "mnist_multilabel"))
+    xv, yv = _compose(x_val, y_val, dc.n_val or 10000, lo, hi, grid, _rng(0, "mnist_multilabel_val"))
+    return Dataset("mnist", prep(xt), yt, prep(xv), yv, 10, task="multilabel")
+
+
+def _compose(x: torch.Tensor, y: torch.Tensor, n: int, lo: int, hi: int, grid: int,
+             rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """n grid images (uint8, (n, 28 grid, 28 grid)) and their multi-hot digit labels (n, 10)."""
+    k = torch.from_numpy(rng.integers(lo, hi + 1, n))
+    cells = torch.from_numpy(np.argsort(rng.random((n, grid * grid)), axis=1)[:, :hi])  # distinct cells
+    digits = torch.from_numpy(rng.integers(0, len(y), (n, hi)))
+    canvas = torch.zeros(n, grid, grid, 28, 28, dtype=torch.uint8)
+    labels = torch.zeros(n, 10)
+    rows = torch.arange(n)
+    for j in range(hi):
+        shown = k > j
+        r, cell, idx = rows[shown], cells[shown, j], digits[shown, j]
+        canvas[r, cell // grid, cell % grid] = x[idx]
+        labels[r, y[idx]] = 1.0
+    return canvas.permute(0, 1, 3, 2, 4).reshape(n, 28 * grid, 28 * grid), labels

@@ -14,6 +14,11 @@ ce             CrossEntropyLoss      -log softmax(z)_y = -z_y + logsumexp(z)    
 nll            LogSoftmax + NLLLoss  -log_softmax(z)_y (identical to ce)                           softmax
 nll_manual     Softmax, log, NLL     -log(softmax(z)_y): softmax underflows to 0, log gives inf    softmax
 bce (softmax)  Softmax + BCELoss     BCE of softmax probabilities against one-hot targets          softmax
+asl            Sigmoid, asymmetric   -(1-p)^g+ log p (t=1); -p_m^g- log(1-p_m), p_m=max(p-clip,0)   sigmoid
+kd             KLDivLoss + CE        a T^2 KL(softmax(v/T) || softmax(z/T)) + (1-a) CE(z, y)        softmax
+kd_mean        (bad example)         as kd with KLDivLoss(reduction="mean"): KL / C                  softmax
+kd_prob        (bad example)         as kd with probabilities softmax(z/T) as KLDivLoss's input      softmax
+kd_no_t2       (bad example)         as kd without T^2: soft gradient T^2 too small                  softmax
 =============  ====================  ===========================================================  =======
 
 Losses for imbalanced data, and a third hand-written BCE (classes below :class:`Focal`; n_c: training count
@@ -35,6 +40,14 @@ Options of every softmax loss: ``drw_step`` (deferred re-weighting, :class:`DRW`
 
 Shapes: sigmoid losses take z and t of shape (N, K) (K = 1 for binary, C for one-vs-rest); softmax
 losses take z of shape (N, C) and y of shape (N,) (long). All return a scalar.
+
+Multi-label tasks (data.task=multilabel): y is multi-hot (N, C) (float) and K = C. The sigmoid losses
+train each label independently (t = y); ``ce`` on a multi-label task is the tutorials' mistake kept as a
+comparison: softmax CE against the multi-hot target normalised to sum to 1 (:func:`normalised`).
+Probability ("soft") targets (data.soft_labels): ``ce`` takes y of shape (N, C) (float rows summing to 1),
+as CrossEntropyLoss does ('mean' divides by N, with or without class weights).
+Ignored labels (ignore_index, from data.unlabeled_frac): softmax losses leave them to CrossEntropyLoss /
+NLLLoss; the sigmoid losses mask their terms and 'mean' divides by the labelled terms (Objective._reduce).
 
 Weights (computed from the training split by :func:`weights`):
 - ``pos_weight`` (sigmoid losses, shape (K,)): multiplies the positive term t log p, as
@@ -62,20 +75,23 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from lossbench import ConfigError
+from lossbench.config import KD_LOSSES
 
 SIGMOID_FAMILY = ("bce", "bce_logits", "bce_manual")
 CLAMP = -100.0  # BCELoss's floor on each log term
 
 
-def weights(lc: DictConfig, head: str, counts: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(pos_weight of shape (K,), class_weight of shape (C,)) from the config and training class counts."""
+def weights(lc: DictConfig, head: str, counts: torch.Tensor, n_labelled: torch.Tensor | None = None,
+            multilabel: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(pos_weight of shape (K,), class_weight of shape (C,)) from the config and the training split's labelled
+    class counts (multi-label: positives per label, with n_labelled the labelled entries per label)."""
     c = len(counts)
     counts = counts.double()
-    n = counts.sum()
+    n = counts.sum() if n_labelled is None else n_labelled.double()
     pos_weight = None
     if lc.pos_weight is not None:
-        k = 1 if c == 2 else c
-        pos = counts[1:] if c == 2 else counts
+        k = 1 if c == 2 and not multilabel else c
+        pos = counts[1:] if k == 1 else counts
         if lc.pos_weight in ("auto", "sqrt_auto"):
             if (pos == 0).any():
                 raise ConfigError(f"loss.pos_weight={lc.pos_weight} needs positives of every output in the training split.")
@@ -124,10 +140,13 @@ class Objective(nn.Module):
     """Head activation + criterion: ``forward(z, y)`` is the training loss, as a user would write it."""
 
     def __init__(self, lc: DictConfig, head: str, n_classes: int, pos_weight=None, class_weight=None,
-                 counts: torch.Tensor | None = None):
+                 multilabel: bool = False, partial: bool = False, counts: torch.Tensor | None = None):
         super().__init__()
         self.name, self.head, self.n_classes = lc.name, head, n_classes
-        self.k = 1 if head == "sigmoid" and n_classes == 2 else n_classes
+        # multilabel: targets are multi-hot (N, C) floats; partial: some training labels are ignore_index
+        # (data.unlabeled_frac), whose terms the sigmoid losses mask out (see _reduce)
+        self.multilabel, self.partial = multilabel, partial
+        self.k = n_classes if multilabel else 1 if head == "sigmoid" and n_classes == 2 else n_classes
         self.smoothing = float(lc.label_smoothing)
         self.reduction = lc.reduction
         self.ignore_index = int(lc.get("ignore_index", -100))
@@ -150,15 +169,36 @@ class Objective(nn.Module):
 
     # --- targets and weights ---------------------------------------------------------------------------
     def targets(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """Float targets t of z's shape for the BCE family (smoothed)."""
-        t = y.unsqueeze(1).to(dtype) if self.k == 1 else F.one_hot(y, self.n_classes).to(dtype)
+        """Float targets t of z's shape for the BCE family (smoothed): one-hot of class indices y (N,), y itself
+        for one binary output, the multi-hot y (N, C) of a multi-label task. An ignored label gives t = 0
+        there; :meth:`_reduce` masks its terms out."""
+        if self.partial:
+            y = torch.where(y == self.ignore_index, 0, y)
+        if self.multilabel:
+            t = y.to(dtype)
+        else:
+            t = y.unsqueeze(1).to(dtype) if self.k == 1 else F.one_hot(y, self.n_classes).to(dtype)
         if self.smoothing > 0:
             t = t * (1 - self.smoothing) + self.smoothing / (2 if self.head == "sigmoid" else self.n_classes)
         return t
 
+    def labelled(self, y: torch.Tensor) -> torch.Tensor:
+        """Which terms have a label (bool, broadcastable to z's shape): (N, C) for multi-label, else (N, 1)."""
+        keep = y != self.ignore_index
+        return keep if self.multilabel else keep.unsqueeze(1)
+
     def _reduce(self, terms: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Weight and reduce per-element terms (N, K). With ignored labels (partial), their terms are dropped
+        and 'mean' divides by the number of labelled terms (BCEWithLogitsLoss's 'mean' divides by the number
+        of terms, CrossEntropyLoss's by the labelled samples: the same rule, minus the ignored); a batch
+        with no label gives NaN, as CrossEntropyLoss does."""
         if self.class_weight is not None:
-            terms = terms * self.class_weight[y].unsqueeze(1).to(terms.dtype)
+            cls = torch.where(y == self.ignore_index, 0, y) if self.partial else y
+            terms = terms * self.class_weight[cls].unsqueeze(1).to(terms.dtype)
+        if self.partial:
+            keep = self.labelled(y).expand_as(terms)
+            terms = torch.where(keep, terms, 0)  # where, not *: an ignored term's inf/NaN must not leak
+            return terms.sum() / keep.sum() if self.reduction == "mean" else terms.sum()
         return terms.mean() if self.reduction == "mean" else terms.sum()
 
     # --- the loss as trained ---------------------------------------------------------------------------
@@ -174,7 +214,9 @@ class Objective(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.name == "ce":  # the common case first: it runs every step
-            return self.ce(z, y)
+            # y: class indices (N,), class probabilities (N, C) (soft labels), or on a multi-label task the
+            # tutorials' mistake: softmax CE against the multi-hot target normalised to sum to 1
+            return self.ce(z, normalised(y) if self.multilabel else y)
         out = self.activation(z)
         if self.name in ("nll", "nll_manual"):
             return self.nll(out, y)
@@ -205,8 +247,15 @@ class Objective(nn.Module):
         return (z[:, 0] > 0).long() if self.k == 1 else z.argmax(dim=1)
 
     def wrong(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per sample (bool, (N,)): is the prediction wrong? (numerics/dead_frac counts the dead among them)"""
-        return self.predict(z) != y
+        """Per sample (bool, (N,)): is the prediction wrong? (numerics/dead_frac counts the dead among them)
+        Multi-label: is any labelled label wrong at p > 0.5. Probability targets: is the prediction not their
+        most likely class. A sample without label is never wrong."""
+        if self.multilabel:
+            wrong = (self.probs(z) > 0.5) != (y == 1)
+            return (wrong & (y != self.ignore_index)).any(dim=1)
+        if y.dim() == 2:
+            y = y.argmax(dim=1)
+        return (self.predict(z) != y) & (y != self.ignore_index)
 
     def begin_step(self, step: int) -> None:
         """Called by the training loop before each step (a host int, no sync): losses with a schedule
@@ -230,8 +279,8 @@ class Objective(nn.Module):
         if self.name in ("ce", "nll", "nll_manual"):
             smoothing = self.smoothing if self.name == "ce" else 0.0
             return F.cross_entropy(
-                z, y, weight=self.class_weight, ignore_index=self.ignore_index, label_smoothing=smoothing,
-                reduction=self.reduction,
+                z, normalised(y) if self.multilabel else y, weight=self.class_weight,
+                ignore_index=self.ignore_index, label_smoothing=smoothing, reduction=self.reduction,
             )
         t = self.targets(y, torch.float32)
         if self.head == "sigmoid":
@@ -245,7 +294,153 @@ class Objective(nn.Module):
         Only called when ``has_clamp``; a loss with its own clamp or clip counts that one here."""
         t = self.targets(y, torch.float32)
         p = p.float()
-        return ((t > 0) & (torch.log(p) <= CLAMP)) | ((t < 1) & (torch.log(1 - p) <= CLAMP))
+        at = ((t > 0) & (torch.log(p) <= CLAMP)) | ((t < 1) & (torch.log(1 - p) <= CLAMP))
+        return at & self.labelled(y) if self.partial else at
+
+
+# --- multi-label: the asymmetric loss --------------------------------------------------------------------------
+class Asymmetric(Objective):
+    r"""``loss=asl``: the asymmetric loss (Ridnik et al., ICCV 2021), as Alibaba-MIIL/ASL's ``AsymmetricLoss``
+    computes it, per label on sigmoid probabilities p = sigmoid(z):
+
+        positive terms (t = 1):  -(1 - p)^gamma_pos * log(max(p, eps))
+        negative terms (t = 0):  -p_m^gamma_neg * log(max(1 - p_m, eps)),  p_m = max(p - clip, 0)
+
+    (for soft t the reference's blend: pt = p t + (1 - p_m)(1 - t), weight (1 - pt)^(gamma_pos t +
+    gamma_neg (1 - t)), log terms weighted by t and 1 - t). Defaults gamma_neg = 4, gamma_pos = 0 (the
+    reference's training script; its class default is 1), clip = 0.05, eps = 1e-8. The focusing weight is
+    differentiated, as in the reference's ``AsymmetricLoss`` (its lines that would detach it are commented
+    out). ``pos_weight`` multiplies the positive terms, as for BCEWithLogitsLoss.
+
+    Reduction: the reference returns the sum over batch and labels; here 'mean' (the default) divides by
+    N*K like BCEWithLogitsLoss, so that the learning rate means the same for bce_logits and asl, and
+    'sum' is the reference's. Ignored labels are masked (see Objective._reduce).
+
+    Computed in float32 (the reference casts the model output to float before the loss under autocast):
+    in half precision p.clamp(min=1e-8) rounds to 0 and a confident negative gives 0 * log(0) = NaN.
+
+    Monitors: ``clamped`` counts the terms at a clamp or clip: positives whose p is below eps (log
+    floored, zero gradient) and negatives inside the margin (p <= clip: zero loss and gradient, by design).
+    ``exact`` is the same loss from log-sigmoids without the eps floor: loss_gap is what that floor hides.
+
+    Shape: z (N, K) logits, y labels as for bce_logits (multi-hot (N, C) on a multi-label task); output scalar.
+    """
+
+    def __init__(self, lc: DictConfig, head: str, n_classes: int, pos_weight=None, class_weight=None,
+                 multilabel: bool = False, partial: bool = False):
+        super().__init__(lc, head, n_classes, pos_weight, class_weight, multilabel=multilabel, partial=partial)
+        self.gamma_pos, self.gamma_neg = float(lc.gamma_pos), float(lc.gamma_neg)
+        self.clip, self.eps = float(lc.clip), float(lc.eps)
+        self.has_clamp = True
+
+    def _focus(self, t: torch.Tensor) -> torch.Tensor:
+        return self.gamma_pos * t + self.gamma_neg * (1 - t)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        z = z.float()
+        t = self.targets(y, z.dtype)
+        p = torch.sigmoid(z)
+        p_neg = (1 - p + self.clip).clamp(max=1) if self.clip > 0 else 1 - p  # 1 - p_m
+        pw = 1 if self.pos_weight is None else self.pos_weight
+        log_terms = pw * t * torch.log(p.clamp(min=self.eps)) + (1 - t) * torch.log(p_neg.clamp(min=self.eps))
+        pt = p * t + p_neg * (1 - t)
+        return self._reduce(-log_terms * torch.pow(1 - pt, self._focus(t)), y)
+
+    def exact(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        z = z.float()
+        t = self.targets(y, torch.float32)
+        q = torch.sigmoid(-z)  # 1 - p, without cancellation
+        if self.clip > 0:
+            log_p_neg, p_m = torch.log((q + self.clip).clamp(max=1)), (torch.sigmoid(z) - self.clip).clamp(min=0)
+        else:
+            log_p_neg, p_m = F.logsigmoid(-z), torch.sigmoid(z)
+        pw = 1 if self.pos_weight is None else self.pos_weight
+        log_terms = pw * t * F.logsigmoid(z) + (1 - t) * log_p_neg
+        return self._reduce(-log_terms * torch.pow(t * q + (1 - t) * p_m, self._focus(t)), y)
+
+    def clamped(self, p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        t, p = self.targets(y, torch.float32), p.float()
+        neg = p <= self.clip if self.clip > 0 else 1 - p < self.eps
+        at = ((t > 0) & (p < self.eps)) | ((t < 1) & neg)
+        return at & self.labelled(y) if self.partial else at
+
+
+# --- knowledge distillation ----------------------------------------------------------------------------------
+def pack_teacher(y: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """The targets of a distillation run: column 0 the class index (as a float; ignore_index for an unlabelled
+    sample), columns 1..C the teacher's logits. One float tensor (N, 1 + C), so that the training loop
+    batches it like any target; :func:`unpack_teacher` decodes it."""
+    return torch.cat([y.to(teacher_logits.dtype).unsqueeze(1), teacher_logits], dim=1)
+
+
+def unpack_teacher(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return t[:, 0].long(), t[:, 1:]
+
+
+class Distillation(Objective):
+    r"""``loss=kd``: knowledge distillation (Hinton et al. 2015) from a finished lossbench run's logits v:
+
+        alpha * T^2 * KL(softmax(v/T) || softmax(z/T)) + (1 - alpha) * CE(z, y)
+
+    with ``nn.KLDivLoss(reduction="batchmean")`` on ``log_softmax(z/T)`` (the KL divergence per sample, as
+    the PyTorch docs prescribe) and ``nn.CrossEntropyLoss`` (class_weight, label_smoothing and ignore_index
+    apply to this term; an unlabelled sample is still distilled). T^2 keeps the soft term's gradient at the
+    scale of the hard term's as T grows (its gradient scales as 1/T^2). Reduction 'sum': both terms summed.
+
+    The targets are the teacher's logits packed with the labels (:func:`pack_teacher`): (N, 1 + C) floats.
+
+    Bad examples, kept for comparison (like bce_manual):
+    - ``kd_mean``: ``KLDivLoss(reduction="mean")``, PyTorch's default, divides by N*C, not N: the soft term is
+      C times too small (the docs warn that 'mean' is not the KL divergence).
+    - ``kd_prob``: softmax(z/T) (probabilities) as KLDivLoss's input, which expects log-probabilities: the
+      value sum_c p_c (log p_c - q_c) is not a divergence (not 0 at q = p, can be negative).
+    - ``kd_no_t2``: no T^2 factor: the right value of the KL, but its gradient is T^2 times too small.
+
+    Monitors: probs = softmax(z); dead = zero gradient on a wrong labelled sample; ``exact`` is the correct
+    ``kd`` objective (batchmean, T^2, log-probabilities) in float32 for all four, so loss_gap is each
+    pitfall's error.
+
+    Shape: z (N, C) logits, t (N, 1 + C) packed targets; output scalar.
+    """
+
+    def __init__(self, lc: DictConfig, head: str, n_classes: int, pos_weight=None, class_weight=None,
+                 multilabel: bool = False, partial: bool = False):
+        super().__init__(lc, head, n_classes, pos_weight, class_weight, multilabel=multilabel, partial=partial)
+        self.T, self.alpha = float(lc.T), float(lc.alpha)
+        kl_reduction = "mean" if self.name == "kd_mean" else "batchmean" if self.reduction == "mean" else "sum"
+        self.kl = nn.KLDivLoss(reduction=kl_reduction)
+        self.scale = 1.0 if self.name == "kd_no_t2" else self.T**2
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        y, v = unpack_teacher(t)
+        target = torch.softmax(v / self.T, dim=1)
+        student = torch.softmax(z / self.T, dim=1) if self.name == "kd_prob" else torch.log_softmax(z / self.T, dim=1)
+        loss = self.alpha * self.scale * self.kl(student, target)
+        if self.alpha < 1:
+            loss = loss + (1 - self.alpha) * self.ce(z, y)
+        return loss
+
+    def exact(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        y, v = unpack_teacher(t)
+        z = z.float()
+        kl = F.kl_div(F.log_softmax(z / self.T, dim=1), F.log_softmax(v.float() / self.T, dim=1), log_target=True,
+                      reduction="batchmean" if self.reduction == "mean" else "sum")
+        loss = self.alpha * self.T**2 * kl
+        if self.alpha < 1:
+            loss = loss + (1 - self.alpha) * F.cross_entropy(
+                z, y, weight=self.class_weight, ignore_index=self.ignore_index, label_smoothing=self.smoothing,
+                reduction=self.reduction)
+        return loss
+
+    def wrong(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        y, _ = unpack_teacher(t)
+        return (z.argmax(dim=1) != y) & (y != self.ignore_index)
+
+
+def normalised(y: torch.Tensor) -> torch.Tensor:
+    """A multi-hot target (N, C) as a distribution: y / (number of labels); a sample without labels stays 0
+    (its CE term is 0)."""
+    return y / y.sum(dim=1, keepdim=True).clamp(min=1)
 
 
 # --- losses for imbalanced data: focal, LDAM (+ DRW), logit adjustment, balanced softmax, poly-1; bce_clipped ---
@@ -314,8 +509,10 @@ class Focal(Objective):
     Shape: z (N, K), y (N,) long; output scalar.
     """
 
-    def __init__(self, lc: DictConfig, head: str, n_classes: int, pos_weight=None, class_weight=None, counts=None):
-        super().__init__(lc, head, n_classes, pos_weight, class_weight, counts)
+    def __init__(self, lc: DictConfig, head: str, n_classes: int, pos_weight=None, class_weight=None,
+                 multilabel: bool = False, partial: bool = False, counts: torch.Tensor | None = None):
+        super().__init__(lc, head, n_classes, pos_weight, class_weight, multilabel=multilabel, partial=partial,
+                         counts=counts)
         self.gamma, self.impl = float(lc.gamma), lc.impl
         alpha = lc.alpha
         if alpha is None:
@@ -385,8 +582,10 @@ class LDAM(Objective):
     Shape: z (N, C), y (N,) long; output scalar.
     """
 
-    def __init__(self, lc: DictConfig, head: str, n_classes: int, pos_weight=None, class_weight=None, counts=None):
-        super().__init__(lc, head, n_classes, pos_weight, class_weight, counts)
+    def __init__(self, lc: DictConfig, head: str, n_classes: int, pos_weight=None, class_weight=None,
+                 multilabel: bool = False, partial: bool = False, counts: torch.Tensor | None = None):
+        super().__init__(lc, head, n_classes, pos_weight, class_weight, multilabel=multilabel, partial=partial,
+                         counts=counts)
         m = (-0.25 * log_prior(counts, "loss=ldam")).exp()  # n_c^(-1/4) up to a constant factor
         self.register_buffer("margins", m * (float(lc.max_m) / m.max()))
         self.s = float(lc.s)
@@ -423,8 +622,10 @@ class LogitAdjusted(Objective):
     Shape: z (N, C), y (N,) long; output scalar.
     """
 
-    def __init__(self, lc: DictConfig, head: str, n_classes: int, pos_weight=None, class_weight=None, counts=None):
-        super().__init__(lc, head, n_classes, pos_weight, class_weight, counts)
+    def __init__(self, lc: DictConfig, head: str, n_classes: int, pos_weight=None, class_weight=None,
+                 multilabel: bool = False, partial: bool = False, counts: torch.Tensor | None = None):
+        super().__init__(lc, head, n_classes, pos_weight, class_weight, multilabel=multilabel, partial=partial,
+                         counts=counts)
         if lc.name == "balanced_softmax":
             shift = log_prior(counts, "loss=balanced_softmax") + math.log(float(counts.sum()))  # log n_c
         else:
@@ -453,8 +654,10 @@ class Poly1(Objective):
     Shape: z (N, K), y (N,) long; output scalar.
     """
 
-    def __init__(self, lc: DictConfig, head: str, n_classes: int, pos_weight=None, class_weight=None, counts=None):
-        super().__init__(lc, head, n_classes, pos_weight, class_weight, counts)
+    def __init__(self, lc: DictConfig, head: str, n_classes: int, pos_weight=None, class_weight=None,
+                 multilabel: bool = False, partial: bool = False, counts: torch.Tensor | None = None):
+        super().__init__(lc, head, n_classes, pos_weight, class_weight, multilabel=multilabel, partial=partial,
+                         counts=counts)
         self.epsilon = float(lc.epsilon)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -491,8 +694,10 @@ class ClippedBCE(Objective):
     Shape: z (N, K), y (N,) long; output scalar.
     """
 
-    def __init__(self, lc: DictConfig, head: str, n_classes: int, pos_weight=None, class_weight=None, counts=None):
-        super().__init__(lc, head, n_classes, pos_weight, class_weight, counts)
+    def __init__(self, lc: DictConfig, head: str, n_classes: int, pos_weight=None, class_weight=None,
+                 multilabel: bool = False, partial: bool = False, counts: torch.Tensor | None = None):
+        super().__init__(lc, head, n_classes, pos_weight, class_weight, multilabel=multilabel, partial=partial,
+                         counts=counts)
         self.eps = float(lc.eps)
         self.has_clamp = True
 
@@ -520,12 +725,13 @@ class DRW(nn.Module):
     val/loss and the monitors measure the loss being trained.
     """
 
-    def __init__(self, lc: DictConfig, head: str, n_classes: int, counts: torch.Tensor):
+    def __init__(self, lc: DictConfig, head: str, n_classes: int, counts: torch.Tensor, **kw):
         super().__init__()
         self.drw_step = int(lc.drw_step)
         plain = OmegaConf.merge(lc, {"class_weight": None, "drw_step": None})
         weighted = OmegaConf.merge(lc, {"class_weight": lc.class_weight or "effective", "drw_step": None})
-        self.before, self.after = build(plain, head, n_classes, counts), build(weighted, head, n_classes, counts)
+        self.before = build(plain, head, n_classes, counts, **kw)
+        self.after = build(weighted, head, n_classes, counts, **kw)
         self.weighted = False  # a plain attribute, not a submodule: stacks group objectives by their attributes
         self.name, self.head, self.n_classes, self.k = lc.name, head, n_classes, self.before.k
         self.has_clamp, self.reduction = self.before.has_clamp, self.before.reduction
@@ -566,10 +772,15 @@ LOSS_CLASSES = {"focal": Focal, "ldam": LDAM, "logit_adjusted": LogitAdjusted, "
                 "poly1": Poly1, "bce_clipped": ClippedBCE}
 
 
-def build(lc: DictConfig, head: str, n_classes: int, counts: torch.Tensor) -> Objective | DRW:
-    if lc.get("drw_step") is not None:
-        return DRW(lc, head, n_classes, counts)
-    pos_weight, class_weight = weights(lc, head, counts)
+def build(lc: DictConfig, head: str, n_classes: int, counts: torch.Tensor, n_labelled: torch.Tensor | None = None,
+          *, multilabel: bool = False, partial: bool = False) -> Objective | DRW:
+    """The run's objective. counts/n_labelled: the training split's labelled class counts and labelled
+    samples (multi-label: positives and labelled entries per label; see data.Dataset)."""
+    if lc.get("drw_step") is not None:  # deferred re-weighting: two objectives, switched by begin_step
+        return DRW(lc, head, n_classes, counts, n_labelled=n_labelled, multilabel=multilabel, partial=partial)
+    pos_weight, class_weight = weights(lc, head, counts, n_labelled, multilabel)
     if class_weight is not None and len(class_weight) != n_classes:
         raise ConfigError(f"loss.class_weight needs {n_classes} entries.")
-    return LOSS_CLASSES.get(lc.name, Objective)(lc, head, n_classes, pos_weight, class_weight, counts)
+    cls = {"asl": Asymmetric, **dict.fromkeys(KD_LOSSES, Distillation), **LOSS_CLASSES}.get(lc.name, Objective)
+    extra = {"counts": counts} if cls is Objective or lc.name in LOSS_CLASSES else {}  # the class prior's users
+    return cls(lc, head, n_classes, pos_weight, class_weight, multilabel=multilabel, partial=partial, **extra)

@@ -36,8 +36,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from lossbench import ConfigError, LossbenchError, data, losses, metrics, models
-from lossbench.config import LOWER_IS_BETTER, flatten, resolve_head
+from lossbench import ConfigError, LossbenchError, data, losses, metrics, models, teacher
+from lossbench.config import KD_LOSSES, LOWER_IS_BETTER, flatten, resolve_head
 from lossbench.logger import Logger, has_events, histogram_every
 from lossbench.numerics import Monitor
 from lossbench.store import CHECKPOINT, SUMMARY, load_checkpoint, read_json, save_checkpoint, write_json
@@ -328,7 +328,7 @@ class Member:
                 if (z_adj := self.objective.posthoc_logits(self.z_val)) is not None:  # loss.posthoc_tau: both ways
                     s["posthoc_per_class_recall"] = metrics.per_class_recall(z_adj, self.ds.y_val, self.head,
                                                                              self.ds.n_classes)
-                if self.ds.n_classes == 2 and self.status != "interrupted":
+                if self.ds.n_classes == 2 and not self.ds.multilabel and self.status != "interrupted":
                     self.log.pr_curve(self.ds.y_val, metrics.scores(self.z_val, self.head), self.steps)
             if self.status not in ("interrupted", "failed"):  # an interrupted run writes its hparams when it ends
                 hp_metrics = dict(self.final)
@@ -377,17 +377,25 @@ def build(cfg: DictConfig, plan: Plan, device: torch.device, datasets: dict, pre
     """Data (shared with the stack's other members when the data config is the same), loss, model, optimiser,
     monitor and logger of one run; restored from its checkpoint when resuming. Writes the 'running' summary."""
     tc, head = cfg.trainer, resolve_head(cfg)
+    if cfg.loss.name in KD_LOSSES:
+        teacher.check(cfg)  # a missing, unfinished or foreign teacher: refused before the data is loaded
     key = str(OmegaConf.to_container(cfg.data, resolve=True))
     if key not in datasets:
         datasets[key] = data.load(cfg.data)
     ds = datasets[key]
-    counts = ds.class_counts()
-    objective = losses.build(cfg.loss, head, ds.n_classes, counts).to(device)
+    counts, n_labelled = ds.class_counts(), ds.n_labelled()
+    objective = losses.build(cfg.loss, head, ds.n_classes, counts, n_labelled, multilabel=ds.multilabel,
+                             partial=ds.partial()).to(device)
     if ds.x_train.device != device:
         datasets[key] = ds = ds.to(device)
+    if cfg.loss.name in KD_LOSSES:  # the teacher's logits as targets, computed once per teacher and data
+        key = (key, str(cfg.loss.teacher))
+        if key not in datasets:
+            datasets[key] = teacher.attach(cfg, ds, device, tc.eval_batch_size)
+        ds = datasets[key]
     torch.manual_seed(cfg.seed)  # the model's initial weights: the same whether the run is alone or stacked
-    model = models.build(cfg.model, ds.input_shape, models.n_outputs(head, ds.n_classes))
-    models.init_head_bias(model, cfg.model.head_bias, head, counts)
+    model = models.build(cfg.model, ds.input_shape, models.n_outputs(head, ds.n_classes, ds.multilabel))
+    models.init_head_bias(model, cfg.model.head_bias, head, counts, n_labelled)
     model.to(device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     n_train = len(ds.y_train)
@@ -413,7 +421,7 @@ def build(cfg: DictConfig, plan: Plan, device: torch.device, datasets: dict, pre
         "status": "running", "config": m.resolved, "head": head, "steps": m.start_step, "max_steps": m.max_steps,
         "device": str(device), "precision": precision, "threads": torch.get_num_threads(), "data": {
             "n_train": n_train, "n_val": len(ds.y_val), "n_classes": ds.n_classes,
-            "train_class_counts": counts.tolist(),
+            "train_class_counts": counts.tolist(), "task": ds.task, **ds.info,
         },
         "n_params": sum(p.numel() for p in m.params),
     }

@@ -10,6 +10,10 @@ Every run is scored on the same scales whatever its loss:
   tasks ``mean_confidence`` (mean top-label probability).
 A metric that is undefined on the split (one class present) is recorded as NaN.
 
+Multi-label tasks (labels y: multi-hot (N, C)) are scored per label by :func:`evaluate_multilabel`, on the
+per-label probabilities p (sigmoid head: sigmoid(z); softmax head, the "CE for multi-label" mistake:
+softmax(z), taken as each label's probability); decisions at p > 0.5.
+
 Every metric is computed here, on the device, for all the runs of a stack at once (:func:`evaluate_many`; a
 run alone is a stack of one), not by scikit-learn's functions: those validate and sort each class column and
 each run separately (20 sorts per 10-class evaluation of one run) and took about as long as the forward pass
@@ -25,6 +29,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from lossbench.losses import log1mexp
 
 
 def probabilities(z: torch.Tensor, head: str) -> torch.Tensor:
@@ -104,6 +110,8 @@ def evaluate_many(z: torch.Tensor, y: torch.Tensor, head: str, n_classes: int) -
     ECE are counted here on the device rather than per run on the host: for the stacks of dozens of small runs a
     study trains, scikit-learn's per-call validation cost more than the forward pass. tests/test_metrics.py
     checks each against scikit-learn."""
+    if y.dim() == 3:  # multi-hot labels (M, N, C)
+        return [evaluate_multilabel(z[i], y[i], head) for i in range(len(y))]
     m, n = y.shape
     zf = z.float()
     probs = probabilities(zf.reshape(m * n, -1), head).view(m, n, -1)  # (M, N, C)
@@ -144,6 +152,93 @@ def posthoc(z_adjusted: torch.Tensor | None, y: torch.Tensor, head: str, n_class
 
 
 def per_class_recall(z: torch.Tensor, y: torch.Tensor, head: str, n_classes: int) -> list[float]:
+    """Recall of each class (multi-label: of each label at p > 0.5); NaN for a class absent from the split."""
+    if y.dim() == 2:
+        pos, pred = y.cpu() == 1, label_probabilities(z, head).cpu() > 0.5
+        hits, n_pos = (pos & pred).sum(dim=0), pos.sum(dim=0)
+        return [float(h / n) if n else math.nan for h, n in zip(hits.tolist(), n_pos.tolist(), strict=True)]
     pred = probabilities(z, head).argmax(dim=1).cpu()
     y = y.cpu()
     return [float((pred[y == c] == c).float().mean()) if (y == c).any() else math.nan for c in range(n_classes)]
+
+
+# --- multi-label ---------------------------------------------------------------------------------------------
+def label_probabilities(z: torch.Tensor, head: str) -> torch.Tensor:
+    """Per-label probabilities (N, C) of a multi-label model, float32: sigmoid(z), or softmax(z) for a softmax
+    head (which cannot give two labels more than 0.5 each: the point of comparing it)."""
+    z = z.float()
+    return torch.sigmoid(z) if head == "sigmoid" else torch.softmax(z, dim=1)
+
+
+def bernoulli_nll(z: torch.Tensor, y: torch.Tensor, head: str) -> torch.Tensor:
+    """Mean over the N*C (sample, label) pairs of -[y log p + (1-y) log(1-p)], stably from logits (float32)."""
+    z, y = z.float(), y.float()
+    if head == "sigmoid":
+        return F.binary_cross_entropy_with_logits(z, y)
+    log_p = F.log_softmax(z, dim=1)
+    return -torch.where(y == 1, log_p, log1mexp(log_p)).mean()  # log1mexp(log p) = log(1 - p), accurately
+
+
+def lrap(s: torch.Tensor, pos: torch.Tensor, chunk: int = 1 << 22) -> torch.Tensor:
+    """Label ranking average precision, as scikit-learn's ``label_ranking_average_precision_score``: per sample,
+    the mean over its relevant labels j of |{relevant k: s_k >= s_j}| / |{k: s_k >= s_j}| (ties count as
+    ranked above), then the mean over samples; a sample with no relevant label, or with all labels relevant,
+    scores 1. On s's device, in chunks of samples (a chunk holds an (n, C, C) comparison).
+    scikit-learn's loops over samples on the host (about 1 s per 10000 x 10 evaluation here)."""
+    n, c = s.shape
+    step, out = max(1, chunk // (c * c)), []
+    for i in range(0, n, step):
+        si, pi = s[i : i + step].double(), pos[i : i + step].bool()
+        above = si[:, None, :] >= si[:, :, None]  # [b, j, k]: label k scored at or above label j
+        rank = above.sum(dim=2).double()
+        rank_pos = (above & pi[:, None, :]).sum(dim=2).double()
+        n_pos = pi.sum(dim=1)
+        per = torch.where(pi, rank_pos / rank, 0.0).sum(dim=1) / n_pos.clamp(min=1)
+        out.append(torch.where((n_pos == 0) | (n_pos == c), 1.0, per))
+    return torch.cat(out).mean()
+
+
+def evaluate_multilabel(z: torch.Tensor, y: torch.Tensor, head: str) -> dict[str, float]:
+    """Validation metrics of a multi-label model from logits (N, C) and multi-hot labels (N, C), with
+    scikit-learn's definitions (tests/test_multilabel.py checks each against scikit-learn):
+
+    - ``auc`` / ``ap``: macro ROC-AUC and macro average precision (``ap`` is the mAP), over the labels with
+      both a positive and a negative sample in the split (the others are skipped; summary.json's data section
+      counts them); ``auc_micro``: ROC-AUC of all (sample, label) pairs pooled.
+    - at p > 0.5: ``accuracy`` = subset accuracy (all C labels right, as ``accuracy_score`` on indicator
+      matrices), ``hamming_loss`` (share of wrong labels), ``f1_micro``, ``f1_macro`` (over the labels with a
+      positive sample; zero_division=0), ``balanced_accuracy`` (mean over labels with both classes of
+      (TPR + TNR) / 2), ``labels_per_sample`` (mean number of labels predicted; compare with the data's).
+    - ``lrap``: label ranking average precision (:func:`lrap`).
+    - calibration: ``nll`` = mean per-pair Bernoulli NLL (:func:`bernoulli_nll`); ``ece`` = the binary ECE of
+      all (sample, label) decisions pooled (confidence max(p, 1-p), correct = decision equals the label);
+      ``mean_confidence`` = mean max(p, 1-p).
+    All on the device, read in one host transfer, as for single-label runs.
+    """
+    p = label_probabilities(z, head)
+    pos = y == 1
+    auc, ap = ranking(p, pos)
+    auc_micro, _ = ranking(p.reshape(-1, 1), pos.reshape(-1, 1))
+    pred = p > 0.5
+    tp, fp = (pred & pos).sum(0).double(), (pred & ~pos).sum(0).double()
+    fn, tn = (~pred & pos).sum(0).double(), (~pred & ~pos).sum(0).double()
+    with_pos, both = pos.any(0), pos.any(0) & (~pos).any(0)
+    f1 = torch.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+    micro_den = 2 * tp.sum() + fp.sum() + fn.sum()
+    balanced = (tp / (tp + fn) + tn / (tn + fp)) / 2
+    pd = p.double().reshape(-1)
+    conf, correct = torch.maximum(pd, 1 - pd), (pred == pos).reshape(-1).double()
+    bins = (conf * ECE_BINS).long().clamp(0, ECE_BINS - 1)
+    gap = torch.zeros(ECE_BINS, dtype=torch.float64, device=z.device).scatter_add_(0, bins, correct - conf)
+    finite = torch.isfinite(p).all()
+    values = {
+        "auc": auc.nanmean(), "ap": ap.nanmean(), "auc_micro": auc_micro[0],
+        "lrap": torch.where(finite, lrap(p, pos), math.nan), "nll": bernoulli_nll(z, y, head).double(),
+        "accuracy": (pred == pos).all(dim=1).double().mean(), "hamming_loss": (pred != pos).double().mean(),
+        "f1_micro": torch.where(micro_den > 0, 2 * tp.sum() / micro_den, 0.0),
+        "f1_macro": (f1 * with_pos).sum() / with_pos.sum(),  # 0/0 = NaN when no label has a positive
+        "balanced_accuracy": torch.where(both, balanced, 0.0).sum() / both.sum(),
+        "labels_per_sample": pred.sum(dim=1).double().mean(),
+        "ece": torch.where(finite, gap.abs().sum() / len(conf), math.nan), "mean_confidence": conf.mean(),
+    }
+    return dict(zip(values, torch.stack([v.double() for v in values.values()]).tolist(), strict=True))

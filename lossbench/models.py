@@ -16,8 +16,9 @@ from omegaconf import DictConfig
 from torch import nn
 
 
-def n_outputs(head: str, n_classes: int) -> int:
-    return 1 if head == "sigmoid" and n_classes == 2 else n_classes
+def n_outputs(head: str, n_classes: int, multilabel: bool = False) -> int:
+    """One output per class, except a binary sigmoid head (1 unit); a multi-label task has one per label."""
+    return 1 if head == "sigmoid" and n_classes == 2 and not multilabel else n_classes
 
 
 class CosineLinear(nn.Module):
@@ -73,11 +74,13 @@ def output_layer(model: nn.Module) -> nn.Linear | CosineLinear:
     return [m for m in model.modules() if isinstance(m, (nn.Linear, CosineLinear))][-1]
 
 
-def init_head_bias(model: nn.Module, head_bias, head: str, class_counts: torch.Tensor) -> None:
+def init_head_bias(model: nn.Module, head_bias, head: str, class_counts: torch.Tensor,
+                   n_labelled: torch.Tensor | None = None) -> None:
     """Set the output bias: a number, or `prior` = the training prior (Lin et al. 2017, focal loss).
 
     prior: sigmoid outputs get log(pi/(1-pi)) (pi = positive rate of each output), softmax outputs get
-    log(pi_c), so that the initial predicted probabilities equal the class frequencies.
+    log(pi_c), so that the initial predicted probabilities equal the class frequencies. pi = class_counts /
+    n_labelled (default: their sum; a multi-label task passes the labelled entries per label).
     """
     if head_bias is None:
         return
@@ -86,7 +89,8 @@ def init_head_bias(model: nn.Module, head_bias, head: str, class_counts: torch.T
         if head_bias != "prior":
             bias.fill_(float(head_bias))
             return
-        pi = (class_counts.double() / class_counts.sum()).clamp(1e-6, 1 - 1e-6)
+        n = class_counts.sum() if n_labelled is None else n_labelled
+        pi = (class_counts.double() / n).clamp(1e-6, 1 - 1e-6)
         if head == "softmax":
             bias.copy_(pi.log())
         elif bias.numel() == 1:

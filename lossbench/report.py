@@ -36,7 +36,10 @@ from lossbench.store import SUMMARY
 IGNORED = {"seed", "data.seed", "data.root", "data.download", "trainer.resume", "trainer.skip_completed",
            "trainer.threads", "logger.flush_secs"}
 METRICS = ("auc", "ap", "accuracy", "balanced_accuracy", "nll", "ece")
-CURVES = ("val/auc", "val/ap", "val/balanced_accuracy", "val/nll", "val/ece", "val/loss")
+# multi-label runs' own metrics, as columns when a run has them (there ap = mAP, accuracy = subset accuracy)
+MULTILABEL_METRICS = ("f1_micro", "f1_macro", "hamming_loss", "lrap", "auc_micro")
+CURVES = ("val/auc", "val/ap", "val/balanced_accuracy", "val/nll", "val/ece", "val/loss", "val/f1_macro",
+          "val/f1_micro")
 NUMERICS = ("train/loss", "numerics/saturated_frac", "numerics/dead_frac", "numerics/clamped_frac",
             "numerics/max_abs_logit", "numerics/grad_norm")
 NO_RUNS = "no runs found under {}: expected summary.json files written by python -m lossbench"
@@ -207,16 +210,23 @@ def target_name(groups: list[Group]) -> str:
     return f"steps to {conv['target_metric']} {op} {conv['target_value']}"
 
 
+def metric_columns(groups: list[Group]) -> tuple[str, ...]:
+    """METRICS, and the multi-label ones when some run has them."""
+    ml = [m for m in MULTILABEL_METRICS if any(f"val/{m}" in (r.summary.get("final") or {}) for g in groups for r in g.runs)]
+    return METRICS + tuple(ml)
+
+
 def tables(groups: list[Group]) -> str:
     """table.md: final and best validation metrics, convergence and numerics; one row per group."""
     out = []
+    columns = metric_columns(groups)
     for kind, title in (("final", "Final validation metrics"), ("best", "Best validation metrics (best evaluation of each run)")):
         rows = []
         for g in groups:
             n = len(g.runs)
-            row = [g.label, str(n)] + [cell([get(r.summary, kind, f"val/{m}") for r in g.runs], n) for m in METRICS]
+            row = [g.label, str(n)] + [cell([get(r.summary, kind, f"val/{m}") for r in g.runs], n) for m in columns]
             rows.append(row + ([g.statuses()] if kind == "final" else []))
-        header = ["group", "runs", *METRICS] + (["status"] if kind == "final" else [])
+        header = ["group", "runs", *columns] + (["status"] if kind == "final" else [])
         out.append(f"### {title}: mean [{stats.DESCRIPTION}]\n\n" + markdown(header, rows))
     rows = []
     for g in groups:

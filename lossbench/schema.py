@@ -83,6 +83,13 @@ class SyntheticData:
     balanced_val: bool = MISSING
     task_seed: int = MISSING
     seed: int = MISSING
+    task: str = MISSING
+    n_labels: int = MISSING  # task=multilabel: make_multilabel_classification's knobs
+    length: int = MISSING
+    allow_unlabeled: bool = MISSING
+    label_noise: float = MISSING  # training labels
+    soft_labels: str | None = MISSING
+    unlabeled_frac: float = MISSING
 
 
 @dataclass
@@ -98,6 +105,11 @@ class MnistData:
     n_val: int | None = MISSING
     scale: float = MISSING
     seed: int = MISSING
+    digits_per_image: list[int] = MISSING  # task=multilabel: digit grids
+    grid: int = MISSING
+    label_noise: float = MISSING  # training labels
+    soft_labels: str | None = MISSING
+    unlabeled_frac: float = MISSING
 
 
 # --- model --------------------------------------------------------------------------------------------------
@@ -182,6 +194,25 @@ class ClippedBceLoss(SoftmaxHeadLoss):
     eps: float = MISSING
 
 
+@dataclass
+class AsymmetricLoss(Loss):
+    """loss=asl (Ridnik et al. 2021)."""
+
+    gamma_neg: float = MISSING
+    gamma_pos: float = MISSING
+    clip: float = MISSING
+    eps: float = MISSING
+
+
+@dataclass
+class DistillationLoss(SoftmaxLoss):
+    """loss=kd and its bad examples: the teacher run, temperature and soft-term weight."""
+
+    teacher: str | None = MISSING
+    T: float = MISSING
+    alpha: float = MISSING
+
+
 # --- optimiser, trainer, numerics, logger -------------------------------------------------------------------
 
 
@@ -246,6 +277,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "balanced_softmax": SoftmaxHeadLoss,
         "poly1": Poly1Loss,
         "bce_clipped": ClippedBceLoss,
+        "asl": AsymmetricLoss,
+        **dict.fromkeys(("kd", "kd_mean", "kd_prob", "kd_no_t2"), DistillationLoss),
     },
     "optim": {"sgd": Optim, "adam": Optim, "adamw": Optim},
     "trainer": {"default": Trainer},

@@ -68,6 +68,12 @@ def first_step(metric: str, value: float) -> Getter:
 
 
 
+def val_errors(s: dict) -> float | None:
+    """Misclassified validation images (MNIST's test set with data.n_val=null): (1 - accuracy) * n_val."""
+    acc, n = get(s, "final", "val/accuracy"), get(s, "data", "n_val")
+    return None if acc is None or n is None else round((1 - acc) * n)
+
+
 # Per study: (column header, getter, format). Every column is mean [95% CI] over the group's seeds.
 COLUMNS: dict[str, list[tuple[str, Getter, str]]] = {
     "saturation": [
@@ -118,6 +124,18 @@ COLUMNS: dict[str, list[tuple[str, Getter, str]]] = {
         ("mean p(pos)", final("mean_prob"), ".3f"), ("val NLL", final("nll"), ".3f"),
         ("steps to AP 0.5", steps_to_target, ".0f"),
     ],
+    "multilabel": [
+        ("mAP", final("ap"), ".4f"), ("macro AUC", final("auc"), ".4f"), ("F1 micro@0.5", final("f1_micro"), ".4f"),
+        ("F1 macro@0.5", final("f1_macro"), ".4f"), ("subset acc", final("accuracy"), ".4f"),
+        ("Hamming loss", final("hamming_loss"), ".4f"), ("LRAP", final("lrap"), ".4f"),
+        ("labels/sample predicted", final("labels_per_sample"), ".2f"), ("val NLL (per label)", final("nll"), ".4f"),
+        ("ECE (per label)", final("ece"), ".4f"),
+    ],
+    "distillation": [
+        ("test errors", val_errors, ".0f"), ("accuracy", final("accuracy"), ".4f"), ("val NLL", final("nll"), ".4f"),
+        ("ECE", final("ece"), ".4f"), ("best accuracy", best("accuracy"), ".4f"),
+        ("loss gap (reported - correct kd)", numerics("loss_gap_mean"), ".3g"),
+    ],
 }
 # Studies whose groups are named by a few config keys: their method presets (configs/method, configs/binary_method)
 # change several loss and model keys at once, which would all appear in the default label.
@@ -125,7 +143,8 @@ LABEL_KEYS = {"long_tail": ("data.imbalance_profile", "study.method"), "long_tai
 # The key each study's paired comparison is over (report --compare): the question's axis.
 COMPARE = {"saturation": "loss", "equivalence": "loss", "pos_weight": "loss.pos_weight",
            "class_weights": "loss.class_weight", "multiclass_heads": "loss", "label_smoothing": "loss.label_smoothing",
-           "long_tail": "study.method", "long_tail_binary": "study.method"}
+           "long_tail": "study.method", "long_tail_binary": "study.method",
+           "multilabel": "study.variant", "distillation": "study.variant"}
 # equivalence: pairs of losses whose curves are compared run by run (same seed, same data, same init)
 PAIRS = (("ce", "nll"), ("bce_logits", "bce"), ("bce_logits", "ce"))
 CURVE_METRICS = ("val/nll", "val/auc")

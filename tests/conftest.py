@@ -42,3 +42,33 @@ def mnist_root() -> Path | None:
 
 
 needs_mnist = pytest.mark.skipif(mnist_root() is None, reason="MNIST not found under $LOSSBENCH_DATA_DIR")
+
+
+_TEACHERS: dict[tuple[str, ...], Path] = {}
+
+
+def teacher_run(tmp_path_factory: pytest.TempPathFactory, *data: str) -> Path:
+    """A completed softmax run on the synthetic task the data overrides give (once per session and task)."""
+    if data not in _TEACHERS:
+        d = tmp_path_factory.mktemp("teacher")
+        s = run_cfg(d, "loss=ce", "trainer.max_steps=100", "model.hidden=[32]", "data.n_train=2000",
+                    "data.n_val=1000", "logger.enabled=false", *data)
+        assert s["status"] == "completed"
+        _TEACHERS[data] = d
+    return _TEACHERS[data]
+
+
+@pytest.fixture(scope="session")
+def teacher_dir(tmp_path_factory) -> Path:
+    """A completed softmax run on the default synthetic task: what loss=kd* needs as loss.teacher."""
+    return teacher_run(tmp_path_factory)
+
+
+def loss_overrides(loss: str, request: pytest.FixtureRequest, *data: str) -> list[str]:
+    """What a loss needs beyond its name in a test run: for the distillation losses, a teacher trained on the
+    task the data overrides give (only those that define the task matter: n_classes, n_features, scale, ...)."""
+    from lossbench.config import KD_LOSSES
+
+    if loss not in KD_LOSSES:
+        return []
+    return [f"loss.teacher={teacher_run(request.getfixturevalue('tmp_path_factory'), *data)}"]

@@ -12,14 +12,14 @@ from omegaconf import OmegaConf
 from lossbench import ConfigError, losses, metrics
 from lossbench.config import NATURAL_HEAD, VALID_PAIRS, validate
 from lossbench.data import load
-from tests.conftest import cli, make_cfg, needs_mnist, run_cfg
+from tests.conftest import cli, loss_overrides, make_cfg, needs_mnist, run_cfg
 
 SMALL = ["data.n_train=2000", "data.n_val=1000", "logger.enabled=false"]
 
 
 @pytest.mark.parametrize(("head", "loss"), sorted(VALID_PAIRS))
-def test_every_valid_pair_learns(tmp_path, head, loss):
-    s = run_cfg(tmp_path, f"loss={loss}", f"head={head}", *SMALL)
+def test_every_valid_pair_learns(tmp_path, head, loss, request):
+    s = run_cfg(tmp_path, f"loss={loss}", f"head={head}", *SMALL, *loss_overrides(loss, request))
     assert s["status"] == "completed"
     assert s["head"] == head
     assert s["final"]["val/auc"] > 0.85  # chance is 0.5; the Bayes AUC of this task is about 0.92
@@ -42,9 +42,9 @@ def test_ce_on_single_logit_message_says_why():
         validate(make_cfg("loss=ce", "head=sigmoid"))
 
 
-def test_natural_head_is_used_when_head_is_unset():
+def test_natural_head_is_used_when_head_is_unset(request):
     for loss, head in NATURAL_HEAD.items():
-        cfg = make_cfg(f"loss={loss}")
+        cfg = make_cfg(f"loss={loss}", *loss_overrides(loss, request))
         assert cfg.head is None
         validate(cfg)
         assert losses.build(cfg.loss, head, 2, torch.tensor([5, 5])).k == (1 if head == "sigmoid" else 2)

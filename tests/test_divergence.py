@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from lossbench import config, store, train
-from tests.conftest import cli, make_cfg, run_cfg
+from tests.conftest import cli, loss_overrides, make_cfg, run_cfg
 
 TINY = ["trainer.threads=1", "model.hidden=[16]", "data.n_train=300", "data.n_val=100", "trainer.max_steps=60",
         "trainer.log_every=10", "trainer.eval_every=30", "logger.flush_secs=1"]
@@ -21,14 +21,15 @@ NEEDS: dict[str, list[str]] = {
 PAIRS = sorted(config.VALID_PAIRS)
 
 
-def overrides(head: str, loss: str) -> list[str]:
-    return [f"loss={loss}", f"head={head}", *NEEDS.get(loss, [])]
+def overrides(head: str, loss: str, request: pytest.FixtureRequest, *data: str) -> list[str]:
+    """The pair, what its loss needs (NEEDS; a teacher for the distillation losses) and the data overrides."""
+    return [f"loss={loss}", f"head={head}", *NEEDS.get(loss, []), *loss_overrides(loss, request, *data), *data]
 
 
 @pytest.mark.parametrize(("head", "loss"), PAIRS)
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_an_exploding_learning_rate_ends_diverged(tmp_path, head, loss, precision):
-    s = run_cfg(tmp_path, *TINY, *overrides(head, loss), "optim.lr=1e30", f"trainer.precision={precision}")
+def test_an_exploding_learning_rate_ends_diverged(tmp_path, head, loss, precision, request):
+    s = run_cfg(tmp_path, *TINY, *overrides(head, loss, request), "optim.lr=1e30", f"trainer.precision={precision}")
     first = s["numerics"]["first_nonfinite_step"]
     assert s["status"] == "diverged" and s["exit_code"] == 0
     assert first is not None and first < s["steps"] <= first + 10  # ended at the next log point
@@ -36,10 +37,10 @@ def test_an_exploding_learning_rate_ends_diverged(tmp_path, head, loss, precisio
     assert any(tmp_path.rglob("events.out.tfevents.*"))
 
 
-def test_every_loss_diverges_as_a_result_in_one_stack(tmp_path):
+def test_every_loss_diverges_as_a_result_in_one_stack(tmp_path, request):
     """The same, all pairs in one stack (those that share an output shape): each member ends diverged, and a
     benign member alongside them completes."""
-    jobs = [(make_cfg(*TINY, *overrides(h, lo), "optim.lr=1e30", "data.n_classes=3"), tmp_path / f"{h}_{lo}")
+    jobs = [(make_cfg(*TINY, *overrides(h, lo, request, "data.n_classes=3"), "optim.lr=1e30"), tmp_path / f"{h}_{lo}")
             for h, lo in PAIRS]
     jobs.append((make_cfg(*TINY, "loss=ce", "data.n_classes=3"), tmp_path / "benign"))
     results = train.run_jobs(jobs)

@@ -30,7 +30,7 @@ def saturation_like() -> list[report.Group]:
 
 
 def test_every_loss_has_its_own_fixed_colour():
-    names = list(dict.fromkeys([*config.LOSSES, *COMING]))  # COMING may already be in config.LOSSES
+    names = list(dict.fromkeys([*config.LOSSES, *COMING]))  # COMING losses may be in LOSSES already
     colours = [plots.loss_color(n) for n in names]
     assert set(names) <= set(plots.LOSS_COLORS)
     assert len({to_rgb(c) for c in colours}) == len(names)
