@@ -158,10 +158,18 @@ class SoftmaxHeadLoss(Loss):
 
 
 @dataclass
-class SoftmaxLoss(SoftmaxHeadLoss):
+class SoftmaxLoss(Loss):
     """Losses on class indices (CrossEntropyLoss, NLLLoss)."""
 
     ignore_index: int = MISSING
+
+
+@dataclass
+class ClassIndexLoss(SoftmaxLoss):
+    """ce, nll, nll_manual: class-index losses, with deferred re-weighting and post-hoc logit adjustment."""
+
+    drw_step: int | None = MISSING
+    posthoc_tau: float | None = MISSING
 
 
 # the losses for imbalanced data, and bce_clipped (lossbench/losses.py)
@@ -268,9 +276,9 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "bce": SoftmaxHeadLoss,
         "bce_logits": Loss,
         "bce_manual": Loss,
-        "ce": SoftmaxLoss,
-        "nll": SoftmaxLoss,
-        "nll_manual": SoftmaxLoss,
+        "ce": ClassIndexLoss,
+        "nll": ClassIndexLoss,
+        "nll_manual": ClassIndexLoss,
         "focal": FocalLoss,
         "ldam": LdamLoss,
         "logit_adjusted": LogitAdjustedLoss,
