@@ -20,7 +20,7 @@ Training-label options (training split only; validation labels stay clean and co
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +78,16 @@ class Dataset:
     def partial(self) -> bool:
         """Are some training labels IGNORE_INDEX (data.unlabeled_frac)?"""
         return bool((self.y_train == IGNORE_INDEX).any())
+
+    def same_as(self, other: Dataset) -> bool:
+        """Equal content (every tensor, label and statistic): two data configs that load the same data, e.g.
+        the full MNIST under two seeds, so that a stack holds it once."""
+        def eq(a: object, b: object) -> bool:
+            if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+                return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
+                        and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b))
+            return a == b
+        return all(eq(getattr(self, f.name), getattr(other, f.name)) for f in fields(self))
 
     def to(self, device: torch.device) -> Dataset:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
@@ -264,7 +274,7 @@ def mnist(dc: DictConfig) -> Dataset:
         x_train, y_train = x_train[keep], y_train[keep]
 
     def prep(x: torch.Tensor) -> torch.Tensor:
-        return ((x.float() / 255.0 - MNIST_MEAN) / MNIST_STD * dc.scale).unsqueeze(1)
+        return x.float().div_(255.0).sub_(MNIST_MEAN).div_(MNIST_STD).mul_(dc.scale).unsqueeze(1)  # in place: one copy
 
     return Dataset("mnist", prep(x_train), y_train, prep(x_val), y_val, n_classes)
 
@@ -403,7 +413,7 @@ def mnist_multilabel(dc: DictConfig) -> Dataset:
     grid = int(dc.grid)
 
     def prep(x: torch.Tensor) -> torch.Tensor:
-        return ((x.float() / 255.0 - MNIST_MEAN) / MNIST_STD * dc.scale).unsqueeze(1)
+        return x.float().div_(255.0).sub_(MNIST_MEAN).div_(MNIST_STD).mul_(dc.scale).unsqueeze(1)  # in place: one copy
 
     xt, yt = _compose(x_train, y_train, dc.n_train or 60000, lo, hi, grid, _rng(int(dc.seed), "mnist_multilabel"))
     xv, yv = _compose(x_val, y_val, dc.n_val or 10000, lo, hi, grid, _rng(0, "mnist_multilabel_val"))

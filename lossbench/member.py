@@ -381,13 +381,13 @@ def build(cfg: DictConfig, plan: Plan, device: torch.device, datasets: dict, pre
         teacher.check(cfg)  # a missing, unfinished or foreign teacher: refused before the data is loaded
     key = str(OmegaConf.to_container(cfg.data, resolve=True))
     if key not in datasets:
-        datasets[key] = data.load(cfg.data)
+        loaded = data.load(cfg.data).to(device)
+        # the same data under another config (e.g. the full MNIST under another seed): held once
+        datasets[key] = next((d for d in datasets.values() if d.same_as(loaded)), loaded)
     ds = datasets[key]
     counts, n_labelled = ds.class_counts(), ds.n_labelled()
     objective = losses.build(cfg.loss, head, ds.n_classes, counts, n_labelled, multilabel=ds.multilabel,
                              partial=ds.partial()).to(device)
-    if ds.x_train.device != device:
-        datasets[key] = ds = ds.to(device)
     if cfg.loss.name in KD_LOSSES:  # the teacher's logits as targets, computed once per teacher and data
         key = (key, str(cfg.loss.teacher))
         if key not in datasets:

@@ -285,6 +285,7 @@ class StackedOptimizer:
             return torch.tensor([float(get(g)) for g in groups], dtype=torch.float32, device=dev)
 
         self.lr, self.wd = per_member(lambda g: g["lr"]), per_member(lambda g: g["weight_decay"])
+        self.any_wd = any(g["weight_decay"] != 0 for g in groups)  # known up front: no per-step sync
         if self.kind == "SGD":
             self.momentum = per_member(lambda g: g["momentum"])
         else:
@@ -332,7 +333,7 @@ class StackedOptimizer:
 
     def _sgd(self, p: torch.Tensor, st: dict, shape: tuple) -> None:
         wd, mu, lr = self.wd.view(shape), self.momentum.view(shape), self.lr.view(shape)
-        g = torch.where(wd != 0, p.grad + wd * p, p.grad)
+        g = torch.where(wd != 0, p.grad + wd * p, p.grad) if self.any_wd else p.grad
         if st["momentum_buffer"] is None:
             st["momentum_buffer"] = g.clone()
         else:
@@ -345,15 +346,17 @@ class StackedOptimizer:
         st["step"] += 1 if apply is None else apply.float()
         step = st["step"].view(shape)
         g = p.grad
-        if self.kind == "AdamW":
+        if self.any_wd and self.kind == "AdamW":
             p.mul_(torch.where(wd != 0, 1 - lr * wd, 1.0))
-        else:
+        elif self.any_wd:
             g = torch.where(wd != 0, g + wd * p, g)
         st["exp_avg"].lerp_(g, (1 - b1).expand_as(g))
         st["exp_avg_sq"].mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
         step_size = lr / (1 - b1**step)
-        denom = (st["exp_avg_sq"].sqrt() / torch.sqrt(1 - self.beta2**step)).add_(self.eps)
-        p.sub_(step_size * st["exp_avg"] / denom)
+        # torch's (exp_avg_sq.sqrt() / sqrt(bias_correction2)).add_(eps), then exp_avg / denom, in place
+        update = st["exp_avg_sq"].sqrt().div_(torch.sqrt(1 - self.beta2**step)).add_(self.eps)
+        torch.div(st["exp_avg"], update, out=update)
+        p.sub_(update.mul_(step_size))
 
     def write_back(self, members: list[Member]) -> None:
         """Each member's slice of the state into its own torch optimiser's state (its format)."""

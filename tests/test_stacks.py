@@ -162,3 +162,26 @@ def test_a_stack_of_cnns_on_mnist_equals_the_runs_alone(tmp_path):
     assert {s["stack"]["size"] for s in stacked} == {3}
     for a, b in zip(alone, stacked, strict=True):
         close(a, b)
+
+
+
+def test_same_as_compares_content():
+    from lossbench import data as data_mod
+    a, b = (data_mod.load(make_cfg(*SMALL, "seed=3").data) for _ in range(2))
+    assert a is not b and a.same_as(b)
+    assert not a.same_as(data_mod.load(make_cfg(*SMALL, "seed=4").data))
+    assert not a.same_as(data_mod.load(make_cfg(*SMALL, "seed=3", "data.scale=2").data))
+
+
+@needs_mnist
+def test_members_hold_equal_data_once_and_different_data_apart(tmp_path):
+    """The full MNIST under two run seeds is the same data: one copy in memory (a stack of K seeds does not
+    hold K copies); a random subset per seed is different data and is never shared."""
+    from lossbench import member
+    datasets: dict = {}
+    grid = [["seed=0"], ["seed=1", "loss=nll"], ["seed=1", "data.n_train=500"], ["seed=2", "data.n_train=500"]]
+    cfgs = [make_cfg("data=mnist", "loss=ce", "trainer.max_steps=2", *ov) for ov in grid]
+    ms = [member.build(c, member.plan(c, tmp_path / str(i)), train.torch.device("cpu"), datasets, "fp32")
+          for i, c in enumerate(cfgs)]
+    assert ms[0].ds is ms[1].ds
+    assert ms[2].ds is not ms[3].ds and ms[2].ds is not ms[0].ds
