@@ -231,8 +231,10 @@ class LossGroups:
         self.unsort = None if order == list(range(len(objectives))) else torch.tensor(order).argsort()
 
     def _stacked(self, rows: list[int]) -> dict[str, torch.Tensor]:
-        names = [n for n, _ in self.objectives[rows[0]].named_buffers()]
-        return {n: torch.stack([dict(self.objectives[k].named_buffers())[n] for k in rows]) for n in names}
+        # remove_duplicate=False: a tensor held under several names (the objective's class_weight is also its
+        # nll's and ce's weight) must be swapped under every name, or the template's copy would serve them all
+        buffers = [dict(self.objectives[k].named_buffers(remove_duplicate=False)) for k in rows]
+        return {n: torch.stack([b[n] for b in buffers]) for n in buffers[0]}
 
     def begin_step(self, step: int) -> None:
         for g in self.groups:

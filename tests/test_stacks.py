@@ -185,3 +185,21 @@ def test_members_hold_equal_data_once_and_different_data_apart(tmp_path):
           for i, c in enumerate(cfgs)]
     assert ms[0].ds is ms[1].ds
     assert ms[2].ds is not ms[3].ds and ms[2].ds is not ms[0].ds
+
+
+@pytest.mark.parametrize("grid", [
+    [["loss=ce", f"loss.class_weight={cw}"] for cw in ("inverse", "effective", "[1.0,3.0,0.5]")],
+    [["loss=nll", f"loss.class_weight={cw}"] for cw in ("inverse", "[2.0,1.0,1.0]")],
+    [["loss=focal", "head=softmax", f"loss.class_weight={cw}"] for cw in ("inverse", "effective")],
+    [["loss=bce_logits", "data.n_classes=2", f"loss.pos_weight={pw}"] for pw in ("auto", "sqrt_auto", "3.0")],
+], ids=["ce", "nll", "focal", "pos_weight"])
+def test_members_with_different_loss_weights_keep_their_own(tmp_path, grid):
+    """Weights differ between members of one loss group (same signature, other values): each member trains
+    with its own, as alone (a weight held under several names in the objective must be swapped under all)."""
+    extra = ("data=imbalanced", "data.n_classes=3") if "data.n_classes=2" not in grid[0] else ("data=imbalanced",)
+    alone = train.run_jobs(jobs(tmp_path / "alone", grid, *extra), stacked=False)
+    stacked = train.run_jobs(jobs(tmp_path / "stacked", grid, *extra))
+    assert {s["stack"]["size"] for s in stacked} == {len(grid)}
+    for a, b in zip(alone, stacked, strict=True):
+        close(a, b)
+    assert len({a["history"][-1]["val/loss"] for a in alone}) == len(grid)  # the weights do change the runs
