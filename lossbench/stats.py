@@ -88,8 +88,11 @@ def verdict(diff: Interval, higher_is_better: bool, a: str = "A") -> str:
     """Plain reading of a paired difference a - b: 'a better', 'a worse', or no difference detected."""
     if diff.n < 2:
         return NOT_ENOUGH
-    if diff.low > 0 or diff.high < 0:
-        return f"{a} better" if (diff.low > 0) == higher_is_better else f"{a} worse"
+    # a bound that is 0 up to float64 noise (an average of differences such as 0.8253 - 0.8253 can come out
+    # as 2e-17) does not exclude 0
+    eps = 1e-12 * max(1.0, abs(diff.low), abs(diff.high))
+    if diff.low > eps or diff.high < -eps:
+        return f"{a} better" if (diff.low > eps) == higher_is_better else f"{a} worse"
     return NO_DIFFERENCE
 
 

@@ -110,3 +110,11 @@ def test_verdict_respects_the_metric_direction(low, high, higher_is_better, expe
     diff = stats.Interval((low + high) / 2, low, high, 5)
     assert stats.verdict(diff, higher_is_better, "bce") == expected
     assert stats.verdict(stats.Interval(0.02, math.nan, math.nan, 1), higher_is_better) == stats.NOT_ENOUGH
+
+
+def test_a_bound_at_zero_up_to_float_noise_is_no_difference():
+    """Differences that are 0 in most seeds: the bootstrap's lower bound can come out as 2e-17, not 0."""
+    iv = stats.Interval(0.00014, 2.220446049250313e-17, 0.00028, 5)
+    assert stats.verdict(iv, higher_is_better=True) == stats.NO_DIFFERENCE
+    assert stats.verdict(stats.Interval(-0.00014, -0.00028, -1e-18, 5), True) == stats.NO_DIFFERENCE
+    assert stats.verdict(stats.Interval(0.00014, 1e-9, 0.00028, 5), True) == "A better"
