@@ -103,6 +103,12 @@ def split_keys(params: list[dict]) -> tuple[list[str], list[str]]:
     from lossbench.report import differing_keys
 
     keys = differing_keys(params)
+    study = [k for k in keys if k.startswith("study.")]
+    if study:  # a study's own axis (study.method, study.variant) names the lines; what it sets is not a row
+        rest = [k for k in keys if k != study[0]]
+        fixed = determined_by(study[0], rest, params)
+        line = [study[0], *(["loss.name"] if "loss.name" in fixed else [])]
+        return [k for k in rest if k not in fixed], line
     if "loss.name" in keys:
         rest = [k for k in keys if k != "loss.name"]
         line = ["loss.name", *determined_by("loss.name", rest, params)]

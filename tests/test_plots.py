@@ -83,6 +83,17 @@ def test_a_key_that_follows_the_loss_stays_on_its_line():
     assert [ln.label for ln in rows[0].lines] == ["ce (head=softmax)", "bce_logits (head=sigmoid)", "bce (head=softmax)"]
 
 
+def test_a_study_axis_names_the_lines_and_what_it_sets_makes_no_rows():
+    """long_tail-like: study.method sets the loss and its weights; methods sharing a loss are told apart."""
+    methods = {"ce": ("ce", None), "ce_inverse": ("ce", "inverse"), "cb": ("ce", "effective"), "focal": ("focal", None)}
+    groups = [group(f"{prof} {m}", **{"data.imbalance_profile": prof, "study.method": m, "loss.name": lo,
+                                      "loss.class_weight": cw}) for prof in ("exp", "step") for m, (lo, cw) in methods.items()]
+    rows, title = plots.layout(groups)
+    assert title == "study.method" and [r.title for r in rows] == ["data.imbalance_profile=exp", "data.imbalance_profile=step"]
+    assert [ln.label for ln in rows[0].lines] == ["ce (loss=ce)", "ce_inverse (loss=ce)", "cb (loss=ce)",
+                                                  "focal (loss=focal)"]
+
+
 def test_at_most_six_lines_a_panel_in_balanced_rows():
     groups = [group(str(a), **{"loss.name": "ce", "loss.label_smoothing": a}) for a in np.arange(7) / 20]
     rows, _ = plots.layout(groups)
