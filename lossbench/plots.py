@@ -14,6 +14,7 @@ overlap") instead of one hiding the other.
 from __future__ import annotations
 
 import math
+import textwrap
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -316,9 +317,11 @@ def plot_grid(path: Path, groups: list[Group], curves: list[Curves], tags: tuple
                 ax.set_yscale("log")
                 log_ticks(ax)
             notes = panel_notes(row.lines, [means[id(ln.group)] for ln in row.lines], tag, spans[tag], merged)
-            ax.set_title(tag, fontsize=9, pad=3 + 8 * len(notes))
-            if notes:  # under the title, not over the data
-                ax.text(0.5, 1.01, "\n".join(f"{n}: lines overlap" for n in notes), transform=ax.transAxes,
+            # wrapped to the panel's width (~60 characters at this size), or they run into the next title
+            text = [w for n in notes for w in textwrap.wrap(f"{n}: lines overlap", 60)]
+            ax.set_title(tag, fontsize=9, pad=5 + 9 * len(text))
+            if text:  # under the title, not over the data
+                ax.text(0.5, 1.01, "\n".join(text), transform=ax.transAxes,
                         fontsize=6.5, color="0.25", ha="center", va="bottom")
             ax.set_xlabel("step", fontsize=8)
             ax.tick_params(which="both", labelsize=7)
