@@ -82,12 +82,13 @@ class Dataset:
     def same_as(self, other: Dataset) -> bool:
         """Equal content (every tensor, label and statistic): two data configs that load the same data, e.g.
         the full MNIST under two seeds, so that a stack holds it once."""
-        def eq(a: object, b: object) -> bool:
-            if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-                return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
-                        and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b))
-            return a == b
-        return all(eq(getattr(self, f.name), getattr(other, f.name)) for f in fields(self))
+        def alike(a: object, b: object) -> bool:  # cheap checks first: most candidates fail here
+            if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+                return (a.shape, a.dtype, a.device) == (b.shape, b.dtype, b.device)
+            return not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor) and a == b
+        pairs = [(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)]
+        return all(alike(a, b) for a, b in pairs) and all(
+            torch.equal(a, b) for a, b in pairs if isinstance(a, torch.Tensor))
 
     def to(self, device: torch.device) -> Dataset:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731

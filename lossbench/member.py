@@ -389,7 +389,7 @@ def build(cfg: DictConfig, plan: Plan, device: torch.device, datasets: dict, pre
     objective = losses.build(cfg.loss, head, ds.n_classes, counts, n_labelled, multilabel=ds.multilabel,
                              partial=ds.partial()).to(device)
     if cfg.loss.name in KD_LOSSES:  # the teacher's logits as targets, computed once per teacher and data
-        key = (key, str(cfg.loss.teacher))
+        key = (id(ds), str(cfg.loss.teacher))  # by the data held, so that equal data gets one copy of the logits
         if key not in datasets:
             datasets[key] = teacher.attach(cfg, ds, device, tc.eval_batch_size)
         ds = datasets[key]
