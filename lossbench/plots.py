@@ -317,8 +317,8 @@ def plot_grid(path: Path, groups: list[Group], curves: list[Curves], tags: tuple
                 ax.set_yscale("log")
                 log_ticks(ax)
             notes = panel_notes(row.lines, [means[id(ln.group)] for ln in row.lines], tag, spans[tag], merged)
-            # wrapped to the panel's width (~60 characters at this size), or they run into the next title
-            text = [w for n in notes for w in textwrap.wrap(f"{n}: lines overlap", 60)]
+            # wrapped to the panel's width (~46 characters at this size), or they run into the next title
+            text = [w for n in notes for w in textwrap.wrap(f"{n}: lines overlap", 46)]
             ax.set_title(tag, fontsize=9, pad=5 + 9 * len(text))
             if text:  # under the title, not over the data
                 ax.text(0.5, 1.01, "\n".join(text), transform=ax.transAxes,
