@@ -165,11 +165,8 @@ class SoftmaxLoss(Loss):
 
 
 @dataclass
-class ClassIndexLoss(SoftmaxLoss):
+class ClassIndexLoss(SoftmaxLoss, SoftmaxHeadLoss):
     """ce, nll, nll_manual: class-index losses, with deferred re-weighting and post-hoc logit adjustment."""
-
-    drw_step: int | None = MISSING
-    posthoc_tau: float | None = MISSING
 
 
 # the losses for imbalanced data, and bce_clipped (lossbench/losses.py)
