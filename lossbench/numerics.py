@@ -1,8 +1,12 @@
 """Numeric-health monitors: accumulated on the device, read (one host sync) at log points.
 
 Every step (also with monitors off: divergence is always recorded)
-  nonfinite_loss   steps whose loss was NaN/Inf. The step's loss tensor is kept, and the kept ones are
-                   reduced together every BUFFER steps and at reads: no host sync and no kernel per step.
+  nonfinite_loss   steps whose loss or logits were NaN/Inf. The step's loss and logits are kept (references),
+                   and the kept ones are reduced together every BUFFER steps and at reads: no host sync and
+                   no kernel per step. The logits count because a loss that clamps (BCELoss, asl) or clips
+                   stays finite on overflowed logits, with a zero gradient: whether the step's sums also
+                   produce a NaN (inf - inf) depends on the CPU's summation order, so the loss alone would
+                   call the same run diverged on one machine and completed on another.
 Every ``numerics.every`` steps (the sampled steps; monitors on)
   grad_norm        global L2 norm of the (unscaled) gradients (one ``torch._foreach_norm``)
   nonfinite_grad   sampled steps with a NaN/Inf gradient
@@ -55,6 +59,8 @@ class Monitor:
         self.win_max = torch.zeros(k, 2, device=device)
         self.first_bad = torch.full((k,), math.inf, device=device)
         self.losses: list[torch.Tensor] = []  # unreduced per-step losses, (K,) each
+        # and the steps' logits (K, B, ...) or, restored from a checkpoint, their flags (K,) bool: True if not finite
+        self.outputs: list[torch.Tensor] = []
         self.grad_rows: list[torch.Tensor] = []  # unreduced per-parameter gradient norms of sampled steps, (K, P)
         self.grad_steps: list[torch.Tensor] = []  # and their step numbers (0-d device tensors: no host copy)
         self.kept: list[tuple[torch.Tensor, ...]] = []  # unprocessed sampled batches: loss (K,), z, t, dL/dz (K, B, ...)
@@ -70,10 +76,13 @@ class Monitor:
     def wants_detail(self, step: int) -> bool:
         return self.enabled and step % self.every == 0
 
-    def observe(self, loss: torch.Tensor) -> torch.Tensor:
-        """Record one step's loss, a 0-d tensor (K = 1) or (K,) (no host sync, no op); returns it, detached."""
+    def observe(self, loss: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Record one step's loss, a 0-d tensor (K = 1) or (K,), and its logits z (B, ...) or (K, B, ...) (no
+        host sync, no op); returns the loss, detached."""
         loss = loss.detach()
         self.losses.append(loss)
+        if z is not None:
+            self.outputs.append(z.detach())
         self.step_t += 1
         self.window["steps"] += 1
         if len(self.losses) == BUFFER:
@@ -88,10 +97,25 @@ class Monitor:
         # (K, n): each member's steps in one row (a run alone observes 0-d losses; a restored window holds (1,))
         loss = torch.stack([t.reshape(self.k) for t in self.losses]).float().T
         bad = ~torch.isfinite(loss)
+        if self.outputs:  # the latest steps' logits (a checkpoint from before they were kept has none)
+            flags = self._output_flags()
+            bad[:, n - flags.shape[1]:] |= flags
         step = torch.arange(self.step_t - n, self.step_t, device=loss.device, dtype=torch.float32)
         self.first_bad = torch.minimum(self.first_bad, torch.where(bad, step, math.inf).min(dim=1).values)
         self.win[:, :2] += torch.stack([loss.sum(dim=1), bad.sum(dim=1)], dim=1)
-        self.losses = []
+        self.losses, self.outputs = [], []
+
+    def _output_flags(self) -> torch.Tensor:
+        """(K, n): True where a kept step's logits hold a NaN/Inf; one set of ops per shape (the last batch of
+        an epoch may be shorter)."""
+        flags = torch.zeros(self.k, len(self.outputs), dtype=torch.bool, device=self.first_bad.device)
+        groups: dict[tuple, list[int]] = {}
+        for j, z in enumerate(self.outputs):
+            groups.setdefault((z.shape, z.dtype), []).append(j)
+        for (_, dtype), js in groups.items():
+            zs = torch.stack([self.outputs[j] for j in js]).reshape(len(js), self.k, -1)
+            flags[:, js] = (zs[..., 0] if dtype == torch.bool else ~torch.isfinite(zs).all(dim=2)).T
+        return flags
 
     def observe_grads(self, grads: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
         """Record the per-parameter gradient norms of the step just observed: from a run's gradients (one
@@ -227,6 +251,7 @@ class Monitor:
             "step_t": self.step_t, "window": dict(self.window), "totals": dict(self.totals[k]),
             "first_nonfinite_step": self.first_nonfinite[k],
             "losses": [cpu(t.reshape(self.k)[k]) for t in self.losses],
+            "output_flags": [cpu(f) for f in self._output_flags()[k]] if self.outputs else [],
             "grad_rows": [cpu(t[k]) for t in self.grad_rows], "grad_steps": [t.cpu() for t in self.grad_steps],
             "kept": [tuple(cpu(t[k]) for t in batch) for batch in self.kept],
         } for k in range(self.k)]
@@ -240,6 +265,8 @@ class Monitor:
         self.totals = [dict(s["totals"]) for s in states]
         self.first_nonfinite = [s["first_nonfinite_step"] for s in states]
         self.losses = [dev(ts) for ts in zip(*[s["losses"] for s in states], strict=True)]
+        # (K,) flags per kept step; checkpoints written before the logits were checked have none
+        self.outputs = [dev(ts) for ts in zip(*[s.get("output_flags", []) for s in states], strict=True)]
         self.grad_rows = [dev(ts) for ts in zip(*[s["grad_rows"] for s in states], strict=True)]
         self.grad_steps = [t.to(self.device) for t in first["grad_steps"]]
         self.kept = [tuple(dev(ts) for ts in zip(*batches, strict=True))

@@ -254,7 +254,7 @@ def train_step(stack: Alone | Stacked, batches: Batches, i: int, bs: int, step: 
     if detail:
         z.retain_grad()
     stack.backward(losses)
-    seen, norms = stack.monitor.observe(losses), None
+    seen, norms = stack.monitor.observe(losses, z), None
     if detail or grads_every_step:
         norms = stack.monitor.observe_grads(stack.grads())
     if detail:

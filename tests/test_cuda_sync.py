@@ -38,9 +38,9 @@ def test_training_steps_never_synchronise(tmp_path, overrides):
 def test_the_check_catches_a_sync_in_the_step(tmp_path, monkeypatch):
     observe = Monitor.observe
 
-    def syncing(self, loss):
+    def syncing(self, loss, z=None):
         loss.item()  # what a careless monitor would do
-        return observe(self, loss)
+        return observe(self, loss, z)
 
     monkeypatch.setattr(Monitor, "observe", syncing)
     with pytest.raises(RuntimeError, match="synchroniz"):

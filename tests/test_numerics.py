@@ -8,10 +8,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lossbench import ConfigError, losses
+from lossbench import ConfigError, config, losses
 from lossbench.logger import Logger, tb_tag
+from lossbench.numerics import Monitor
 from lossbench.train import check_precision
-from tests.conftest import cli, run_cfg
+from tests.conftest import cli, make_cfg, run_cfg
 
 SMALL = ["data.n_train=2000", "data.n_val=1000", "trainer.max_steps=300", "logger.enabled=false"]
 
@@ -123,3 +124,43 @@ def test_histograms_survive_all_nan_tensors(tmp_path):
     ea = EventAccumulator(str(tmp_path)).Reload()
     assert [e.value for e in ea.Scalars(tb_tag("numerics/logits_nonfinite"))] == [8.0, 1.0]
     assert [e.step for e in ea.Histograms(tb_tag("hist/logits"))] == [2]
+
+
+@pytest.mark.parametrize(("head", "loss"), sorted(config.VALID_PAIRS))
+def test_overflowed_logits_count_as_a_nonfinite_step_for_every_loss(head, loss):
+    """Logits at +-inf without a NaN (what an exploding step gives when the CPU's summation order happens to avoid
+    inf - inf) are a divergence for every loss, also those whose loss stays finite there (BCELoss's clamp, asl's
+    eps floor and clip: their gradient is then exactly 0 and the loss alone would call the run completed)."""
+    cfg = make_cfg(f"loss={loss}", f"head={head}", "data.n_classes=3")
+    obj = losses.build(cfg.loss, head, 3, counts=torch.tensor([10.0, 10.0, 10.0]))
+    y = torch.tensor([0, 1, 2, 1])
+    if loss in config.KD_LOSSES:
+        y = losses.pack_teacher(y, torch.randn(4, 3, generator=torch.Generator().manual_seed(0)))
+    inf = float("inf")
+    for z, first in ((torch.tensor([[inf, -inf, inf], [-inf, inf, -inf]] * 2), 0), (torch.zeros(4, 3), None)):
+        m = Monitor(torch.device("cpu"), obj)
+        m.observe(obj(z, y), z)
+        m.read_all()
+        assert m.first_nonfinite_step == first, (head, loss)
+
+
+def test_the_logits_check_survives_a_checkpoint_of_the_unread_window():
+    """A step with overflowed logits that is still in the unread window when a checkpoint is written is found
+    after the restore, at the same step; a checkpoint from before logits were kept (no flags) still loads."""
+    inf = float("inf")
+    m = Monitor(torch.device("cpu"), None)
+    for j in range(5):
+        z = torch.full((4, 1), inf if j == 3 else 0.0)
+        m.observe(torch.tensor(1.0), z)
+    state = m.state_dict()
+    restored = Monitor(torch.device("cpu"), None)
+    restored.load_state_dict(state)
+    restored.observe(torch.tensor(1.0), torch.zeros(2, 1))  # a shorter last batch
+    restored.read_all()
+    assert restored.first_nonfinite_step == 3
+    old = {k: v for k, v in state.items() if k != "output_flags"}
+    legacy = Monitor(torch.device("cpu"), None)
+    legacy.load_state_dict(old)
+    legacy.observe(torch.tensor(1.0), torch.full((4, 1), inf))
+    legacy.read_all()
+    assert legacy.first_nonfinite_step == 5

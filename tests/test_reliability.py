@@ -41,8 +41,8 @@ def interrupt_at(monkeypatch, step: int, action) -> None:
     """Run `action` right after training step `step` (counted from 1) of the next in-process run."""
     observe = Monitor.observe
 
-    def hooked(self, loss):
-        out = observe(self, loss)
+    def hooked(self, loss, z=None):
+        out = observe(self, loss, z)
         if int(self.step_t) == step:
             action()
         return out

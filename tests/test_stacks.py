@@ -98,8 +98,8 @@ def test_an_interrupted_stack_resumes_to_where_an_uninterrupted_stack_ends(tmp_p
     ref = train.run_jobs(jobs(tmp_path / "ref", grid))
     observe, fired = Monitor.observe, []
 
-    def hooked(self, loss):  # SIGINT once, right after step 33 of the first member
-        out = observe(self, loss)
+    def hooked(self, loss, z=None):  # SIGINT once, right after step 33 of the first member
+        out = observe(self, loss, z)
         if self.step_t == 33 and not fired:
             fired.append(1)
             signal.raise_signal(signal.SIGINT)
