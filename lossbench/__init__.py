@@ -35,6 +35,25 @@ def _job_dir(*, _root_) -> str:
 OmegaConf.register_new_resolver("lossbench.job_dir", _job_dir, replace=True)
 
 
+def _help_groups(kind: str) -> str:
+    """${lossbench.help_groups:user|study} (hydra.help.template): the config groups a run is composed from (the
+    groups configs/config.yaml's defaults choose, the presets and the search spaces), or those only the study
+    presets use, one `group: options` line each, from the files in configs/ (schema/ is internal)."""
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    defaults = OmegaConf.to_container(OmegaConf.load(configs / "config.yaml").defaults)
+    user = {next(iter(d)) for d in defaults if isinstance(d, dict)} - {"hydra"}
+    lines = []
+    for group in sorted(p for p in configs.iterdir() if p.is_dir() and p.name not in ("hydra", "schema")):
+        if (group.name in user) == (kind == "user"):
+            lines.append(f"{group.name}: {', '.join(sorted(f.stem for f in group.glob('*.yaml')))}")
+    return "\n".join(lines)
+
+
+OmegaConf.register_new_resolver("lossbench.help_groups", _help_groups, replace=True)
+
+
 class LossbenchError(Exception):
     """A user-facing error: the message says what was wrong, what is allowed and how to fix it."""
 

@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lossbench import LossbenchError
+from lossbench import LossbenchError, diagnosis
 from lossbench.config import preflight
 from lossbench.signals import Interrupted, hand_over, note, stop_requested
 
@@ -66,10 +66,28 @@ def sweep_value(summary: dict, metric: str) -> float | None:
 
 
 def result_line(summary: dict, out_dir: Path) -> str:
-    """The line a finished run prints: status, steps, the headline validation metrics, its directory."""
+    """The line a finished run prints: status (and diagnosis), steps, the headline validation metrics, its
+    directory; a stalled run's diagnosis follows on its own line, with its numbers and the fix."""
     values = " ".join(f"{k}={v:.4f}" for k, v in summary["final"].items()
                       if k in ("val/loss", "val/auc", "val/accuracy", "val/nll") and v is not None)
-    return f"lossbench: {summary['status']} {summary['steps']} steps -> {values}  [{out_dir}]"
+    line = f"lossbench: {outcome(summary)} -> {values}  [{out_dir}]"
+    d = summary.get("diagnosis")
+    return line + (f"\nlossbench: {d['message']}" if isinstance(d, dict) and d.get("message") else "")
+
+
+def resume_command(overrides: list[str], out_dir: Path) -> str:
+    """The command that continues this run: its own overrides, its directory, trainer.resume=true."""
+    import shlex
+
+    keep = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("hydra.run.dir", "trainer.resume")]
+    return shlex.join(["python", "-m", "lossbench", *keep, f"hydra.run.dir={out_dir}", "trainer.resume=true"])
+
+
+def outcome(summary: dict) -> str:
+    """'completed 200 steps', 'completed 200 steps, STALLED', 'diverged at step 25', ..."""
+    status, steps = summary.get("status"), summary.get("steps")
+    text = f"diverged at step {steps}" if status == "diverged" else f"{status} {steps} steps"
+    return text + diagnosis.short(summary)
 
 
 @hydra.main(config_path=CONFIGS, config_name="config", version_base="1.3")
@@ -112,7 +130,7 @@ def main(cfg: DictConfig) -> float | None:
     code = summary.get("exit_code")
     if code and summary["status"] == "interrupted":
         how = ("a sweep continues it when rerun with trainer.skip_completed=true" if multirun else
-               f"continue it with: python -m lossbench <same overrides> hydra.run.dir={out_dir} trainer.resume=true")
+               f"continue it with: {resume_command(list(hc.overrides.task), out_dir)}")
         print(f"lossbench: interrupted at step {summary['steps']}; checkpoint in {out_dir}; {how}", file=sys.stderr)
     elif code:
         print(f"lossbench: a stop signal came after the last step; the {summary['status']} run's results were "

@@ -6,7 +6,7 @@ each final validation metric is compared through the per-seed differences A - B:
 (lossbench.stats: percentile bootstrap), and a verdict:
   "A better" / "A worse"  the interval excludes 0 (direction: nll, ece and loss are lower-is-better)
   "no difference detected at this sample size"  the interval contains 0
-  "not enough seeds"      a single matched pair: no interval
+  "not enough seeds"      fewer than stats.MIN_SEEDS (3) matched pairs: no interval
 The detectable difference is the interval's half-width: the smallest mean difference these seeds could
 have told apart from 0 (Fisher's "least significant difference"); a true difference of that size is
 detected about half the time, so "no difference detected" means "none much larger than this".
@@ -155,7 +155,7 @@ def compare_runs(runs: list[Run], key: str) -> Comparison:
                 ci = "–" if diff.n == 0 else stats.format_interval(diff, ".3g")
                 table.append([f"{la} − {lb}", f"{m} {'↑' if higher else '↓'}", str(diff.n),
                               *(f"{x:.4f}" if diff.n else "–" for x in (ma, mb)), ci,
-                              f"{diff.half_width:.3g}" if diff.n >= 2 else "–", verdict])
+                              f"{diff.half_width:.3g}" if diff.n >= stats.MIN_SEEDS else "–", verdict])
         if table:
             header = ["A − B", "metric", "seeds", "A", "B", "A − B [95% CI]", "detectable", "verdict"]
             sections.append((f"### {stratum}\n\n" if stratum else "") + markdown(header, table))
@@ -178,3 +178,32 @@ def compare_runs(runs: list[Run], key: str) -> Comparison:
     if notes:
         text += "\nNot compared (listed, not dropped):\n" + "".join(f"- {n}\n" for n in dict.fromkeys(notes))
     return Comparison(name, text, rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m lossbench.compare PATH [PATH...] [--key KEY]`: the paired comparison alone, printed (the
+    report writes it to files with `python -m lossbench.report PATH --compare KEY`)."""
+    import argparse
+    import sys
+
+    from lossbench import LossbenchError
+    from lossbench.report import find_runs
+
+    parser = argparse.ArgumentParser(
+        prog="python -m lossbench.compare",
+        description="Paired differences between the values of a config key over matched seeds (same seed, same "
+        "other config), with 95% intervals and verdicts; printed as markdown. To also write the report's files: "
+        "python -m lossbench.report PATH --compare KEY.")
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="sweep or run directories (searched recursively)")
+    parser.add_argument("--key", default="loss", help="the config key whose values are compared (default: loss)")
+    args = parser.parse_args(argv)
+    try:
+        print(compare_runs(find_runs(args.paths), args.key).markdown)
+    except LossbenchError as e:
+        print(f"lossbench.compare: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

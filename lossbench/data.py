@@ -183,7 +183,8 @@ MNIST_FILES = {  # torchvision's layout under <root>/MNIST/raw: (images, labels,
 MNIST_HOW = (
     "Provide the data with data.root=DIR or LOSSBENCH_DATA_DIR=DIR, where DIR/MNIST/raw holds "
     "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte "
-    "(torchvision's layout), or run once with network access and data.download=true."
+    "(torchvision's layout), or run once where the network reaches torchvision's mirrors (data.download=true, "
+    "the default, fetches the files into the data root)."
 )
 
 
@@ -202,7 +203,7 @@ def _mnist_raw(root: Path, download: bool) -> Path:
     else:
         where = f"MNIST not found: looked in {raw} for {', '.join(missing)}"
     if not download:
-        raise DataError(f"{where} (data.download=false). {MNIST_HOW}")
+        raise DataError(f"{where} (data.download=false: nothing was fetched). {MNIST_HOW}")
     try:
         MNIST(str(root), train=True, download=True)
     except Exception as e:

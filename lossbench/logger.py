@@ -32,8 +32,10 @@ from lossbench.config import flatten
 EVENTS = "events.out.tfevents.*"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # HPARAMS metric columns in this order; TensorBoard shows the first five until more are ticked.
-HPARAM_METRICS = ("val/auc", "val/ap", "val/balanced_accuracy", "val/nll", "val/ece", "val/steps_to_target",
-                  "val/diverged")
+# The diagnosis and the numerics summary among the first five (watch/stalled, watch/saturated_frac, ...).
+HPARAM_METRICS = ("val/auc", "numerics/stalled", "numerics/saturated_frac", "numerics/dead_frac",
+                  "numerics/clamped_frac", "val/ap", "val/balanced_accuracy", "val/nll", "val/ece",
+                  "val/steps_to_target", "val/diverged")
 LEADING = ("loss", "head", "seed")  # HPARAMS columns that follow the swept keys, in every run
 # String hyperparameters whose every possible value is known: declared as discrete domains, so that the
 # HPARAMS filters offer them as checkboxes. A declared domain must hold every value of every run that

@@ -36,7 +36,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from lossbench import ConfigError, LossbenchError, data, losses, metrics, models, teacher
+from lossbench import ConfigError, LossbenchError, data, diagnosis, losses, metrics, models, teacher
 from lossbench.config import KD_LOSSES, LOWER_IS_BETTER, flatten, resolve_head
 from lossbench.logger import Logger, has_events, histogram_every
 from lossbench.numerics import Monitor
@@ -165,6 +165,7 @@ def rebuild_summary(out_dir: Path, ck: dict, damaged: bool) -> dict:
         "numerics": monitor.summary(), "history": history,
         "rebuilt": f"from {CHECKPOINT}: {SUMMARY} was {'unreadable' if damaged else 'missing or not final'}",
     }
+    summary["diagnosis"] = diagnosis.diagnose(summary)
     write_json(out_dir / SUMMARY, summary)
     print(f"lossbench: {out_dir} holds a finished run whose {SUMMARY} was "
           f"{'unreadable' if damaged else 'lost'}; rebuilt it from {CHECKPOINT}")
@@ -253,6 +254,7 @@ class Member:
     steps: int = 0
     z_val: torch.Tensor | None = None
     summary: dict = field(default_factory=dict)
+    last_window: dict = field(default_factory=dict)  # the monitors' last detail window (numerics.last)
     finished: bool = False  # its last records are written
 
     def __post_init__(self) -> None:
@@ -318,8 +320,9 @@ class Member:
             "final": self.final, "best": self.best,
             "convergence": {"target_metric": self.target_metric, "target_value": self.target_value,
                             "steps_to_target": self.steps_to_target},
-            "numerics": self.monitor.summary(), "history": self.history,
+            "numerics": {**self.monitor.summary(), "last": self.last_window}, "history": self.history,
         })
+        s["diagnosis"] = diagnosis.diagnose(s)
         if self.scaler.is_enabled():
             s["amp"] = {"final_scale": self.scaler.get_scale(), "skipped_steps": self.monitor.totals[0]["nonfinite_grad"]}
         try:
@@ -334,6 +337,10 @@ class Member:
                 hp_metrics = dict(self.final)
                 hp_metrics["val/steps_to_target"] = float(self.steps_to_target) if self.steps_to_target else math.nan
                 hp_metrics["val/diverged"] = float(self.status == "diverged")
+                # the diagnosis and the numerics beside the metrics (HPARAM_METRICS puts them among the first five)
+                hp_metrics["numerics/stalled"] = float(diagnosis.name(s) == "stalled")
+                hp_metrics |= {f"numerics/{k}": s["numerics"]["last"].get(k, s["numerics"][f"{k}_mean"])
+                               for k in ("saturated_frac", "dead_frac", "clamped_frac")}
                 self.log.hparams({**hparams(self.resolved), "head": self.head, "status": self.status}, hp_metrics)
         finally:
             self.log.close()

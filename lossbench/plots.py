@@ -27,30 +27,33 @@ from lossbench import stats
 if TYPE_CHECKING:
     from lossbench.report import Group
 
-# One colour per loss across every plot of the project (matplotlib's tab10 first, then darker extras).
+# One colour per loss across every plot of the project, from colour-blind-safe palettes: Okabe & Ito's eight
+# (Color Universal Design) for the losses most studies compare, then Paul Tol's "muted" scheme. Losses that
+# share a colour family are never compared in one panel without their dash patterns.
 LOSS_COLORS: dict[str, str] = {
-    "bce": "#1f77b4",               # blue
-    "bce_logits": "#ff7f0e",        # orange
-    "bce_manual": "#d62728",        # red
-    "bce_clipped": "#e377c2",       # pink
-    "ce": "#2ca02c",                # green
-    "nll": "#9467bd",               # purple
-    "nll_manual": "#8c564b",        # brown
-    "focal": "#bcbd22",             # olive
-    "ldam": "#17becf",              # cyan
-    "logit_adjusted": "#393b79",    # indigo
-    "balanced_softmax": "#e7a32b",  # amber
-    "poly1": "#637939",             # moss
-    "asl": "#a55194",               # plum
-    "kd": "#3a3a3a",                # near black
-    "kd_mean": "#7b4173",           # dark magenta (bad examples of kd)
-    "kd_prob": "#8c6d31",           # dark gold
-    "kd_no_t2": "#9c9ede",          # periwinkle
+    "bce": "#0072B2",               # blue (Okabe-Ito)
+    "bce_logits": "#E69F00",        # orange
+    "ce": "#009E73",                # bluish green
+    "nll": "#CC79A7",               # reddish purple
+    "bce_manual": "#D55E00",        # vermillion
+    "bce_clipped": "#56B4E9",       # sky blue
+    "nll_manual": "#000000",        # black
+    "focal": "#F0E442",             # yellow
+    "ldam": "#332288",              # indigo (Tol muted)
+    "logit_adjusted": "#117733",    # green
+    "balanced_softmax": "#DDCC77",  # sand
+    "poly1": "#882255",             # wine
+    "asl": "#44AA99",               # teal
+    "kd": "#AA4499",                # purple
+    "kd_mean": "#999933",           # olive (bad examples of kd)
+    "kd_prob": "#CC6677",           # rose
+    "kd_no_t2": "#88CCEE",          # cyan
 }
 # Unknown losses: a colour picked from the loss name's CRC32 (the same in every process, unlike hash()).
 FALLBACK_COLORS = ("#7f7f7f", "#843c39", "#5254a3", "#8ca252", "#bd9e39", "#ad494a", "#6b6ecf", "#31a354",
                    "#756bb1", "#636363")
 MAX_LINES = 6
+DPI = 150
 DASHES: tuple = ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)))
 MARKERS = ("o", "s", "^", "D", "v", "P")
 OVERLAP = 0.005  # curves closer than this share of the panel's height everywhere are drawn on top of another
@@ -249,7 +252,7 @@ def log_ticks(ax) -> None:
 
 def plot_grid(path: Path, groups: list[Group], curves: list[Curves], tags: tuple[str, ...], title: str) -> bool:
     """One row of panels per regime (see layout), one panel per tag, one line per group: the mean over its
-    runs at each step, with a band for the 95% CI of that mean. With a single regime the panels wrap three
+    runs at each step, with a band for the 95% CI of that mean, and each run's own curve thin beside it (x). With a single regime the panels wrap three
     to a row. Lines that coincide in every panel share a legend entry; those that coincide in one panel only
     are named in that panel. False (nothing written) if no tag has data."""
     import matplotlib
@@ -263,6 +266,7 @@ def plot_grid(path: Path, groups: list[Group], curves: list[Curves], tags: tuple
     if not present:
         return False
     rows, legend_title = layout(groups)
+    seeds = {id(g): runs for g, runs in zip(groups, curves, strict=True)}  # each run's own curve, drawn thin
     means: dict[int, dict] = {id(g): {} for g in groups}
     bands = {}
     spans: dict[str, tuple[float, float, bool]] = {}
@@ -309,6 +313,11 @@ def plot_grid(path: Path, groups: list[Group], curves: list[Curves], tags: tuple
                 ax.plot(x, mean, color=ln.color, ls=ln.dash, lw=1.6, marker=ln.marker if len(x) < 25 else None,
                         ms=3, zorder=3 + k)
                 ax.fill_between(x, low, high, color=ln.color, alpha=0.18, lw=0, zorder=1)
+                for run in seeds[id(ln.group)]:  # every seed, so that a split group (one stuck seed) shows
+                    pts = sorted((st, v) for st, v in run.get(tag, {}).items() if math.isfinite(v))
+                    if pts and len(seeds[id(ln.group)]) > 1:
+                        ax.plot(*zip(*pts, strict=True), color=ln.color, ls=ln.dash, lw=0.6, alpha=0.5, zorder=2,
+                                marker="x" if len(pts) < 25 else None, ms=3)
             handles.append(Line2D([], [], color=ln.color, ls=ln.dash, lw=1.6 if m else 0,
                                   marker=ln.marker if m else "x", ms=4))
         merged = {frozenset(members) for members, _ in row_entries}
@@ -332,7 +341,7 @@ def plot_grid(path: Path, groups: list[Group], curves: list[Curves], tags: tuple
                     for members, _ in row_entries], [label for _, label in row_entries],
                    handler_map={tuple: HandlerTuple(ndivide=None, pad=0.3)}, handlelength=3.2,
                    title=legend_title or None, loc="center left", fontsize=8, title_fontsize=8, frameon=False)
-    fig.savefig(path, dpi=85, bbox_inches="tight", pad_inches=0.1)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)
     return True
 
@@ -369,5 +378,5 @@ def plot_bars(path: Path, groups: list[Group], values: list[np.ndarray], xlabel:
     axes[-1, 0].set_xlabel(xlabel)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=85)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)

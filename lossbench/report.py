@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lossbench import LossbenchError, stats
+from lossbench import LossbenchError, diagnosis, stats
 from lossbench.config import flatten
 from lossbench.store import SUMMARY
 
@@ -66,10 +66,25 @@ class Group:
     runs: list[Run] = field(default_factory=list)
 
     def statuses(self) -> str:
-        return ", ".join(f"{n} {s}" for s, n in Counter(r.status for r in self.runs).items())
+        """'5 completed', '5 completed (2 stalled): split'. A group whose runs ended differently is split: its
+        mean is of runs that did not behave alike (the per-run table shows each)."""
+        text = ", ".join(f"{n} {s}" for s, n in Counter(r.status for r in self.runs).items())
+        diagnosed = Counter(d for r in self.runs if (d := diagnosis.name(r.summary)))
+        if diagnosed:
+            text += f" ({', '.join(f'{n} {d}' for d, n in diagnosed.items())})"
+        return text + (": split" if self.split() else "")
+
+    def split(self) -> str | None:
+        """'2 of 5 stalled' when some of the group's runs but not all ended alike (status and diagnosis)."""
+        outcomes = Counter(diagnosis.name(r.summary) or r.status for r in self.runs)
+        if len(outcomes) < 2:
+            return None
+        odd = min(outcomes, key=lambda k: (k == "completed", outcomes[k], k))  # name what went wrong
+        return f"{outcomes[odd]} of {len(self.runs)} {odd}"
 
     def legend(self) -> str:
-        bad = {s: n for s, n in Counter(r.status for r in self.runs).items() if s != "completed"}
+        bad = {s: n for s, n in Counter(diagnosis.name(r.summary) or r.status for r in self.runs).items()
+               if s != "completed"}
         return self.label + (f" ({', '.join(f'{n} {s}' for s, n in bad.items())})" if bad else "")
 
 
@@ -227,7 +242,10 @@ def tables(groups: list[Group]) -> str:
             row = [g.label, str(n)] + [cell([get(r.summary, kind, f"val/{m}") for r in g.runs], n) for m in columns]
             rows.append(row + ([g.statuses()] if kind == "final" else []))
         header = ["group", "runs", *columns] + (["status"] if kind == "final" else [])
-        out.append(f"### {title}: mean [{stats.DESCRIPTION}]\n\n" + markdown(header, rows))
+        out.append(f"### {title}: mean [{stats.DESCRIPTION}; none below {stats.MIN_SEEDS} seeds]\n\n"
+                   + markdown(header, rows))
+        if kind == "final":
+            out[-1] += split_notes(groups)
     rows = []
     for g in groups:
         n = len(g.runs)
@@ -250,7 +268,29 @@ def tables(groups: list[Group]) -> str:
               "non-finite grad steps (sum)", "max abs logit (max)", "steps", "wall time s"]
     out.append("### Convergence and numerics (fractions: mean over detail steps, then over seeds; "
                f"mean [{stats.DESCRIPTION}])\n\n" + markdown(header, rows))
+    out.append(run_table(groups, columns))
     return "\n\n".join(out) + "\n"
+
+
+def split_notes(groups: list[Group]) -> str:
+    """Under the final table: each group whose runs did not end alike, so that its mean is read as a mix."""
+    notes = [f"- **{g.label}**: {g.split()}; its mean averages runs that behaved differently: read the runs "
+             "one by one below." for g in groups if g.split()]
+    return "\n\nSplit groups:\n" + "\n".join(notes) if notes else ""
+
+
+def run_table(groups: list[Group], columns: tuple[str, ...]) -> str:
+    """Every run: its seed, status, diagnosis and final metrics (a mean hides a stuck seed; this does not)."""
+    rows = []
+    for g in groups:
+        for r in g.runs:
+            s = r.summary
+            final = [get(s, "final", f"val/{m}") for m in columns]
+            rows.append([g.label, short_value(get(s, "config", "seed")), r.status, diagnosis.name(s) or "–",
+                         *(format(v, ".4f") if finite([v]) else "–" for v in final), short_value(s.get("steps")),
+                         r.dir.name])
+    return "### Each run (final validation metrics)\n\n" + markdown(
+        ["group", "seed", "status", "diagnosis", *columns, "steps", "dir"], rows)
 
 
 def write_csv(path: Path, groups: list[Group]) -> None:
@@ -261,7 +301,8 @@ def write_csv(path: Path, groups: list[Group]) -> None:
     for g in groups:
         for r in g.runs:
             s = r.summary
-            row = {"row": "run", "group": g.label, "dir": str(r.dir), "status": r.status, "seed": get(s, "config", "seed"),
+            row = {"row": "run", "group": g.label, "dir": str(r.dir), "status": r.status,
+                   "diagnosis": diagnosis.name(s), "seed": get(s, "config", "seed"),
                    "steps": s.get("steps"), "max_steps": s.get("max_steps"), "wall_time_s": s.get("wall_time_s"),
                    "samples_per_sec": s.get("samples_per_sec"),
                    "steps_to_target": get(s, "convergence", "steps_to_target")}
@@ -271,7 +312,7 @@ def write_csv(path: Path, groups: list[Group]) -> None:
             row["error"] = s.get("error")
             rows.append(row)
     for g in groups:
-        row = {"row": "group", "group": g.label, "runs": len(g.runs), "status": g.statuses()}
+        row = {"row": "group", "group": g.label, "runs": len(g.runs), "status": g.statuses(), "split": g.split() or ""}
         for kind in ("final", "best"):
             for m in METRICS:
                 iv = stats.mean_ci(finite(get(r.summary, kind, f"val/{m}") for r in g.runs))
@@ -333,7 +374,7 @@ def report(paths: list[Path], out: Path | None = None, compare: str | None = Non
         + ", ".join(str(p) for p in paths) + "\n\n" + text)
     written = [out / "table.md", out / "summary.csv"]
     write_csv(out / "summary.csv", groups)
-    band = f"line: mean over seeds; band: {stats.DESCRIPTION_CURVES}"
+    band = f"line: mean over seeds; x, thin: each seed; band: {stats.DESCRIPTION_CURVES}"
     if plots.plot_grid(out / "curves.png", groups, [[history_curves(r) for r in g.runs] for g in groups], CURVES,
                        f"Validation curves ({band})"):
         written.append(out / "curves.png")

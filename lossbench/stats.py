@@ -12,6 +12,11 @@ Read intervals from few seeds with care: every bootstrap interval of a mean is t
 uses the spread of the sample as if it were the population's). With 3 seeds the 95% percentile interval is
 exactly [min, max] of the 3 values (each all-equal resample has probability 1/27 > 2.5%), which covers the
 true median only about 75% of the time. Use 5 or more seeds for a verdict you rely on.
+
+Below MIN_SEEDS = 3 values no interval and no verdict is given: with 2 seeds the percentile interval is just
+the two values themselves, which brackets the true median only half of the time, and a "95% CI" that is a
+coin flip misleads (a stuck and a healthy seed would read as [0.50, 0.90]). The report shows each seed
+instead.
 """
 
 from __future__ import annotations
@@ -28,13 +33,14 @@ SEED = 0
 METHOD = "percentile"
 DESCRIPTION = f"{CONFIDENCE:.0%} CI: percentile bootstrap over seeds, {N_RESAMPLES} resamples"
 DESCRIPTION_CURVES = f"{CONFIDENCE:.0%} CI of that mean (percentile bootstrap, {N_RESAMPLES} resamples)"
+MIN_SEEDS = 3
 NOT_ENOUGH = "not enough seeds"
 NO_DIFFERENCE = "no difference detected at this sample size"
 
 
 @dataclass(frozen=True)
 class Interval:
-    """The mean of n values and its confidence interval (low = high = NaN when n < 2)."""
+    """The mean of n values and its confidence interval (low = high = NaN when n < MIN_SEEDS)."""
 
     mean: float
     low: float
@@ -56,12 +62,12 @@ def _bootstrap(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def mean_ci(values: Sequence[float]) -> Interval:
-    """Mean and 95% CI of finite values (one per seed). With fewer than 2 values the interval is NaN."""
+    """Mean and 95% CI of finite values (one per seed). With fewer than MIN_SEEDS values the interval is NaN."""
     x = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
     if len(x) == 0:
         return Interval(math.nan, math.nan, math.nan, 0)
-    if len(x) < 2:
-        return Interval(float(x[0]), math.nan, math.nan, 1)
+    if len(x) < MIN_SEEDS:
+        return Interval(float(x.mean()), math.nan, math.nan, len(x))
     low, high = _bootstrap(x)
     return Interval(float(x.mean()), float(low), float(high), len(x))
 
@@ -69,7 +75,7 @@ def mean_ci(values: Sequence[float]) -> Interval:
 def curve_ci(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean and 95% CI at each step of curves y (runs, steps), NaN where a run has no value.
 
-    A step's interval uses the runs that have a value there; with fewer than 2 such runs it is NaN (no band).
+    A step's interval uses the runs that have a value there; with fewer than MIN_SEEDS it is NaN (no band).
     """
     mean = np.full(y.shape[1], np.nan)
     low, high = mean.copy(), mean.copy()
@@ -79,14 +85,14 @@ def curve_ci(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         sub = y[runs][:, cols]
         if runs.sum() >= 1:
             mean[cols] = sub.mean(axis=0)
-        if runs.sum() >= 2:
+        if runs.sum() >= MIN_SEEDS:
             low[cols], high[cols] = _bootstrap(sub)
     return mean, low, high
 
 
 def verdict(diff: Interval, higher_is_better: bool, a: str = "A") -> str:
     """Plain reading of a paired difference a - b: 'a better', 'a worse', or no difference detected."""
-    if diff.n < 2:
+    if diff.n < MIN_SEEDS:
         return NOT_ENOUGH
     # a bound that is 0 up to float64 noise (an average of differences such as 0.8253 - 0.8253 can come out
     # as 2e-17) does not exclude 0
@@ -97,9 +103,9 @@ def verdict(diff: Interval, higher_is_better: bool, a: str = "A") -> str:
 
 
 def format_interval(iv: Interval, fmt: str = ".4f") -> str:
-    """'mean [low, high]'; 'mean [not enough seeds]' for one value; '–' for none."""
+    """'mean [low, high]'; 'mean [not enough seeds]' below MIN_SEEDS values; '–' for none."""
     if iv.n == 0:
         return "–"
-    if iv.n < 2:
+    if iv.n < MIN_SEEDS:
         return f"{iv.mean:{fmt}} [{NOT_ENOUGH}]"
     return f"{iv.mean:{fmt}} [{iv.low:{fmt}}, {iv.high:{fmt}}]"

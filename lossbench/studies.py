@@ -228,7 +228,7 @@ def plot_recall_by_class(path: Path, groups: list[Group]) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("recall (mean over seeds)")
     axes[0][-1].legend(fontsize=7, loc="lower left")
-    fig.savefig(path, dpi=90, bbox_inches="tight")
+    fig.savefig(path, dpi=plots.DPI, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -14,6 +14,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from lossbench import diagnosis
 from lossbench.store import SUMMARY, read_json, write_json
 
 # Overrides that say where or how a job runs, not what it trains: left out of job directory names
@@ -41,7 +42,31 @@ def job_dir_name(num: int, overrides: list[str], sweep_dir: str | None = None, p
     name = re.sub(r"[^\w.,=+\-\[\]]", "_", ",".join(lines), flags=re.ASCII)
     if len(name) > MAX_NAME:
         name = f"{name[:MAX_NAME - 9]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-    return f"{num}_{name}" if name else str(num)
+    # The number zero-padded to the width of the sweep's last job number, so that `ls` sorts 00, 01, ..., 10;
+    # a directory this job already has under another padding (a sweep from before, or of another size) is kept.
+    total = sweep_size(given, params) if given or params else None
+    width = len(str(total - 1)) if total else 1
+    names = [f"{num:0{width}d}_{name}" if name else f"{num:0{width}d}", f"{num}_{name}" if name else str(num)]
+    if sweep_dir and Path(sweep_dir).is_dir():
+        existing = [d.name for d in Path(sweep_dir).iterdir() if job_number(d) == num and d.name.split("_", 1)[1:]
+                    == names[0].split("_", 1)[1:]]
+        if existing and names[0] not in existing:
+            return existing[0]
+    return names[0]
+
+
+def sweep_size(given: list[str], params: dict | None) -> int | None:
+    """How many jobs the basic sweeper makes of a sweep's overrides and params (their product); None when it
+    cannot be told (another sweeper's syntax, e.g. Optuna's interval())."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # its own rule for expanding a sweep
+
+    lines = [*map(str, given), *(f"{k}={v}" for k, v in (params or {}).items())]
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        return sum(len(b) for b in BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(lines), None))
+    except Exception:  # noqa: BLE001 (not a basic sweep: no count, no padding)
+        return None
 
 
 def job_number(job_dir: Path) -> int | None:
@@ -105,8 +130,8 @@ class SweepStatusCallback(Callback):
         out = Path(config.hydra.runtime.output_dir)
         s = read_json(out / SUMMARY) or {}
         status = s.get("status") or ("failed" if job_return.status == JobStatus.FAILED else "unknown")
-        print(f"lossbench sweep: job {config.hydra.job.num} {status} "
-              f"{' '.join(config.hydra.overrides.task)} -> {out}")
+        print(f"lossbench sweep: [{progress(Path(config.hydra.sweep.dir), config)}] job {config.hydra.job.num} "
+              f"{status}{diagnosis.short(s)} {' '.join(config.hydra.overrides.task)} -> {out}", flush=True)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global current
@@ -119,6 +144,19 @@ class SweepStatusCallback(Callback):
 current: Path | None = None  # the sweep this process runs (set when it starts)
 
 
+def progress(root: Path, config: DictConfig) -> str:
+    """'done/total' jobs of a sweep, counted from its directory (the jobs of a parallel launcher end in other
+    processes): the jobs whose summary says they ended, out of the sweep's size (Optuna: n_trials)."""
+    ended = sum(isinstance(s := read_json(d / SUMMARY), dict) and s.get("status") not in (None, "running")
+                for d in job_dirs(root))
+    multirun = root / "multirun.yaml"
+    given = OmegaConf.select(OmegaConf.load(multirun), "hydra.overrides.task", default=[]) if multirun.exists() else []
+    params = OmegaConf.select(config, "hydra.sweeper.params")
+    total = OmegaConf.select(config, "hydra.sweeper.n_trials") or sweep_size(
+        given, OmegaConf.to_container(params) if params else None)
+    return f"{ended}/{total}" if total else str(ended)
+
+
 def write_status(root: Path) -> None:
     """<sweep dir>/sweep_status.json: every job's status, job-number order; printed as counts."""
     jobs = []
@@ -127,8 +165,10 @@ def write_status(root: Path) -> None:
         s = s if isinstance(s, dict) else {}
         status = s.get("status") or ("not started" if (d / ".hydra").is_dir() else "missing")
         jobs.append({"dir": str(d), "overrides": job_overrides(d), "status": status, "steps": s.get("steps"),
-                     "error": s.get("error")})
+                     "diagnosis": diagnosis.name(s) or None, "error": s.get("error")})
     write_json(root / "sweep_status.json", {"jobs": jobs})
     counts = Counter(j["status"] for j in jobs)
-    print(f"lossbench sweep: {len(jobs)} jobs in {root}: {json.dumps(dict(counts))}. "
+    diagnosed = Counter(j["diagnosis"] for j in jobs if j["diagnosis"])
+    notes = f" Diagnosed: {json.dumps(dict(diagnosed))} (see each job's summary.json)." if diagnosed else ""
+    print(f"lossbench sweep: {len(jobs)} jobs in {root}: {json.dumps(dict(counts))}.{notes} "
           f"Compare them with: python -m lossbench.report {root}")

@@ -27,6 +27,7 @@ from lossbench import ConfigError, LossbenchError, metrics
 from lossbench import stack as stack_mod
 from lossbench.config import validate
 from lossbench.member import Member, Plan, build, discard, plan, record_failure
+from lossbench.progress import Progress
 from lossbench.signals import Interrupted, StopRequest, stops_received
 from lossbench.stack import Alone, Batches, Stacked, memory_bytes, shape_key, stack_key
 from lossbench.store import run_lock
@@ -312,6 +313,8 @@ def log_point(m: Member, values: dict[str, float], first_nonfinite: int | None, 
         values["amp/scale"] = m.scaler.get_scale()
         values["amp/skipped_steps"] = values["numerics/nonfinite_grad"]
     m.log.scalars(values, done)
+    if "numerics/saturated_frac" in values:  # the detail monitors' latest window: what a diagnosis reads
+        m.last_window = {k.split("/", 1)[1]: v for k, v in values.items() if k.startswith("numerics/")}
     if first_nonfinite is not None and m.on_nonfinite == "stop":
         m.status = "diverged"
 
@@ -348,6 +351,8 @@ def fit(members: list[Member], rt: Runtime, t0: float) -> list[dict]:
     clock = {"train": 0.0, "eval": 0.0, "loop": 0.0, "cpu": 0.0}
     times = lambda: _times(t0, clock["train"], clock["eval"], clock["loop"], clock["cpu"])  # noqa: E731
     stop = StopRequest()
+    label = members[0].out_dir.name if len(members) == 1 else f"stack of {len(members)}"
+    shown = Progress(label, members[0].start_step, max_steps, members[0].target_metric or "val/auc")
     try:
         with stop:  # a stop signal is honoured between steps, and deferred while results are being written
             t_loop, c_loop = time.perf_counter(), time.process_time()
@@ -375,8 +380,11 @@ def fit(members: list[Member], rt: Runtime, t0: float) -> list[dict]:
                 # checkpoint, so that a resumed run logs exactly what an uninterrupted one would.
                 if done % rt.log_every == 0 or done == max_steps:
                     clock["train"] += time.perf_counter() - window[0]
-                    for k, (m, values) in enumerate(zip(active, stack.monitor.read_all(), strict=True)):
+                    windows = stack.monitor.read_all()
+                    for k, (m, values) in enumerate(zip(active, windows, strict=True)):
                         log_point(m, values, stack.monitor.first_nonfinite[k], done, window)
+                    shown.update(done, [w["train/loss"] for w in windows],
+                                 [m.final.get(shown.metric) for m in active], len(active))
                     window = (time.perf_counter(), done)
                 rows = [k for k, m in enumerate(active)
                         if m.status == "diverged" or done % rt.eval_every == 0 or done == max_steps]
@@ -409,6 +417,7 @@ def fit(members: list[Member], rt: Runtime, t0: float) -> list[dict]:
                     m.checkpoint(m.steps)
                 m.finish(times())
     except BaseException as e:
+        shown.close()
         with contextlib.suppress(Exception):  # what the stack holds of each member: as far as it can be had
             stack.sync()
         for m in members:
@@ -424,6 +433,7 @@ def fit(members: list[Member], rt: Runtime, t0: float) -> list[dict]:
                 "are then reproducible only up to floating-point summation order), or another model/loss."
             ) from None
         raise
+    shown.close()
     # A stop signal also counts when it came during the last evaluation or the writing of the results.
     exit_code = stop.exit_code if stop.requested else 0
     for m in members:
