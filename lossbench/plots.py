@@ -4,7 +4,8 @@ Layout (``layout``): the keys that vary between groups are split into
   - line keys: the loss (with any key the loss alone decides, e.g. the head in the multiclass_heads study),
     or, where the loss does not vary, every varying key but the first;
   - row keys: the rest (a "regime", e.g. data.scale + trainer.precision), or the first swept key.
-Each row of panels holds the groups of one regime, at most ``MAX_LINES`` of them (more go to extra rows).
+Each row of panels holds the groups of one regime, at most ``MAX_LINES`` of them (more go to extra rows, each
+with the regime's first line, the baseline, drawn again).
 A line's colour is its loss's (``LOSS_COLORS``, the same in every plot of the project); lines of one loss in
 one panel get lighter to darker shades of it and distinct dash patterns. Legends name only the keys that vary.
 Curves that coincide are drawn with different dashes and merged in the legend ("bce = bce_logits, lines
@@ -142,12 +143,18 @@ def layout(groups: list[Group]) -> tuple[list[Row], str]:
         rows.setdefault(", ".join(f"{short_key(k)}={short_value(p[k])}" for k in row_keys), []).append(line)
     out = []
     for title, lines in rows.items():
-        n_chunks = math.ceil(len(lines) / MAX_LINES)
-        size = math.ceil(len(lines) / n_chunks)  # 7 lines: 4 + 3, not 6 + 1
-        for start in range(0, len(lines), size):
-            chunk = lines[start:start + size]
-            part = f"lines {start + 1}-{start + len(chunk)} of {len(lines)}" if len(chunk) > 1 else f"line {start + 1} of {len(lines)}"
-            out.append(Row(title if n_chunks == 1 else f"{title} ({part})" if title else part, chunk))
+        if len(lines) <= MAX_LINES:
+            out.append(Row(title, lines))
+            continue
+        # More lines than a panel holds: the regime's first line (the study's baseline, listed first) is drawn
+        # in every chunk, so that each panel compares against it.
+        base, rest = lines[0], lines[1:]
+        n_chunks = math.ceil(len(rest) / (MAX_LINES - 1))
+        size = math.ceil(len(rest) / n_chunks)  # 11 more lines: 4 + 4 + 3, not 5 + 5 + 1
+        for start in range(0, len(rest), size):
+            chunk = rest[start:start + size]
+            part = f"lines {start + 2}-{start + 1 + len(chunk)} of {len(lines)} beside line 1, {base.label.split(' (')[0]}"
+            out.append(Row(f"{title} ({part})" if title else part, [base, *chunk]))
     return out, short_key(line_keys[0]) if line_keys else ""
 
 

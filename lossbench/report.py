@@ -369,6 +369,7 @@ def report(paths: list[Path], out: Path | None = None, compare: str | None = Non
     out = out or paths[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
     n_runs = sum(len(g.runs) for g in groups)
+    say(f"{n_runs} runs in {len(groups)} groups; writing tables, then plots (reading each run's TensorBoard events)")
     (out / "table.md").write_text(
         f"# lossbench report: {n_runs} runs in {len(groups)} groups\n\nFrom: "
         + ", ".join(str(p) for p in paths) + "\n\n" + text)
@@ -388,6 +389,11 @@ def report(paths: list[Path], out: Path | None = None, compare: str | None = Non
         text += "\n" + comparison.markdown
         written += [out / f"compare_{name}.md", out / f"compare_{name}.csv"]
     return text, written
+
+
+def say(what: str) -> None:
+    """What the report is doing, on stderr (the tables go to stdout)."""
+    print(f"lossbench.report: {what}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

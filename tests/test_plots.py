@@ -94,11 +94,12 @@ def test_a_study_axis_names_the_lines_and_what_it_sets_makes_no_rows():
                                                   "focal (loss=focal)"]
 
 
-def test_at_most_six_lines_a_panel_in_balanced_rows():
+def test_at_most_six_lines_a_panel_in_balanced_rows_each_with_the_baseline():
     groups = [group(str(a), **{"loss.name": "ce", "loss.label_smoothing": a}) for a in np.arange(7) / 20]
     rows, _ = plots.layout(groups)
-    assert [len(r.lines) for r in rows] == [4, 3]
-    assert [r.title for r in rows] == ["lines 1-4 of 7", "lines 5-7 of 7"]
+    assert [len(r.lines) for r in rows] == [4, 4]
+    assert [r.title for r in rows] == ["lines 2-4 of 7 beside line 1, 0", "lines 5-7 of 7 beside line 1, 0"]
+    assert all(r.lines[0].label == "0" for r in rows)  # the first line (the baseline) in every panel
     assert len({ln.color for r in rows for ln in r.lines}) == 7  # shades run on across the rows
 
 

@@ -58,6 +58,14 @@ def test_job_dir_names_say_what_the_job_is(tmp_path):
     assert job_dir_name(0, ["optim.lr=0.01", "trainer.max_steps=30"], None, params) == "0_optim.lr=0.01"  # Optuna
     job = tmp_path / "4_+regime=scale50,loss=ce,seed=1"
     (job / ".hydra").mkdir(parents=True)
+    # 12 jobs: numbers padded to two digits, so that `ls` sorts them; a job's existing directory is kept
+    OmegaConf.save({"hydra": {"overrides": {"task": ["loss=bce,ce", "seed=range(6)"]}}}, tmp_path / "multirun.yaml")
+    assert job_dir_name(3, ["loss=bce", "seed=3"], str(tmp_path)) == "03_loss=bce,seed=3"
+    assert job_dir_name(11, ["loss=ce", "seed=5"], str(tmp_path)) == "11_loss=ce,seed=5"
+    (tmp_path / "3_loss=bce,seed=3").mkdir()  # a sweep started before padding
+    assert job_dir_name(3, ["loss=bce", "seed=3"], str(tmp_path)) == "3_loss=bce,seed=3"
+    OmegaConf.save({"hydra": {"overrides": {"task": ["loss=bce,ce", "seed=range(2)", "trainer.max_steps=30"]}}},
+                   tmp_path / "multirun.yaml")
     OmegaConf.save({"hydra": {"sweeper": {"params": params}}}, job / ".hydra" / "hydra.yaml")
     assert varied_keys(job) == ["loss", "seed", "regime", "optim.lr"]
     assert varied_keys(tmp_path / "nowhere" / "run") is None
@@ -143,7 +151,7 @@ def test_a_runs_events_hparams_layout_and_pr_curve(tmp_path):
     assert hp["loss"] == "bce_logits" and hp["seed"] == 3 and hp["optim.lr"] == pytest.approx(0.05)
     assert hp["status"] == "completed" and hp["head"] == "sigmoid" and "loss.name" not in hp
     exp = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    assert [m.name.tag for m in exp.metric_infos][: len(HPARAM_METRICS)] == list(HPARAM_METRICS)
+    assert [m.name.tag for m in exp.metric_infos][: len(HPARAM_METRICS)] == [tb_tag(k) for k in HPARAM_METRICS]
     info = {h.name: h for h in exp.hparam_infos}
     assert list(info["loss"].domain_discrete) == list(config.LOSSES) and info["loss"].differs
     assert not info["optim.lr"].HasField("domain_discrete") and not info["optim.lr"].differs
@@ -275,7 +283,7 @@ def test_server_hparams_columns_order_and_filters(server):
     assert len(names) > 20 and names[3:] == sorted(names[3:])  # the constant ones after
     loss = next(h for h in exp["hparamInfos"] if h["name"] == "loss")
     assert loss["domainDiscrete"] == list(config.LOSSES)
-    assert [m["name"]["tag"] for m in exp["metricInfos"]][: len(HPARAM_METRICS)] == list(HPARAM_METRICS)
+    assert [m["name"]["tag"] for m in exp["metricInfos"]][: len(HPARAM_METRICS)] == [tb_tag(k) for k in HPARAM_METRICS]
 
     def groups(**filters) -> list[dict]:
         cols = [{"hparam": "loss", "includeInResult": True, **filters}, {"hparam": "seed", "includeInResult": True}]
