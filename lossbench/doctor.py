@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,7 +84,8 @@ def check_setup(outputs: Any, targets: Any, criterion: nn.Module, verbose: bool 
     log_input = isinstance(criterion, (nn.NLLLoss, nn.KLDivLoss))  # -inf: log(0), its own finding
     findings = _nonfinite(x, t, log_input, getattr(criterion, "log_target", False)) + check(x, t, criterion)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # KLDivLoss's warning on reduction="mean": a finding says it
             loss, error = criterion(x, t), None
     except Exception as e:  # the set-up's own error: reported, never raised
         loss, error = None, f"{type(e).__name__}: {str(e).splitlines()[0]}"
@@ -302,7 +304,7 @@ def _class_targets(x: torch.Tensor, t: torch.Tensor, c: nn.Module, name: str) ->
                            "averaged loss turns NaN, and a NaN check stops the run",
                            "skip batches without a label (if (y != ignore_index).any()), or use reduction='sum' "
                            "and divide by the number of labelled targets"))
-    if not labelled.numel():
+    if not labelled.numel() or n_classes == 1:  # a single class: one_logit_ce says it all
         return out
     if ((labelled < 0).any() or (labelled >= n_classes).any()):
         lo, hi = int(labelled.min()), int(labelled.max())

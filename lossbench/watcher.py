@@ -120,9 +120,10 @@ class _View:
     fix_stall = ("lower the learning rate, or scale the inputs or the initial weights down: the logits have "
                  "grown until the probabilities round to exactly 0 or 1")
     fix_clamp = "compute the loss from the logits"
+    clamp_text = "terms sat at the loss's clamp or clip"
 
     def __init__(self, criterion: nn.Module):
-        self.criterion = criterion
+        self.criterion, self.label = criterion, type(criterion).__name__
         self.shapes: dict[tuple, tuple] = {}  # 2-D input shape -> original (input, target) shapes, for exact()
 
     def rows(self, t: torch.Tensor) -> torch.Tensor:
@@ -159,6 +160,7 @@ class _View:
 class _BCE(_View):
     input_kind = "probs"
     has_clamp = True
+    clamp_text = "log terms sat at its floor of -100 (a loss of 100 each)"
     fix_stall = fix_clamp = ("drop the sigmoid and give the logits to nn.BCEWithLogitsLoss: it computes log "
                              "sigmoid(z) from z, and its gradient sigmoid(z) - y is never 0 for a wrong sample")
 
@@ -227,7 +229,7 @@ class _Own(_View):
 
     def __init__(self, criterion: Objective | DRW):
         super().__init__(criterion)
-        self.has_clamp = criterion.has_clamp
+        self.label, self.has_clamp = f"lossbench's {criterion.name}", criterion.has_clamp
         if criterion.has_clamp:
             self.fix_clamp = "use a loss computed from the logits (bce_logits, ce) instead of one that clamps or clips"
 
@@ -371,7 +373,7 @@ class Watched(nn.Module):
         self.previous_loss, self.last = values["train/loss"], values
 
     def _flag(self, name: str, w: dict[str, float]) -> None:
-        crit, at = type(self.criterion).__name__, f"at call {self.calls}"
+        crit, at = self.view.label, f"at call {self.calls}"
         if name == "diverged":
             first = self.monitor.first_nonfinite_step
             msg = (f"{crit} diverged: a NaN/Inf loss in {w['numerics/nonfinite_loss']:.0f} of the last calls and a "
@@ -380,9 +382,9 @@ class Watched(nn.Module):
                    f"(torch.nn.utils.clip_grad_norm_); compute the loss from logits (BCEWithLogitsLoss, "
                    f"CrossEntropyLoss, log_softmax) rather than log(p).")
         elif name == "clamped":
-            msg = (f"{crit}'s clamp hit: {w['numerics/clamped_frac']:.1%} of the log terms sat at its floor of "
-                   f"-100 ({at}): each reports a loss of 100 whatever its true value, and a sigmoid in front "
-                   f"passes a saturated one no gradient. Fix: {self.view.fix_clamp}.")
+            msg = (f"{crit}'s clamp hit: {w['numerics/clamped_frac']:.1%} of the {self.view.clamp_text} ({at}): "
+                   f"each reports a fixed loss whatever its true value, and a saturated one gets no gradient. "
+                   f"Fix: {self.view.fix_clamp}.")
         else:
             msg = (f"{crit} stalled: {w['numerics/saturated_frac']:.0%} of the probabilities are exactly 0 or 1 "
                    f"and {w['numerics/dead_frac']:.0%} of the samples are wrong with a zero gradient (they can "
@@ -408,7 +410,7 @@ class Watched(nn.Module):
         t = self.monitor.summary() if self.monitor is not None else {}
         means = {k: t[f"{k}_mean"] for k in DETAIL if k in self.measured and t.get("detail_steps")}
         return WatchReport(
-            criterion=type(self.criterion).__name__, calls=self.calls, loss=self.last.get("train/loss"),
+            criterion=self.view.label, calls=self.calls, loss=self.last.get("train/loss"),
             window={k: v for k, v in self.last.items() if k.startswith("numerics/")}, means=means,
             max_abs_logit=t.get("max_abs_logit") if "max_abs_logit" in self.measured and t.get("detail_steps") else None,
             nonfinite_loss=t.get("nonfinite_loss", 0), nonfinite_grad=t.get("nonfinite_grad", 0),
