@@ -120,7 +120,7 @@ class _View:
     fix_stall = ("lower the learning rate, or scale the inputs or the initial weights down: the logits have "
                  "grown until the probabilities round to exactly 0 or 1")
     fix_clamp = "compute the loss from the logits"
-    clamp_text = "terms sat at the loss's clamp or clip"
+    clamp_text = "terms sat at the loss's clamp or clip: each reports a fixed loss whatever its true value"
 
     def __init__(self, criterion: nn.Module):
         self.criterion, self.label = criterion, type(criterion).__name__
@@ -160,7 +160,7 @@ class _View:
 class _BCE(_View):
     input_kind = "probs"
     has_clamp = True
-    clamp_text = "log terms sat at its floor of -100 (a loss of 100 each)"
+    clamp_text = "log terms sat at its floor of -100: each reports a loss of 100 whatever its true value"
     fix_stall = fix_clamp = ("drop the sigmoid and give the logits to nn.BCEWithLogitsLoss: it computes log "
                              "sigmoid(z) from z, and its gradient sigmoid(z) - y is never 0 for a wrong sample")
 
@@ -382,14 +382,14 @@ class Watched(nn.Module):
                    f"(torch.nn.utils.clip_grad_norm_); compute the loss from logits (BCEWithLogitsLoss, "
                    f"CrossEntropyLoss, log_softmax) rather than log(p).")
         elif name == "clamped":
-            msg = (f"{crit}'s clamp hit: {w['numerics/clamped_frac']:.1%} of the {self.view.clamp_text} ({at}): "
-                   f"each reports a fixed loss whatever its true value, and a saturated one gets no gradient. "
+            msg = (f"{crit}'s clamp hit ({at}): {w['numerics/clamped_frac']:.1%} of the {self.view.clamp_text}, "
+                   f"and a saturated probability passes no gradient back through its sigmoid. "
                    f"Fix: {self.view.fix_clamp}.")
         else:
             msg = (f"{crit} stalled: {w['numerics/saturated_frac']:.0%} of the probabilities are exactly 0 or 1 "
                    f"and {w['numerics/dead_frac']:.0%} of the samples are wrong with a zero gradient (they can "
-                   f"never be corrected), while the loss moved from {self.previous_loss:.4g} to "
-                   f"{w['train/loss']:.4g} ({at}). Fix: {self.view.fix_stall}.")
+                   f"never be corrected), and the loss has stopped moving ({self.previous_loss:.4g}, then "
+                   f"{w['train/loss']:.4g}; {at}). Fix: {self.view.fix_stall}.")
         self.flags[name] = msg
         warnings.warn(f"lossbench.watch: {msg}", WatchWarning, stacklevel=_caller_level())
         if self.writer is not None:
