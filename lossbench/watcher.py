@@ -38,12 +38,12 @@ summary keys are ``numerics/*``):
                       no backward) counts no sample as dead.
   ``nonfinite_grad``  sampled calls whose gradient w.r.t. the criterion's input had a NaN/Inf.
   ``max_abs_logit``   the largest finite |input|: logit inputs only (it means nothing for probabilities).
-  ``loss_gap``        reported loss - the same objective recomputed in float32 from the logits: only
-                      rounding for BCEWithLogitsLoss and CrossEntropyLoss (non-zero under half precision);
-                      for lossbench's own losses their ``exact`` (what a clamp or clip hides). Not recorded
-                      for BCELoss, NLLLoss and KLDivLoss: the exact objective needs the logits, and from
-                      probabilities that BCELoss clamped the true loss cannot be recovered (p = 0 in float32
-                      only says z < -88.7; p = 1 only says z > 16.6).
+  ``loss_gap``        lossbench's own losses only: reported loss - their ``exact`` objective, computed stably
+                      from the logits in float32 (what a clamp or clip hides). Not recorded for the torch
+                      criteria: BCEWithLogitsLoss and CrossEntropyLoss are that stable computation themselves
+                      (in float32 even under autocast: recomputing them gives the same number), and BCELoss,
+                      NLLLoss and KLDivLoss never see the logits: from probabilities that BCELoss clamped the
+                      true loss cannot be recovered (p = 0 in float32 only says z < -88.7; p = 1, z > 16.6).
 
 The gradient norm of a lossbench run (``numerics/grad_norm``, over the model's parameters) is not recorded:
 the criterion does not see the model.
@@ -124,16 +124,13 @@ class _View:
 
     def __init__(self, criterion: nn.Module):
         self.criterion, self.label = criterion, type(criterion).__name__
-        self.shapes: dict[tuple, tuple] = {}  # 2-D input shape -> original (input, target) shapes, for exact()
 
     def rows(self, t: torch.Tensor) -> torch.Tensor:
         """A tensor of the input's shape as rows (R, K)."""
         return t.reshape(1, 1) if t.dim() == 0 else t.reshape(len(t), -1)
 
     def prepare(self, input: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.rows(input.detach())
-        self.shapes[tuple(z.shape)] = (input.shape, target.shape)
-        return z, self.rows(target.detach().expand_as(input))
+        return self.rows(input.detach()), self.rows(target.detach().expand_as(input))
 
     def logit_grad(self, z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """The gradient w.r.t. the logits, from the input's gradient g (rows)."""
@@ -149,12 +146,8 @@ class _View:
         return ((self.probs(z) > 0.5) != (y > 0.5)).any(dim=1)
 
     def exact(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The criterion on the same values in float32 (logit inputs); NaN where not measurable."""
-        if self.input_kind != "logits":
-            return torch.full((), math.nan, device=z.device)
-        shape, t_shape = self.shapes[tuple(z.shape)]
-        y = y.float() if y.is_floating_point() else y
-        return _mean(self.criterion(z.float().reshape(shape), y.reshape(t_shape)))
+        """Not measured for torch's criteria (NaN; see loss_gap in the module docstring)."""
+        return torch.full((), math.nan, device=z.device)
 
 
 class _BCE(_View):
@@ -180,6 +173,8 @@ class _ClassIndex(_View):
     indices (R,) or probabilities (R, C)."""
 
     def rows(self, t: torch.Tensor) -> torch.Tensor:
+        if t.dim() == 2:
+            return t
         return t.reshape(1, -1) if t.dim() == 1 else t.movedim(1, -1).reshape(-1, t.shape[1])
 
     def prepare(self, input: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,12 +195,6 @@ class _ClassIndex(_View):
         if y.dim() == 2:  # probability targets
             return z.argmax(dim=1) != y.argmax(dim=1)
         return (z.argmax(dim=1) != y) & (y != self.criterion.ignore_index)
-
-    def exact(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        # the rows give the same mean and sum as the original shape (CrossEntropyLoss averages over positions)
-        if self.input_kind != "logits":
-            return torch.full((), math.nan, device=z.device)
-        return _mean(self.criterion(z.float(), y.float() if y.is_floating_point() else y))
 
 
 class _NLL(_ClassIndex):
@@ -303,8 +292,9 @@ class Watched(nn.Module):
         if writer is not None and log_dir is not None:
             raise ValueError("lossbench.watch: give log_dir or writer, not both.")
         self.criterion, self.view, self.every, self.detail_every = criterion, view, every, detail_every
-        self.measured = set(DETAIL) | {"max_abs_logit"} if view.input_kind == "logits" else \
-            {"saturated_frac", "clamped_frac", "dead_frac"}
+        self.measured = {"saturated_frac", "clamped_frac", "dead_frac"}
+        if view.input_kind == "logits":
+            self.measured |= {"max_abs_logit"} | ({"loss_gap"} if isinstance(view, _Own) else set())
         self.writer, self.owns_writer = writer, False
         if writer is None and tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -317,6 +307,15 @@ class Watched(nn.Module):
         self.last: dict[str, float] = {}
         self.previous_loss: float | None = None
         self.flags: dict[str, str] = {}
+
+    # per-call bookkeeping, set as plain attributes: nn.Module.__setattr__ costs microseconds per assignment
+    _PLAIN = frozenset({"calls", "logged_at", "pending", "monitor", "last", "previous_loss"})
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in self._PLAIN:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def __getattr__(self, name: str):  # the wrapped criterion's attributes (reduction, weight, ...)
         try:
@@ -336,13 +335,13 @@ class Watched(nn.Module):
         self._take_pending()
         if self.calls and self.calls % self.every == 0:
             self._log()
-        self.monitor.observe(_mean(loss.detach()))
+        seen = self.monitor.observe(loss if loss.dim() == 0 else _mean(loss.detach()))  # observe() detaches
         if self.calls % self.detail_every == 0:
             z, y = self.view.prepare(input, target)
             grad: list[torch.Tensor] = []
             if input.requires_grad:
                 input.register_hook(grad.append)  # the gradient that reaches the input in the user's backward()
-            self.pending = (_mean(loss.detach()), z, y, grad)
+            self.pending = (seen, z, y, grad)
         self.calls += 1
         return loss
 
