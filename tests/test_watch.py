@@ -80,7 +80,7 @@ def test_healthy_loops_are_not_flagged(tmp_path, criterion, head, n_out):
     watched = lossbench.watch(criterion, log_dir=tmp_path, every=20, detail_every=2)
     with warnings.catch_warnings():
         warnings.simplefilter("error", WatchWarning)
-        loop(watched, steps=100, head=head, n_out=n_out)
+        loop(watched, steps=60, head=head, n_out=n_out)
         r = watched.report()
     assert r.flags == {} and r.nonfinite_loss == 0 and r.first_nonfinite_call is None
     assert r.means["dead_frac"] == 0 and r.means["clamped_frac"] == 0 and r.means["saturated_frac"] < 0.01
@@ -123,7 +123,8 @@ def test_what_each_monitor_counts_on_one_sampled_call():
     watched = lossbench.watch(nn.BCELoss(), tensorboard=False, detail_every=1)
     watched(torch.sigmoid(z), t).backward()
     assert z.grad[0, 0] == 0 and z.grad[2, 0] != 0  # what the monitor's dead count stands for
-    w = watched.report().window
+    with pytest.warns(WatchWarning, match="clamp hit"):
+        w = watched.report().window
     assert w["numerics/saturated_frac"] == 0.5 and w["numerics/clamped_frac"] == 0.25
     assert w["numerics/dead_frac"] == 0.25  # sample 0 only: wrong and no gradient through the sigmoid
 
@@ -156,7 +157,8 @@ def test_lossbench_losses_are_watched_with_their_own_monitors():
     z = torch.tensor([[-200.0], [3.0]], requires_grad=True)
     y = torch.tensor([1, 1])
     watched(z, y).backward()
-    r = watched.report()
+    with pytest.warns(WatchWarning, match="lossbench's bce's clamp hit"):
+        r = watched.report()
     assert r.window["numerics/clamped_frac"] == 0.5 and r.window["numerics/dead_frac"] == 0.5
     assert r.means["loss_gap"] == pytest.approx(-50.0, abs=0.1)  # reported 100 for the first, true 200
 
