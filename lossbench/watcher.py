@@ -361,23 +361,23 @@ class Watched(nn.Module):
         values = {k: v for k, v in self.monitor.read().items()
                   if not k.startswith("numerics/") or k.removeprefix("numerics/") in self.measured
                   or k in ("numerics/nonfinite_loss", "numerics/nonfinite_grad")}
-        self.logged_at = self.calls
+        window, self.logged_at = self.calls - self.logged_at, self.calls
         if self.writer is not None:
             from lossbench.logger import add_scalars
 
             add_scalars(self.writer, values, self.calls)
         for name in diagnose(values, self.previous_loss):
             if name not in self.flags:
-                self._flag(name, values)
+                self._flag(name, values, window)
         self.previous_loss, self.last = values["train/loss"], values
 
-    def _flag(self, name: str, w: dict[str, float]) -> None:
+    def _flag(self, name: str, w: dict[str, float], window: int) -> None:
         crit, at = self.view.label, f"at call {self.calls}"
         if name == "diverged":
             first = self.monitor.first_nonfinite_step
-            msg = (f"{crit} diverged: a NaN/Inf loss in {w['numerics/nonfinite_loss']:.0f} of the last calls and a "
-                   f"NaN/Inf input gradient in {w['numerics/nonfinite_grad']:.0f} sampled calls ({at}; the first at "
-                   f"call index {first}). Fix: lower the learning rate or clip the gradients "
+            msg = (f"{crit} diverged: a NaN/Inf loss in {w['numerics/nonfinite_loss']:.0f} of the last {window} calls "
+                   f"and a NaN/Inf input gradient in {w['numerics/nonfinite_grad']:.0f} of their sampled calls ({at}; "
+                   f"the first at call index {first}). Fix: lower the learning rate or clip the gradients "
                    f"(torch.nn.utils.clip_grad_norm_); compute the loss from logits (BCEWithLogitsLoss, "
                    f"CrossEntropyLoss, log_softmax) rather than log(p).")
         elif name == "clamped":

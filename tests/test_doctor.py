@@ -163,6 +163,17 @@ def test_cli_on_pt_and_npz_files(tmp_path, capsys):
     assert "[pos_weight_shape]" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("extra, argv, why", [
+    ({"pos_weight": torch.ones(1)}, ["--loss", "ce"], "holds 'pos_weight', which --loss ce does not take"),
+    ({}, ["--loss", "ce", "--reduction", "batchmean"], "--reduction batchmean is KLDivLoss's only"),
+])
+def test_options_the_loss_does_not_take_are_one_line_and_exit_2(tmp_path, capsys, extra, argv, why):
+    torch.save({"outputs": ZC, "targets": YC, **extra}, tmp_path / "f.pt")
+    assert run_main(str(tmp_path / "f.pt"), *argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and why in err, err
+
+
 class Opaque:  # a pickled object: torch.load(weights_only=True) refuses it
     pass
 
