@@ -53,7 +53,6 @@ ROW_TOL = 1e-3  # |row sum - 1| of probabilities, |logsumexp| of log-probabiliti
 LOSSES = {"bce": "BCELoss", "bce_logits": "BCEWithLogitsLoss", "ce": "CrossEntropyLoss", "nll": "NLLLoss",
           "kldiv": "KLDivLoss", "kd": "KLDivLoss"}
 SUPPORTED = "nn.BCELoss, nn.BCEWithLogitsLoss, nn.CrossEntropyLoss, nn.NLLLoss, nn.KLDivLoss"
-E = math.e
 
 
 @dataclass(frozen=True)
@@ -254,7 +253,7 @@ def _bce_logits(x: torch.Tensor, t: torch.Tensor, c: nn.Module) -> list[Finding]
         out.append(Finding("double_sigmoid", f"all {x.numel()} outputs lie in [{_fmt(float(xf.min()))}, "
                            f"{_fmt(float(xf.max()))}]: probabilities (a sigmoid already applied), not logits",
                            "BCEWithLogitsLoss applies a second sigmoid: its probabilities stay in [0.5, 0.731], "
-                           f"so the loss cannot fall below {math.log(1 + 1 / E):.3f} for a positive and "
+                           f"so the loss cannot fall below {math.log(1 + 1 / math.e):.3f} for a positive and "
                            f"{math.log(2):.3f} for a negative, every prediction at a 0.5 threshold is positive, "
                            "and gradients shrink by up to 4x: training crawls or stalls",
                            "remove the sigmoid from the model's output (BCEWithLogitsLoss applies it) and call "
@@ -327,7 +326,7 @@ def _ce(x: torch.Tensor, t: torch.Tensor, c: nn.Module) -> list[Finding]:
         out.append(Finding("softmax_to_ce", "every row of the outputs is nonnegative and sums to 1: softmax "
                            "probabilities, not logits",
                            "CrossEntropyLoss applies log_softmax again: even a one-hot row costs "
-                           f"log(1 + (C - 1)/e) = {math.log(1 + (n_classes - 1) / E):.3f} for C = {n_classes}, "
+                           f"log(1 + (C - 1)/e) = {math.log(1 + (n_classes - 1) / math.e):.3f} for C = {n_classes}, "
                            "the gradients are damped and training crawls or stalls above that floor",
                            "remove the softmax: CrossEntropyLoss takes raw logits (apply softmax only to predict)"))
     if t.is_floating_point() and t.shape == x.shape and t.numel():
