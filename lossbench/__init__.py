@@ -69,3 +69,17 @@ class DataError(LossbenchError):
 from lossbench import schema as _schema  # noqa: E402 (the config types, registered before any composition)
 
 _schema.register()
+
+
+def __getattr__(name: str):
+    """``lossbench.watch`` and ``lossbench.check_setup``, imported on first use: ``import lossbench`` stays
+    free of torch and TensorBoard."""
+    if name == "watch":
+        from lossbench.watcher import watch
+
+        return watch
+    if name == "check_setup":
+        from lossbench.doctor import check_setup
+
+        return check_setup
+    raise AttributeError(f"module 'lossbench' has no attribute {name!r}")

@@ -100,6 +100,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="time a 2-job joblib sweep against the same jobs run one after another")
     p.add_argument("--sweep-steps", type=positive, default=1500, help="steps of each sweep-check job")
     p.add_argument("--stacked", action="store_true", help="time K jobs one after another against stacks of them")
+    p.add_argument("--watch", action="store_true",
+                   help="time the bare step with a plain criterion against the same with lossbench.watch's")
+    p.add_argument("--watch-detail-every", type=positive, default=10,
+                   help="--watch: lossbench.watch's detail_every (its default 10; 1 samples every call)")
     p.add_argument("--stacked-worker", nargs=2, metavar=("CASE", "MODE"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -201,7 +205,8 @@ def reference_loop(args, cfg, device, dataset, steps: int) -> tuple[float, float
     return clocks.rates(steps * args.batch_size, device)
 
 
-def bare_loop(args, cfg, device, x: torch.Tensor, y: torch.Tensor, steps: int) -> tuple[float, float]:
+def bare_loop(args, cfg, device, x: torch.Tensor, y: torch.Tensor, steps: int,
+              loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy) -> tuple[float, float]:
     model, fwd = _model(cfg, device, args.compile)
     optimizer = make_optimizer(cfg.optim, model.parameters())
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
@@ -213,7 +218,7 @@ def bare_loop(args, cfg, device, x: torch.Tensor, y: torch.Tensor, steps: int) -
             perm = torch.randperm(n, device=device)
         idx = perm[(step % per_epoch) * bs : (step % per_epoch + 1) * bs]
         with _amp(args, device):
-            loss = F.cross_entropy(fwd(x[idx]), y[idx])
+            loss = loss_fn(fwd(x[idx]), y[idx])
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -236,11 +241,8 @@ def lossbench_loop(cfg: DictConfig, steps: int, eval_shares: list[float] | None 
 
 
 # --- the benchmark --------------------------------------------------------------------------------------
-def benchmark(args: argparse.Namespace) -> dict[str, float]:
-    device = train.pick_device(args.device)
-    threads = args.threads or os.cpu_count() or 1
-    cfg = compose_cfg(args)
-    cfg_off = compose_cfg(args, "numerics=off")
+def training_tensors(args: argparse.Namespace, cfg: DictConfig, device: torch.device):
+    """(x, y) on the device, the uint8 images of the synthetic set (None for MNIST) and where the data came from."""
     if has_mnist(args.data_root):
         ds = data.load(cfg.data)
         x, y, u8 = ds.x_train, ds.y_train, None
@@ -252,7 +254,15 @@ def benchmark(args: argparse.Namespace) -> dict[str, float]:
         x = ((u8[0].float() / 255 - data.MNIST_MEAN) / data.MNIST_STD).unsqueeze(1)
         y = u8[1]
         source = "synthetic data of MNIST's shape (no MNIST under --data-root / LOSSBENCH_DATA_DIR)"
-    x, y = x.to(device), y.to(device)
+    return x.to(device), y.to(device), u8, source
+
+
+def benchmark(args: argparse.Namespace) -> dict[str, float]:
+    device = train.pick_device(args.device)
+    threads = args.threads or os.cpu_count() or 1
+    cfg = compose_cfg(args)
+    cfg_off = compose_cfg(args, "numerics=off")
+    x, y, u8, source = training_tensors(args, cfg, device)
     ref_ds = reference_dataset(args, u8)
 
     eval_shares: list[float] = []
@@ -330,6 +340,56 @@ def sweep_check(args: argparse.Namespace) -> None:
             print(f"  {name:40s} sweep wall {wall:6.1f}s   per-job loop time {per_job}", flush=True)
 
 
+# --- lossbench.watch's overhead ------------------------------------------------------------------------------
+def watch_bench(args: argparse.Namespace) -> dict[str, float]:
+    """--watch: loop (b), the bare step, with a plain criterion and with the same criterion in lossbench.watch
+    (TensorBoard events to a temporary directory), back to back in each round, in alternating order; the
+    overhead 1 - watched/plain per round and its median. Criteria: CrossEntropyLoss on the logits, and (fp32)
+    BCELoss on sigmoid probabilities against one-hot targets."""
+    import lossbench
+
+    device = train.pick_device(args.device)
+    threads = args.threads or os.cpu_count() or 1
+    cfg = compose_cfg(args)
+    x, y, _, source = training_tensors(args, cfg, device)
+    cases = {"ce": (torch.nn.CrossEntropyLoss, lambda z: z, y)}
+    if args.precision == "fp32":
+        cases["bce"] = (torch.nn.BCELoss, torch.sigmoid, F.one_hot(y, 10).float())
+    print(f"lossbench.bench --watch: model={args.model} batch_size={args.batch_size} steps={args.steps} "
+          f"repeats={args.repeats} device={device} precision={args.precision} threads={threads} clock={args.clock} "
+          f"watch(every=50, detail_every={args.watch_detail_every}); data: {source}", flush=True)
+    overheads: dict[str, list[float]] = {c: [] for c in cases}
+    extra_us: dict[str, list[float]] = {c: [] for c in cases}  # the wrapper's time per call, from the two rates
+    rates: dict[str, list[float]] = {f"{c}_{m}": [] for c in cases for m in ("plain", "watched")}
+    for rnd in range(args.repeats + 1):  # round 0: warm-up, not recorded
+        n = min(args.warmup_steps, args.steps) if rnd == 0 else args.steps
+        for case, (cls, head, targets) in cases.items():
+            rate = {}
+            for mode in ("plain", "watched") if rnd % 2 else ("watched", "plain"):
+                with tempfile.TemporaryDirectory() as tmp:
+                    criterion = cls() if mode == "plain" else lossbench.watch(
+                        cls(), log_dir=tmp, detail_every=args.watch_detail_every)
+                    torch.set_num_threads(threads)
+                    w, c = bare_loop(args, cfg, device, x, targets, n, lambda z, t: criterion(head(z), t))  # noqa: B023
+                    if mode == "watched":
+                        criterion.close()
+                rate[mode] = w if args.clock == "wall" else c
+            if rnd:
+                overheads[case].append(1 - rate["watched"] / rate["plain"])
+                extra_us[case].append(1e6 * args.batch_size * (1 / rate["watched"] - 1 / rate["plain"]))
+                for mode in rate:
+                    rates[f"{case}_{mode}"].append(rate[mode])
+                print(f"  round {rnd}: {case:4s} plain {rate['plain']:8.0f} samples/s  watched {rate['watched']:8.0f} "
+                      f"samples/s  overhead {overheads[case][-1]:+.3f} ({extra_us[case][-1]:+.0f} us a call)", flush=True)
+    for key, values in rates.items():
+        print(f"median samples/s ({args.clock}) {key:12s} {statistics.median(values):9.0f}")
+    for case, values in extra_us.items():
+        print(f"median time lossbench.watch adds per call ({args.clock}), {case}: {statistics.median(values):.0f} us")
+    med = {c: statistics.median(v) for c, v in overheads.items()}
+    print(" ".join(f"watch_overhead_{c}={v:.3f}" for c, v in med.items()), flush=True)
+    return med
+
+
 # --- stacked sweeps ------------------------------------------------------------------------------------------
 STACK_CASES = {  # name: (K, overrides per job k)
     "K8": (8, lambda k: ["experiment=saturation", f"loss={('bce', 'bce_logits', 'bce_manual')[k % 3]}", f"seed={k}"]),
@@ -405,6 +465,8 @@ def main(argv: list[str] | None = None) -> None:
             stacked_bench(args)
         elif args.sweep_check:
             sweep_check(args)
+        elif args.watch:
+            watch_bench(args)
         else:
             benchmark(args)
     except LossbenchError as e:  # e.g. --device cuda without CUDA

@@ -75,6 +75,12 @@ def tb_tag(key: str) -> str:
     return f"watch/{name}" if group in ("numerics", "perf", "hist") else f"watch/{group}_{name}"
 
 
+def add_scalars(writer: SummaryWriter, values: dict[str, float], step: int) -> None:
+    """Write values (keys as the monitors name them) as one event, under their TensorBoard tags (tb_tag)."""
+    summary = Summary(value=[Summary.Value(tag=tb_tag(k), simple_value=float(v)) for k, v in values.items()])
+    writer.file_writer.add_summary(summary, step)
+
+
 def histogram_every(hist_every: int, max_steps: int) -> int:
     """numerics.hist_every, or 0 (no histograms) when the run is too short to log MIN_HISTOGRAMS of them."""
     return hist_every if hist_every and max_steps // hist_every >= MIN_HISTOGRAMS else 0
@@ -220,8 +226,7 @@ class Logger:
         """All values as one event (one Summary with a value per tag, as TensorFlow's writers do): a dozen
         add_scalar calls cost a dozen events through the writer's queue, about 10x the time."""
         if self.writer:
-            summary = Summary(value=[Summary.Value(tag=tb_tag(k), simple_value=float(v)) for k, v in values.items()])
-            self.writer.file_writer.add_summary(summary, step)
+            add_scalars(self.writer, values, step)
             self.step, self.keys = max(self.step, step), self.keys | values.keys()
             if self.layout_pending and any(k.startswith("train/") for k in self.keys) and any(
                     k.startswith("val/") for k in self.keys):

@@ -150,6 +150,8 @@ class Monitor:
         z_grad = torch.ones_like(z) if z_grad is None else z_grad  # no gradient: none counts as dead
         if loss.dim() == 0:
             loss, z, y, z_grad = loss[None], z[None], y[None], z_grad[None]
+        if self.kept and (z.shape, y.shape) != (self.kept[0][1].shape, self.kept[0][2].shape):
+            self._reduce_detail()  # a batch of another shape (lossbench.watch: a user's short last batch)
         self.kept.append((loss.detach(), z.detach(), y, z_grad))
         self.window["detail_steps"] += 1
         if len(self.kept) == DETAIL_BUFFER:

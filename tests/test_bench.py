@@ -141,3 +141,11 @@ def test_compile_trains_on_the_cpu(tmp_path):
                 "model.hidden=[32]", "logger.enabled=false")
     assert s["status"] == "completed" and s["steps"] == 20
     assert s["numerics"]["nonfinite_loss"] == 0
+
+
+def test_bench_watch_mode_ends_with_the_overhead_line(tmp_path, capsys):
+    bench.main([*TINY, "--watch", "--data-root", str(tmp_path)])
+    out = capsys.readouterr().out
+    m = re.match(r"^watch_overhead_ce=(\S+) watch_overhead_bce=(\S+)$", out.strip().splitlines()[-1])
+    assert m and all(math.isfinite(float(v)) for v in m.groups()), out
+    assert "round 1: ce   plain" in out and "round 1: bce  plain" in out and "us a call" in out
