@@ -40,6 +40,7 @@ from lossbench import ConfigError, LossbenchError, data, diagnosis, losses, metr
 from lossbench.config import KD_LOSSES, LOWER_IS_BETTER, flatten, resolve_head
 from lossbench.logger import Logger, has_events, histogram_every
 from lossbench.numerics import Monitor
+from lossbench.provenance import code as code_provenance
 from lossbench.store import CHECKPOINT, SUMMARY, load_checkpoint, read_json, save_checkpoint, write_json
 
 FINISHED = ("completed", "diverged")  # final results: trainer.skip_completed does not train them again
@@ -323,6 +324,7 @@ class Member:
             "numerics": {**self.monitor.summary(), "last": self.last_window}, "history": self.history,
         })
         s["diagnosis"] = diagnosis.diagnose(s)
+        s["code"] = code_provenance(self.params[0].device)
         if self.scaler.is_enabled():
             s["amp"] = {"final_scale": self.scaler.get_scale(), "skipped_steps": self.monitor.totals[0]["nonfinite_grad"]}
         try:

@@ -379,8 +379,8 @@ def fit(members: list[Member], rt: Runtime, t0: float) -> list[dict]:
                 # An interrupt logs and evaluates nothing extra: the unread monitor window goes into the
                 # checkpoint, so that a resumed run logs exactly what an uninterrupted one would.
                 if done % rt.log_every == 0 or done == max_steps:
+                    windows = stack.monitor.read_all()  # the host read: the device's queued work is done here
                     clock["train"] += time.perf_counter() - window[0]
-                    windows = stack.monitor.read_all()
                     for k, (m, values) in enumerate(zip(active, windows, strict=True)):
                         log_point(m, values, stack.monitor.first_nonfinite[k], done, window)
                     shown.update(done, [w["train/loss"] for w in windows],

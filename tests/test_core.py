@@ -222,3 +222,23 @@ def test_mnist_imbalance_profiles():
     ds = load(make_cfg("data=mnist", "data.task=binary", "data.positive_classes=[0]", "data.imbalance_ratio=50").data)
     n0, n1 = ds.class_counts().tolist()
     assert n0 / n1 == pytest.approx(50, rel=0.02)
+
+
+def test_every_summary_says_which_code_produced_it(tmp_path):
+    """lossbench's version, the checkout's commit and whether its tracked files were changed, torch's version and
+    the device's name."""
+    import subprocess
+
+    import torch
+
+    import lossbench
+    from lossbench import provenance
+    from tests.conftest import ROOT, run_cfg
+
+    s = run_cfg(tmp_path, "trainer.max_steps=5", "data.n_train=200", "data.n_val=100", "trainer.eval_every=5")
+    code = s["code"]
+    assert code["lossbench"] == lossbench.__version__ and code["torch"] == torch.__version__
+    assert code["device_name"] == provenance.device_name(torch.device("cpu")) and code["device_name"]
+    if (ROOT / ".git").exists():  # a checkout: its own commit
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+        assert code["git_commit"] == head.strip() and isinstance(code["git_dirty"], bool)
