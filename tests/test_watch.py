@@ -232,3 +232,19 @@ def test_calls_between_log_points_never_synchronise_on_cuda():
             torch.cuda.set_sync_debug_mode("default")
         r = watched.report()
         assert r.calls == 100 and r.nonfinite_loss == 0
+
+
+def test_calls_between_log_points_read_nothing_on_the_host(monkeypatch):
+    """A CPU stand-in for the CUDA check below: between log points no tensor is read into Python."""
+    model = nn.Linear(10, 3)
+    x, y = torch.randn(64, 10), torch.randint(0, 3, (64,))
+    for criterion, head, t in ((nn.BCELoss(), torch.sigmoid, nn.functional.one_hot(y, 3).float()),
+                               (nn.CrossEntropyLoss(), lambda z: z, y)):
+        watched = lossbench.watch(criterion, tensorboard=False, every=100, detail_every=2)
+        watched(head(model(x)), t).backward()  # the first call builds the monitor
+        with monkeypatch.context() as m:
+            for name in ("item", "tolist", "__bool__", "__float__", "__int__", "numpy"):
+                m.setattr(torch.Tensor, name, lambda *a, _n=name, **k: pytest.fail(f"host read: Tensor.{_n}"))
+            for _ in range(99):  # 64-call buffer reductions and 16-batch detail reductions included
+                watched(head(model(x)), t).backward()
+        assert watched.report().calls == 100
