@@ -248,3 +248,13 @@ def test_calls_between_log_points_read_nothing_on_the_host(monkeypatch):
             for _ in range(99):  # 64-call buffer reductions and 16-batch detail reductions included
                 watched(head(model(x)), t).backward()
         assert watched.report().calls == 100
+
+
+def test_a_reused_input_tensor_keeps_at_most_one_hook():
+    z, y = torch.randn(8, 3, requires_grad=True), torch.randint(0, 3, (8,))
+    watched = lossbench.watch(nn.CrossEntropyLoss(), tensorboard=False, every=5, detail_every=1)
+    for _ in range(20):
+        watched(z, y).backward()
+    assert len(z._backward_hooks) == 1  # the last sampled call's, removed when read at the next call
+    watched.report()
+    assert len(z._backward_hooks) == 0
