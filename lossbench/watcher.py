@@ -339,9 +339,10 @@ class Watched(nn.Module):
         if self.calls % self.detail_every == 0:
             z, y = self.view.prepare(input, target)
             grad: list[torch.Tensor] = []
-            if input.requires_grad:
-                input.register_hook(grad.append)  # the gradient that reaches the input in the user's backward()
-            self.pending = (seen, z, y, grad)
+            # the gradient that reaches the input in the user's backward(); removed when read (an input tensor
+            # passed again and again, a leaf, would otherwise collect hooks)
+            hook = input.register_hook(grad.append) if input.requires_grad else None
+            self.pending = (seen, z, y, grad, hook)
         self.calls += 1
         return loss
 
@@ -349,8 +350,10 @@ class Watched(nn.Module):
         """Hand the last sampled call to the monitor, with its input gradient if its backward has run."""
         if self.pending is None:
             return
-        loss, z, y, grad = self.pending
+        loss, z, y, grad, hook = self.pending
         self.pending = None
+        if hook is not None:
+            hook.remove()
         z_grad = self.view.logit_grad(z, self.view.rows(grad[0])) if grad else None
         if z_grad is not None:
             self.monitor.observe_grads([z_grad])

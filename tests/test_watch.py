@@ -232,3 +232,29 @@ def test_calls_between_log_points_never_synchronise_on_cuda():
             torch.cuda.set_sync_debug_mode("default")
         r = watched.report()
         assert r.calls == 100 and r.nonfinite_loss == 0
+
+
+def test_calls_between_log_points_read_nothing_on_the_host(monkeypatch):
+    """A CPU stand-in for the CUDA check below: between log points no tensor is read into Python."""
+    model = nn.Linear(10, 3)
+    x, y = torch.randn(64, 10), torch.randint(0, 3, (64,))
+    for criterion, head, t in ((nn.BCELoss(), torch.sigmoid, nn.functional.one_hot(y, 3).float()),
+                               (nn.CrossEntropyLoss(), lambda z: z, y)):
+        watched = lossbench.watch(criterion, tensorboard=False, every=100, detail_every=2)
+        watched(head(model(x)), t).backward()  # the first call builds the monitor
+        with monkeypatch.context() as m:
+            for name in ("item", "tolist", "__bool__", "__float__", "__int__", "numpy"):
+                m.setattr(torch.Tensor, name, lambda *a, _n=name, **k: pytest.fail(f"host read: Tensor.{_n}"))
+            for _ in range(99):  # 64-call buffer reductions and 16-batch detail reductions included
+                watched(head(model(x)), t).backward()
+        assert watched.report().calls == 100
+
+
+def test_a_reused_input_tensor_keeps_at_most_one_hook():
+    z, y = torch.randn(8, 3, requires_grad=True), torch.randint(0, 3, (8,))
+    watched = lossbench.watch(nn.CrossEntropyLoss(), tensorboard=False, every=5, detail_every=1)
+    for _ in range(20):
+        watched(z, y).backward()
+    assert len(z._backward_hooks) == 1  # the last sampled call's, removed when read at the next call
+    watched.report()
+    assert len(z._backward_hooks) == 0
