@@ -67,12 +67,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from lossbench.diagnosis import STALL_DEAD, STALL_SATURATED
 from lossbench.losses import CLAMP, DRW, Objective
 from lossbench.numerics import DETAIL, Monitor
 
-# --- the diagnoses (shared thresholds; see diagnose) ---------------------------------------------------------
-STALL_SATURATED = 0.5  # share of probabilities exactly 0 or 1 in a window, at least
-STALL_DEAD = 0.05  # share of samples that are wrong with an exactly zero logit gradient, at least
+# --- the diagnoses (see diagnose) ---------------------------------------------------------------------------
+# The stall's saturation and dead-sample thresholds are a lossbench run's (lossbench.diagnosis); a user's loop
+# has no validation AUC, so "at chance" becomes "the loss no longer moves".
 STALL_LOSS_CHANGE = 0.01  # |relative change| of the window's mean loss since the previous window, at most
 CLAMP_HIT = 0.0  # share of BCE log terms at BCELoss's -100 floor above which "clamped" is flagged
 
