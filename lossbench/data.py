@@ -102,11 +102,12 @@ class Dataset:
 
 def load(dc: DictConfig) -> Dataset:
     from lossbench import real
+    from lossbench.config import REAL_DATASETS
 
     multilabel = dc.get("task") == "multilabel"
     if dc.name in ("synthetic", "imbalanced", "longtail"):
         ds = synthetic_multilabel(dc) if multilabel else synthetic(dc)
-    elif dc.name in real.DATASETS:
+    elif dc.name in REAL_DATASETS:
         ds = real.load(dc)
     else:
         ds = mnist_multilabel(dc) if multilabel else mnist(dc)

@@ -20,6 +20,7 @@ import csv
 import gzip
 import importlib.util
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,6 @@ import torch
 from omegaconf import DictConfig, ListConfig
 
 from lossbench import DataError
-from lossbench.config import REAL_DATASETS as DATASETS
 from lossbench.data import Dataset, default_data_root, imbalance_subset
 
 SPLITS = ("train", "val", "test")
@@ -237,7 +237,8 @@ OPENML_HOW = ("Run the same command once on a machine with network access, with 
 
 
 def openml_dir(dc: DictConfig) -> Path:
-    """fetch_openml's data_home: <data root>/openml (the data root as for MNIST)."""
+    """Where fetch_openml caches: <data root>/openml (the data root as for MNIST; fetch_openml adds 'openml' to
+    its data_home)."""
     return (Path(dc.root) if dc.root else default_data_root()) / "openml"
 
 
@@ -249,9 +250,11 @@ def _read_openml(dc: DictConfig) -> Raw:
     target = "default-target" if dc.label is None else (
         str(dc.label) if isinstance(dc.label, str) else [str(c) for c in dc.label])
     try:
-        bunch = fetch_openml(name=dc.dataset, data_id=dc.id, version="active" if dc.version is None else dc.version,
-                             data_home=str(home), target_column=target, as_frame=False, parser="liac-arff",
-                             n_retries=1, delay=0.1)
+        with warnings.catch_warnings(record=True) as caught:  # kept in summary.json, not printed (one-line errors)
+            warnings.simplefilter("always")
+            bunch = fetch_openml(name=dc.dataset, data_id=dc.id, version="active" if dc.version is None else dc.version,
+                                 data_home=str(home.parent), target_column=target, as_frame=False, parser="liac-arff",
+                                 n_retries=1, delay=0.1)
     except OSError as e:  # urllib's URLError (no network) and other I/O errors
         raise DataError(f"{what} is not in the cache {home}, and downloading it failed ({_reason(e)}). "
                         f"{OPENML_HOW}.") from None
@@ -271,6 +274,8 @@ def _read_openml(dc: DictConfig) -> Raw:
     source = {"source": f"OpenML dataset {details.get('name')} (id {details.get('id')}, version "
                         f"{details.get('version')}) via sklearn.datasets.fetch_openml",
               "url": bunch.get("url"), "licence": details.get("licence")}
+    if caught:
+        source["openml_warnings"] = [" ".join(str(w.message).split())[:300] for w in caught]
     return Raw(where, {"train": x}, {"train": y}, source, label_names=names)
 
 
