@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from lossbench import data as data_mod
-from lossbench import store
+from lossbench import DataError, store
 from tests.conftest import make_cfg
 from tests.inprocess import run_cli
 
@@ -88,6 +88,20 @@ def test_a_multilabel_csv_and_pt_file(tmp_path):
     torch.save({"x_train": torch.from_numpy(x).float(), "y_train": torch.from_numpy(ys)}, pt)
     ds = data_mod.load(make_cfg("data=arrays", f"data.path={pt}").data)
     assert ds.multilabel and ds.y_train.dtype == torch.float32 and ds.x_test is not None
+
+
+def test_a_parquet_table(tmp_path):
+    pa = pytest.importorskip("pyarrow", reason="pyarrow (the lossbench[parquet] extra) is not installed")
+    import pyarrow.parquet as pq
+
+    x, y = blobs(200)
+    path = tmp_path / "my.parquet"
+    pq.write_table(pa.table({"a": x[:, 0], "b": x[:, 1].astype(np.float32), "c": (x[:, 2] > 0), "y": y}), path)
+    ds = data_mod.load(make_cfg("data=arrays", f"data.path={path}", "data.label=y").data)
+    assert ds.input_shape == (3,) and ds.n_classes == 2 and ds.info["n_samples"] == 200
+    pq.write_table(pa.table({"a": ["u", "v"] * 100, "y": y}), path)
+    with pytest.raises(DataError, match=r"my.parquet: feature column 'a' is not numeric \(row 1: 'u'\)"):
+        data_mod.load(make_cfg("data=arrays", f"data.path={path}", "data.label=y").data)
 
 
 def test_a_task_inferred_from_the_file_refuses_the_losses_that_do_not_fit_it(tmp_path):
