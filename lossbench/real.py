@@ -484,6 +484,9 @@ def prepare(raw: Raw, dc: DictConfig) -> Dataset:
     if to_int and (absent := np.flatnonzero(np.bincount(y_train.astype(np.int64), minlength=c) == 0)).size:
         raise DataError(f"data.n_train={dc.n_train} leaves class {int(absent[0])} of {raw.where} without a training "
                         "sample. Raise data.n_train")
+    if not to_int and (none := np.flatnonzero(y_train.sum(axis=0) == 0)).size:
+        raise DataError(f"data.n_train={dc.n_train} leaves label {_label(raw, int(none[0]))} of {raw.where} without a "
+                        "positive training sample. Raise data.n_train")
 
     x_train = x_train.astype(np.float64)
     if dc.standardize:
@@ -498,6 +501,13 @@ def prepare(raw: Raw, dc: DictConfig) -> Dataset:
     def labels(y: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(y.astype(np.int64)) if to_int else torch.from_numpy(y.astype(np.float32))
 
+    x_val, y_val = raw.x["val"], raw.y["val"]
+    if dc.n_val is not None and dc.n_val < len(y_val):  # fixed (seed 0), as data=mnist's validation subset
+        keep = torch.randperm(len(y_val), generator=torch.Generator().manual_seed(0))[: dc.n_val].sort().values.numpy()
+        x_val, y_val = x_val[keep], y_val[keep]
+        if to_int and (absent := np.flatnonzero(np.bincount(y_val.astype(np.int64), minlength=c) == 0)).size:
+            raise DataError(f"data.n_val={dc.n_val} leaves class {int(absent[0])} of {raw.where} without a "
+                            "validation sample. Raise data.n_val")
     x_test, y_test = (features(raw.x["test"]), labels(raw.y["test"])) if "test" in raw.x else (None, None)
     info = {**raw.source, "task_inferred": task, "n_samples": sum(len(y) for y in raw.y.values()),
             "n_features": int(math.prod(x_train.shape[1:])), "splits_made": made,
@@ -510,5 +520,5 @@ def prepare(raw: Raw, dc: DictConfig) -> Dataset:
         info["label_positives"] = {s: raw.y[s].sum(axis=0).astype(int).tolist() for s in raw.y}
     if raw.label_names:
         info["label_names"] = raw.label_names
-    return Dataset(dc.name, features(x_train), labels(y_train), features(raw.x["val"]), labels(raw.y["val"]), c,
+    return Dataset(dc.name, features(x_train), labels(y_train), features(x_val), labels(y_val), c,
                    task="multilabel" if task == "multilabel" else "multiclass", info=info, x_test=x_test, y_test=y_test)

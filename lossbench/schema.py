@@ -119,6 +119,7 @@ class RealData:
     name: str = MISSING
     task: str | None = MISSING  # null = inferred from the labels
     n_train: int | None = MISSING
+    n_val: int | None = MISSING
     val_frac: float = MISSING
     test_frac: float = MISSING
     standardize: bool = MISSING

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from lossbench import data as data_mod
 from lossbench import DataError, store
+from lossbench import data as data_mod
 from tests.conftest import make_cfg
 from tests.inprocess import run_cli
 
