@@ -325,6 +325,7 @@ YEAST_LABELS = [f"Class{i}" for i in range(1, 15)]
 
 def _read_yeast(dc: DictConfig) -> Raw:
     raw = _read_csv(river_file("yeast.csv.gz"), YEAST_LABELS)
+    raw.where = "data=yeast"
     raw.source = {"source": "river.datasets.Yeast's bundled yeast.csv.gz (MULAN yeast; Elisseeff & Weston 2002; "
                             "= OpenML 40597): gene expression and phylogenetic profiles, 14 functional categories"}
     return raw
@@ -332,6 +333,7 @@ def _read_yeast(dc: DictConfig) -> Raw:
 
 def _read_shuttle(dc: DictConfig) -> Raw:
     raw = _read_csv(river_file("shuttle.csv.gz"), ["anomaly"])
+    raw.where = "data=shuttle"
     raw.source = {"source": "river.datasets.Shuttle's bundled shuttle.csv.gz (UCI Statlog Shuttle in the ODDS "
                             "anomaly form: class 1 'Rad Flow' = 0, the rare classes = 1, the second-largest class "
                             "dropped)"}
@@ -469,56 +471,68 @@ def prepare(raw: Raw, dc: DictConfig) -> Dataset:
     made = _make_splits(raw, dc, task)
     if made:
         task, c = check(raw)  # every class in every split, after the cut
-    to_int = task != "multilabel"
-    gen = torch.Generator().manual_seed(int(dc.seed))
-    x_train, y_train = raw.x["train"], raw.y["train"]
-    n_given = len(y_train)
-    if dc.n_train is not None and dc.n_train < len(y_train):  # a random subset per seed, before any imbalance
-        keep = torch.randperm(len(y_train), generator=gen)[: dc.n_train].sort().values.numpy()
-        x_train, y_train = x_train[keep], y_train[keep]
-    if dc.imbalance_ratio is not None:
-        keep = imbalance_subset(torch.from_numpy(y_train.astype(np.int64)), c, float(dc.imbalance_ratio),
-                                dc.get("imbalance_profile", "exp"), gen, binary=task == "binary",
-                                what=raw.where).numpy()
-        x_train, y_train = x_train[keep], y_train[keep]
-    if to_int and (absent := np.flatnonzero(np.bincount(y_train.astype(np.int64), minlength=c) == 0)).size:
-        raise DataError(f"data.n_train={dc.n_train} leaves class {int(absent[0])} of {raw.where} without a training "
-                        "sample. Raise data.n_train")
-    if not to_int and (none := np.flatnonzero(y_train.sum(axis=0) == 0)).size:
-        raise DataError(f"data.n_train={dc.n_train} leaves label {_label(raw, int(none[0]))} of {raw.where} without a "
-                        "positive training sample. Raise data.n_train")
+    n_given = len(raw.y["train"])
+    x_train, y_train = _training_subset(raw, dc, task, c)
+    x_val, y_val = _validation_subset(raw, dc, task, c)
 
     x_train = x_train.astype(np.float64)
+    mean, std = (x_train.mean(axis=0), x_train.std(axis=0)) if dc.standardize else (0.0, 1.0)
     if dc.standardize:
-        mean, std = x_train.mean(axis=0), x_train.std(axis=0)
         std[std == 0] = 1.0  # a constant feature stays 0
-    else:
-        mean, std = 0.0, 1.0
 
     def features(x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(((x.astype(np.float64) - mean) / std * float(dc.scale)).astype(np.float32))
 
     def labels(y: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(y.astype(np.int64)) if to_int else torch.from_numpy(y.astype(np.float32))
+        return torch.from_numpy(y.astype(np.float32 if task == "multilabel" else np.int64))
 
-    x_val, y_val = raw.x["val"], raw.y["val"]
-    if dc.n_val is not None and dc.n_val < len(y_val):  # fixed (seed 0), as data=mnist's validation subset
-        keep = torch.randperm(len(y_val), generator=torch.Generator().manual_seed(0))[: dc.n_val].sort().values.numpy()
-        x_val, y_val = x_val[keep], y_val[keep]
-        if to_int and (absent := np.flatnonzero(np.bincount(y_val.astype(np.int64), minlength=c) == 0)).size:
-            raise DataError(f"data.n_val={dc.n_val} leaves class {int(absent[0])} of {raw.where} without a "
-                            "validation sample. Raise data.n_val")
     x_test, y_test = (features(raw.x["test"]), labels(raw.y["test"])) if "test" in raw.x else (None, None)
     info = {**raw.source, "task_inferred": task, "n_samples": sum(len(y) for y in raw.y.values()),
             "n_features": int(math.prod(x_train.shape[1:])), "splits_made": made,
             "n_train_before_subsampling": n_given, "n_test": 0 if y_test is None else len(y_test),
             "standardized": bool(dc.standardize)}
     # per split, before data.n_train / imbalance_ratio (summary.json's train_class_counts is after them)
-    if to_int:
-        info["class_counts"] = {s: np.bincount(raw.y[s].astype(np.int64), minlength=c).tolist() for s in raw.y}
-    else:
+    if task == "multilabel":
         info["label_positives"] = {s: raw.y[s].sum(axis=0).astype(int).tolist() for s in raw.y}
+    else:
+        info["class_counts"] = {s: np.bincount(raw.y[s].astype(np.int64), minlength=c).tolist() for s in raw.y}
     if raw.label_names:
         info["label_names"] = raw.label_names
     return Dataset(dc.name, features(x_train), labels(y_train), features(x_val), labels(y_val), c,
                    task="multilabel" if task == "multilabel" else "multiclass", info=info, x_test=x_test, y_test=y_test)
+
+
+def _training_subset(raw: Raw, dc: DictConfig, task: str, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """data.n_train (a random subset per seed), then data.imbalance_ratio, of the training split."""
+    gen = torch.Generator().manual_seed(int(dc.seed))
+    x, y = raw.x["train"], raw.y["train"]
+    if dc.n_train is not None and dc.n_train < len(y):
+        keep = torch.randperm(len(y), generator=gen)[: dc.n_train].sort().values.numpy()
+        x, y = x[keep], y[keep]
+    if dc.imbalance_ratio is not None:  # single-label only (config.validate)
+        keep = imbalance_subset(torch.from_numpy(y.astype(np.int64)), c, float(dc.imbalance_ratio),
+                                dc.get("imbalance_profile", "exp"), gen, binary=task == "binary", what=raw.where)
+        x, y = x[keep.numpy()], y[keep.numpy()]
+    _still_has_every_class(raw, y, task, c, "n_train", dc.n_train, "training")
+    return x, y
+
+
+def _validation_subset(raw: Raw, dc: DictConfig, task: str, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """data.n_val: a random subset of the validation split, the same for every seed (as data=mnist's)."""
+    x, y = raw.x["val"], raw.y["val"]
+    if dc.n_val is not None and dc.n_val < len(y):
+        keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[: dc.n_val].sort().values.numpy()
+        x, y = x[keep], y[keep]
+        if task != "multilabel":  # multi-label validation labels may lack positives (skipped in macro averages)
+            _still_has_every_class(raw, y, task, c, "n_val", dc.n_val, "validation")
+    return x, y
+
+
+def _still_has_every_class(raw: Raw, y: np.ndarray, task: str, c: int, key: str, value: object, split: str) -> None:
+    if task == "multilabel":
+        if (none := np.flatnonzero(y.sum(axis=0) == 0)).size:
+            raise DataError(f"data.{key}={value} leaves label {_label(raw, int(none[0]))} of {raw.where} without a positive "
+                            f"{split} sample. Raise data.{key}")
+    elif (absent := np.flatnonzero(np.bincount(y.astype(np.int64), minlength=c) == 0)).size:
+        raise DataError(f"data.{key}={value} leaves class {int(absent[0])} of {raw.where} without a {split} sample. "
+                        f"Raise data.{key}")
