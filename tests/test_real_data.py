@@ -363,3 +363,19 @@ def test_a_real_set_in_a_stacked_sweep_holds_its_data_once(tmp_path):
           for i, c in enumerate(cfgs)]
     assert ms[0].ds is ms[1].ds  # equal data under two seeds: one copy
 
+
+
+@pytest.mark.parametrize("study", ["real_binary", "real_multilabel"])
+def test_the_real_data_studies_compose_validate_and_run_tiny(tmp_path, study):
+    from lossbench.config import validate
+    from tests.conftest import run_cfg
+    from tests.test_studies import compose_cfg, sweep_params
+
+    params = sweep_params(study)
+    assert len(params["seed"]) == 5
+    (axis, values), = ((k, v) for k, v in params.items() if k != "seed")
+    for v in values:
+        validate(compose_cfg(f"experiment={study}", f"{axis}={v}"))
+    s = run_cfg(tmp_path, f"experiment={study}", f"{axis}={values[-1]}", "trainer.max_steps=6", "trainer.eval_every=3",
+                "data.n_val=300", "logger.enabled=false")
+    assert s["status"] == "completed" and s["config"]["study"]["name"] == study
