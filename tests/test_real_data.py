@@ -52,7 +52,9 @@ def test_a_users_npz_trains_through_the_cli(tmp_path):
     x, y = blobs(300)
     path = tmp_path / "my.npz"
     np.savez(path, x_train=x[:200], y_train=y[:200], x_test=x[200:], y_test=y[200:])
-    s = cli_ok(tmp_path, "data=arrays", f"data.path={path}", "loss=bce_logits", "loss.pos_weight=auto")
+    s = cli_ok(tmp_path, "data=arrays", f"data.path={path}", "loss=bce_logits", "loss.pos_weight=auto",
+               "logger.enabled=true")
+    assert list((tmp_path / "run").glob("events.out.tfevents.*"))  # TensorBoard, with the file's keys as hparams
     d = s["data"]
     assert d["task_inferred"] == "binary" and d["splits_made"] == ["val"]  # the file's test split is kept
     assert (d["n_train"], d["n_val"], d["n_test"], d["n_samples"]) == (160, 40, 100, 300)
@@ -355,6 +357,10 @@ def test_a_real_set_in_a_stacked_sweep_holds_its_data_once(tmp_path):
     summaries = [store.read_json(p) for p in sorted(sweep.glob("*/summary.json"))]
     assert {s["stack"]["size"] for s in summaries} == {4}
     assert {s["data"]["n_test"] for s in summaries} == {114}
+    from lossbench import report
+
+    assert report.main([str(sweep), "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "table.md").read_text().startswith("# lossbench report: 4 runs in 2 groups")
     from lossbench import member, train
 
     datasets: dict = {}
