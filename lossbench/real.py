@@ -447,6 +447,9 @@ def _make_splits(raw: Raw, dc: DictConfig, task: str) -> list[str]:
             continue
         x, y = raw.x["train"], raw.y["train"]
         k = max(1, round(frac * n))
+        if task != "multilabel" and (few := np.flatnonzero(np.bincount(y.astype(np.int64)) < 2)).size:
+            raise _fail(raw.where, f"class {int(few[0])} has 1 training sample: too few to cut a stratified {split} "
+                                   f"split (2 needed). Give x_{split}/y_{split}, or drop the class")
         try:
             keep, cut = train_test_split(np.arange(len(y)), test_size=k, random_state=int(dc.task_seed),
                                          stratify=None if task == "multilabel" else y)

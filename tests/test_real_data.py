@@ -189,6 +189,8 @@ def bad_file(tmp_path: Path, kind: str) -> tuple[Path, list[str]]:
         p = tmp_path / "t.parquet"
         p.write_bytes(b"PAR1")
         return p, []
+    if kind == "too_small_to_split":
+        return _npz(p, x_train=x, y_train=np.r_[y[:-1], 2]), []
     if kind == "task_mismatch":
         return _npz(p, x_train=x, y_train=y), ["data.task=multilabel"]
     raise AssertionError(kind)
@@ -215,6 +217,8 @@ BAD = {
     "non_numeric": r"t.csv: feature column 'b' is not numeric \(row 5: 'abc'\)",
     "parquet_without_pyarrow": r"t.parquet: reading .parquet needs pyarrow, which is not installed: pip install "
                                r"'lossbench\[parquet\]'",
+    "too_small_to_split": r"too_small_to_split.npz: class 2 has 1 training sample: too few to cut a stratified test "
+                          r"split \(2 needed\). Give x_test/y_test",
     "task_mismatch": r"data.task=multilabel, but its labels are 2 classes \(a binary task\)",
 }
 
