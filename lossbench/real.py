@@ -398,6 +398,10 @@ def _check_classes(raw: Raw) -> tuple[str, int]:
         s = next(s for s in ys if ys[s].min() == low)
         raise _fail(where, f"y_{s} has label {low}, out of range: labels must be class indices 0..C-1")
     c = max(int(y.max()) for y in ys.values()) + 1
+    if c > len(ys["train"]):  # before counting classes: a label of 1e9 would allocate a billion counts
+        s = next(s for s in ys if ys[s].max() == c - 1)
+        raise _fail(where, f"y_{s} has label {c - 1}, out of range: labels must be class indices 0..C-1, and "
+                           f"{len(ys['train'])} training samples cannot hold {c} classes")
     if c < 2:
         raise _fail(where, "has one class only (every label is 0); a classifier needs at least 2")
     counts = {s: np.bincount(y, minlength=c) for s, y in ys.items()}
@@ -406,8 +410,8 @@ def _check_classes(raw: Raw) -> tuple[str, int]:
             raise _fail(where, f"class {int(lonely[0])} is in y_{s} but not in y_train: a class present in one split "
                                "only cannot be learned")
     if (absent := np.flatnonzero(counts["train"] == 0)).size:
-        raise _fail(where, f"class {int(absent[0])} has no sample in y_train, out of the range 0..{c - 1} that the "
-                           f"largest label {c - 1} implies: labels must be class indices 0..C-1 with every class present")
+        raise _fail(where, f"class {int(absent[0])} has no sample in y_train: labels must be class indices 0..C-1 "
+                           f"with every class present (the largest label, {c - 1}, implies {c} classes)")
     if "val" in counts and (absent := np.flatnonzero(counts["val"] == 0)).size:
         raise _fail(where, f"class {int(absent[0])} is in y_train but not in y_val: a class present in one split only "
                            "has no validation recall or AUC")

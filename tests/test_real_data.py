@@ -155,6 +155,8 @@ def bad_file(tmp_path: Path, kind: str) -> tuple[Path, list[str]]:
         return _npz(p, x_train=x, y_train=np.stack([y, 2 * y], axis=1)), []
     if kind == "one_split_only":
         return _npz(p, x_train=x, y_train=y, x_val=x[:10], y_val=np.r_[y[:9], 2]), []
+    if kind == "huge_label":
+        return _npz(p, x_train=x, y_train=np.where(y == 1, 10**9, 0)), []
     if kind == "one_class":
         return _npz(p, x_train=x, y_train=np.zeros_like(y)), []
     if kind == "shapes":
@@ -204,6 +206,8 @@ BAD = {
     "out_of_range": r"out_of_range.npz: y_train has label -1, out of range: labels must be class indices 0..C-1",
     "multilabel_out_of_range": r"y_train is a label matrix with value 2, out of range: multi-label targets must be 0 or 1",
     "one_split_only": r"one_split_only.npz: class 2 is in y_val but not in y_train: a class present in one split only",
+    "huge_label": r"huge_label.npz: y_train has label 1000000000, out of range: labels must be class indices 0..C-1, "
+                  r"and 60 training samples cannot hold 1000000001 classes",
     "one_class": r"one_class.npz: has one class only",
     "shapes": r"shapes.npz: x_train has 60 samples but y_train has shape \(59,\)",
     "features_disagree": r"x_val has samples of shape \(3,\) but x_train \(4,\)",
