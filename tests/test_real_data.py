@@ -393,3 +393,12 @@ def test_the_real_data_studies_compose_validate_and_run_tiny(tmp_path, study):
     s = run_cfg(tmp_path, f"experiment={study}", f"{axis}={values[-1]}", "trainer.max_steps=6", "trainer.eval_every=3",
                 "data.n_val=300", "logger.enabled=false")
     assert s["status"] == "completed" and s["config"]["study"]["name"] == study
+
+
+def test_distillation_on_a_real_set_needs_a_teacher_of_the_same_set(tmp_path):
+    cli_ok(tmp_path, "data=digits", "loss=ce")
+    teacher = tmp_path / "run"
+    s = cli_ok(tmp_path / "student", "data=digits", "loss=kd", f"loss.teacher={teacher}")
+    assert s["data"]["n_classes"] == 10
+    msg = refused(tmp_path, "data=breast_cancer", "loss=kd", f"loss.teacher={teacher}")
+    assert "the teacher was trained on data=digits, this run uses data=breast_cancer" in msg
