@@ -98,7 +98,8 @@ WHY_NOT_MULTILABEL = {
     **{("softmax", kd): "distillation here matches a teacher's softmax distribution over mutually exclusive "
        "classes; a multi-label teacher has per-label sigmoids" for kd in KD_LOSSES},
 }
-DATASETS = ("synthetic", "imbalanced", "longtail", "mnist")
+REAL_DATASETS = ("arrays", "openml", "breast_cancer", "digits", "yeast", "shuttle")  # lossbench/real.py
+DATASETS = ("synthetic", "imbalanced", "longtail", "mnist", *REAL_DATASETS)
 MODELS = ("mlp", "linear", "cnn")
 OPTIMS = ("sgd", "adam", "adamw")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -106,7 +107,8 @@ ON_NONFINITE = ("stop", "skip", "continue")
 REDUCTIONS = ("mean", "sum")
 TASKS = ("multiclass", "binary", "multilabel")
 TASKS_OF = {"synthetic": ("multiclass", "multilabel"), "imbalanced": ("multiclass", "multilabel"),
-            "longtail": ("multiclass",), "mnist": TASKS}  # binary is data.n_classes=2 for the synthetic sets
+            "longtail": ("multiclass",), "mnist": TASKS,  # binary is data.n_classes=2 for the synthetic sets
+            "breast_cancer": ("binary",), "digits": ("multiclass",), "yeast": ("multilabel",), "shuttle": ("binary",)}
 SOFT_LABELS = ("noise_aware", "bayes")
 METRICS = ("loss", "nll", "auc", "ap", "accuracy", "balanced_accuracy", "ece")
 # multi-label runs also have these (metrics.evaluate_multilabel); there accuracy is the subset accuracy
@@ -200,6 +202,11 @@ RANGES: dict[str, Range] = {
     "data.unlabeled_frac": Range(0, 1, hi_open=True),
     "data.digits_per_image": COUNT,  # [lo, hi] within the grid's cells (a cross-key rule below)
     "data.grid": COUNT,
+    # real data (lossbench/real.py)
+    "data.val_frac": Range(0, 1, lo_open=True, hi_open=True),
+    "data.test_frac": Range(0, 1, hi_open=True),
+    "data.id": COUNT,
+    "data.version": COUNT,
     "loss.gamma_neg": Range(0),
     "loss.gamma_pos": Range(0),
     "loss.clip": Range(0, 1, hi_open=True),
@@ -229,6 +236,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 FREE_STRINGS = {
     "data.root": "a directory (null = ~/.cache/lossbench/data or $LOSSBENCH_DATA_DIR)",
     "trainer.device": "auto, cpu, cuda, cuda:N or mps",
+    "data.path": "a .npz, .csv, .csv.gz, .parquet or .pt file (data=arrays; checked when the run starts)",
+    "data.dataset": "an OpenML dataset name (data=openml)",
     "loss.teacher": "the run directory of a completed softmax run on the same task (checked when the run starts)",
 }
 
@@ -451,6 +460,8 @@ def _validate_cosine_head(cfg: DictConfig, head_bias: Any) -> None:
 
 
 def _validate_data(dc: DictConfig) -> None:
+    if dc.name in REAL_DATASETS:
+        _validate_real_data(dc)
     if dc.name in ("synthetic", "imbalanced", "longtail"):
         if dc.n_classes > min(dc.n_train, dc.n_val):
             raise ConfigError(
@@ -464,6 +475,39 @@ def _validate_data(dc: DictConfig) -> None:
                 f"data.positive_classes={show(pos)} must be distinct MNIST labels in 0..9, at least one and not all "
                 "ten (the rest are the negatives), e.g. data.positive_classes=[0]."
             )
+
+
+def _validate_real_data(dc: DictConfig) -> None:
+    if dc.val_frac + dc.test_frac >= 1:
+        raise ConfigError(f"data.val_frac={dc.val_frac:g} + data.test_frac={dc.test_frac:g} must be below 1: the rest "
+                          "of the training split is what trains.")
+    if dc.name == "arrays" and not dc.path:
+        raise ConfigError("data=arrays needs data.path=FILE: a .npz, .csv, .csv.gz, .parquet or .pt file "
+                          "(docs/data.md says what each holds).")
+    if dc.name == "openml":
+        if (dc.dataset is None) == (dc.id is None):
+            raise ConfigError("data=openml needs one of data.dataset=NAME or data.id=N (not both), e.g. "
+                              "data.dataset=credit-g.")
+        if dc.version is not None and dc.id is not None:
+            raise ConfigError("data.version picks a version of data.dataset=NAME; data.id names one version already. "
+                              "Use data.version=null with data.id.")
+    label = dc.get("label", "x")
+    if not (label is None and dc.name == "openml") and not (isinstance(label, str) and label) and not (
+            isinstance(label, ListConfig) and len(label) and all(isinstance(c, str) and c for c in label)):
+        raise ConfigError(f"data.label={show(label)} must be a column name or a non-empty list of them (multi-label)"
+                          + (", or null for OpenML's default target" if dc.name == "openml" else "")
+                          + ", e.g. data.label=target or data.label=[a,b].")
+
+
+def check_task(cfg: DictConfig, task: str) -> None:
+    """The rules that depend on the task (multi-label pairs, metrics), once data.task=null has been inferred from
+    the labels (data=arrays|openml): raises ConfigError as `validate` would have."""
+    if cfg.data.get("task", "set") is not None:
+        return
+    c = cfg.copy()
+    OmegaConf.set_readonly(c, False)
+    c.data.task = task
+    _validate_labels(c, resolve_head(c))
 
 
 def _memory_bytes() -> int | None:
@@ -480,7 +524,7 @@ def _check_memory(cfg: DictConfig) -> None:
     the parameters with their gradients and two Adam moments, and one batch's activations.
     """
     total = _memory_bytes()
-    if total is None:
+    if total is None or cfg.data.name in REAL_DATASETS:  # real data: sizes known once the file is read
         return
     d, m = cfg.data, cfg.model
     if d.name == "mnist" and d.task == "multilabel":  # grid images built from the digits, uint8 then float32
@@ -664,7 +708,9 @@ def _validate_labels(cfg: DictConfig, head: str) -> None:
     (A distillation teacher's directory is checked when the run starts: lossbench.teacher.check.)"""
     dc, loss = cfg.data, cfg.loss.name
     task = dc.get("task", "multiclass")
-    if task not in TASKS_OF.get(dc.name, TASKS):
+    if task is None:  # data=arrays|openml: inferred from the labels, checked again once loaded (check_task)
+        task = "any"
+    elif task not in TASKS_OF.get(dc.name, TASKS):
         raise ConfigError(f"data.task={task} is not available for data={dc.name}. Valid choices: "
                           f"{choices(TASKS_OF[dc.name])}" + (" (binary: data.n_classes=2)." if dc.name != "mnist" else "."))
     if dc.name == "mnist":
@@ -675,7 +721,7 @@ def _validate_labels(cfg: DictConfig, head: str) -> None:
                 f"{grid * grid} (one digit per cell), e.g. data.digits_per_image=[2,3].")
     if task == "multilabel":
         _validate_multilabel(cfg, head)
-    else:
+    elif task != "any":
         for key in (cfg.trainer.target_metric, cfg.objective_metric):
             if key is not None and key.removeprefix("val/") in MULTILABEL_METRICS:
                 raise ConfigError(f"{key} is a multi-label metric, but data.task={task}. Valid choices: "

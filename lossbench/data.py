@@ -45,6 +45,10 @@ class Dataset:
     t_val: torch.Tensor | None = None
     task: str = "multiclass"  # multiclass (binary included) | multilabel
     info: dict = field(default_factory=dict)  # label statistics for summary.json's "data" section
+    # A held-out test split (the real-data sets, lossbench/real.py), loaded and checked but not evaluated yet:
+    # validation is what training evaluates and selects on. Kept on the CPU until something reports it.
+    x_test: torch.Tensor | None = None
+    y_test: torch.Tensor | None = None
 
     @property
     def train_targets(self) -> torch.Tensor:
@@ -97,9 +101,14 @@ class Dataset:
 
 
 def load(dc: DictConfig) -> Dataset:
+    from lossbench import real
+    from lossbench.config import REAL_DATASETS
+
     multilabel = dc.get("task") == "multilabel"
     if dc.name in ("synthetic", "imbalanced", "longtail"):
         ds = synthetic_multilabel(dc) if multilabel else synthetic(dc)
+    elif dc.name in REAL_DATASETS:
+        ds = real.load(dc)
     else:
         ds = mnist_multilabel(dc) if multilabel else mnist(dc)
     return training_labels(ds, dc)
@@ -258,27 +267,37 @@ def mnist(dc: DictConfig) -> Dataset:
         y_train = torch.isin(y_train, torch.tensor(pos)).long()
         y_val = torch.isin(y_val, torch.tensor(pos)).long()
         n_classes = 2
-        if dc.imbalance_ratio is not None:
-            keep = _binary_ratio_subset(y_train, float(dc.imbalance_ratio), gen)
-            x_train, y_train = x_train[keep], y_train[keep]
-    elif dc.imbalance_ratio is not None:
-        counts = torch.bincount(y_train, minlength=10)
-        target = long_tail_counts(int(counts.min()), 10, float(dc.imbalance_ratio), dc.get("imbalance_profile", "exp"))
-        if min(target) == 0:
-            raise ConfigError(
-                f"data.imbalance_ratio={dc.imbalance_ratio} leaves the rarest MNIST class with 0 training "
-                f"samples (kept {target}). Lower the ratio or raise data.n_train."
-            )
-        keep = torch.cat(
-            [(y_train == c).nonzero().squeeze(1)[torch.randperm(int(counts[c]), generator=gen)[:k]]
-             for c, k in enumerate(target)]
-        ).sort().values
+    if dc.imbalance_ratio is not None:
+        keep = imbalance_subset(y_train, n_classes, float(dc.imbalance_ratio), dc.get("imbalance_profile", "exp"),
+                                gen, binary=dc.task == "binary", what="MNIST")
         x_train, y_train = x_train[keep], y_train[keep]
 
     def prep(x: torch.Tensor) -> torch.Tensor:
         return x.float().div_(255.0).sub_(MNIST_MEAN).div_(MNIST_STD).mul_(dc.scale).unsqueeze(1)  # in place: one copy
 
     return Dataset("mnist", prep(x_train), y_train, prep(x_val), y_val, n_classes)
+
+
+def imbalance_subset(y: torch.Tensor, n_classes: int, ratio: float, profile: str, gen: torch.Generator,
+                     binary: bool, what: str) -> torch.Tensor:
+    """The training indices data.imbalance_ratio keeps (sorted), for any class-index dataset.
+
+    binary: negatives : positives = ratio, subsampling whichever side is in excess. Otherwise every class is first
+    cut to the rarest class's count n_min, then class c keeps n_min * ratio^(-c/(C-1)) (profile exp) or the step
+    profile's share (profile_shares): class 0 is the head, the last class the tail.
+    """
+    if binary:
+        return _binary_ratio_subset(y, ratio, gen)
+    counts = torch.bincount(y, minlength=n_classes)
+    target = long_tail_counts(int(counts.min()), n_classes, ratio, profile)
+    if min(target) == 0:
+        raise ConfigError(
+            f"data.imbalance_ratio={ratio:g} leaves the rarest {what} class with 0 training samples (kept {target}). "
+            "Lower the ratio or raise data.n_train."
+        )
+    return torch.cat(
+        [(y == c).nonzero().squeeze(1)[torch.randperm(int(counts[c]), generator=gen)[:k]] for c, k in enumerate(target)]
+    ).sort().values
 
 
 def _binary_ratio_subset(y: torch.Tensor, ratio: float, gen: torch.Generator) -> torch.Tensor:

@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from lossbench import ConfigError, LossbenchError, data, diagnosis, losses, metrics, models, teacher
-from lossbench.config import KD_LOSSES, LOWER_IS_BETTER, flatten, resolve_head
+from lossbench.config import KD_LOSSES, LOWER_IS_BETTER, check_task, flatten, resolve_head
 from lossbench.logger import Logger, has_events, histogram_every
 from lossbench.numerics import Monitor
 from lossbench.provenance import code as code_provenance
@@ -394,6 +394,7 @@ def build(cfg: DictConfig, plan: Plan, device: torch.device, datasets: dict, pre
         # the same data under another config (e.g. the full MNIST under another seed): held once
         datasets[key] = next((d for d in datasets.values() if d.same_as(loaded)), loaded)
     ds = datasets[key]
+    check_task(cfg, ds.task)  # data.task=null (data=arrays|openml): the task-dependent rules, now that it is known
     counts, n_labelled = ds.class_counts(), ds.n_labelled()
     objective = losses.build(cfg.loss, head, ds.n_classes, counts, n_labelled, multilabel=ds.multilabel,
                              partial=ds.partial()).to(device)

@@ -112,6 +112,46 @@ class MnistData:
     unlabeled_frac: float = MISSING
 
 
+@dataclass
+class RealData:
+    """Real data (lossbench/real.py): the named sets breast_cancer, digits, yeast and shuttle as they are."""
+
+    name: str = MISSING
+    task: str | None = MISSING  # null = inferred from the labels
+    n_train: int | None = MISSING
+    n_val: int | None = MISSING
+    val_frac: float = MISSING
+    test_frac: float = MISSING
+    standardize: bool = MISSING
+    scale: float = MISSING
+    imbalance_ratio: float | None = MISSING
+    imbalance_profile: str = MISSING
+    task_seed: int = MISSING
+    seed: int = MISSING
+    label_noise: float = MISSING  # training labels
+    soft_labels: str | None = MISSING
+    unlabeled_frac: float = MISSING
+
+
+@dataclass
+class ArraysData(RealData):
+    """data=arrays: the user's own file."""
+
+    path: str | None = MISSING
+    label: Any = MISSING  # a column name or a list of them (CSV, parquet)
+
+
+@dataclass
+class OpenmlData(RealData):
+    """data=openml: a dataset from OpenML through scikit-learn's fetch_openml."""
+
+    root: str | None = MISSING
+    dataset: str | None = MISSING
+    id: int | None = MISSING
+    version: int | None = MISSING
+    label: Any = MISSING  # null (OpenML's default target) | a column name | a list of them (multi-label)
+
+
 # --- model --------------------------------------------------------------------------------------------------
 
 
@@ -267,7 +307,9 @@ class Logger:
 
 # group -> option -> schema; configs/<group>/<option>.yaml (or the option it extends) names /schema/<group>/<option>.
 SCHEMAS: dict[str, dict[str, type]] = {
-    "data": {"synthetic": SyntheticData, "imbalanced": SyntheticData, "longtail": SyntheticData, "mnist": MnistData},
+    "data": {"synthetic": SyntheticData, "imbalanced": SyntheticData, "longtail": SyntheticData, "mnist": MnistData,
+             "arrays": ArraysData, "openml": OpenmlData, **dict.fromkeys(("breast_cancer", "digits", "yeast", "shuttle"),
+                                                                          RealData)},
     "model": {"linear": LinearModel, "mlp": MlpModel, "cnn": CnnModel},
     "loss": {
         "bce": SoftmaxHeadLoss,

@@ -137,14 +137,18 @@ COLUMNS: dict[str, list[tuple[str, Getter, str]]] = {
         ("loss gap (reported - correct kd)", numerics("loss_gap_mean"), ".3g"),
     ],
 }
+COLUMNS["real_binary"] = COLUMNS["long_tail_binary"][:-1] + [("steps to AP 0.95", steps_to_target, ".0f")]
+COLUMNS["real_multilabel"] = COLUMNS["multilabel"]  # the same questions on real data (lossbench/real.py)
 # Studies whose groups are named by a few config keys: their method presets (configs/method, configs/binary_method)
 # change several loss and model keys at once, which would all appear in the default label.
-LABEL_KEYS = {"long_tail": ("data.imbalance_profile", "study.method"), "long_tail_binary": ("study.method",)}
+LABEL_KEYS = {"long_tail": ("data.imbalance_profile", "study.method"), "long_tail_binary": ("study.method",),
+              "real_binary": ("study.method",)}
 # The key each study's paired comparison is over (report --compare): the question's axis.
 COMPARE = {"saturation": "loss", "equivalence": "loss", "pos_weight": "loss.pos_weight",
            "class_weights": "loss.class_weight", "multiclass_heads": "loss", "label_smoothing": "loss.label_smoothing",
            "long_tail": "study.method", "long_tail_binary": "study.method",
-           "multilabel": "study.variant", "distillation": "study.variant"}
+           "multilabel": "study.variant", "distillation": "study.variant",
+           "real_binary": "study.method", "real_multilabel": "study.variant"}
 # equivalence: pairs of losses whose curves are compared run by run (same seed, same data, same init)
 PAIRS = (("ce", "nll"), ("bce_logits", "bce"), ("bce_logits", "ce"))
 CURVE_METRICS = ("val/nll", "val/auc")

@@ -20,8 +20,9 @@ from lossbench.config import KD_LOSSES
 from lossbench.store import CHECKPOINT, SUMMARY, read_json
 
 # Data keys that define the inputs and labels: a teacher trained with other values saw another task.
-SAME_TASK = ("task", "n_classes", "n_features", "separation", "task_seed", "scale", "positive_classes")
-DATA_FAMILY = {"synthetic": "synthetic", "imbalanced": "synthetic", "mnist": "mnist"}
+SAME_TASK = ("task", "n_classes", "n_features", "separation", "task_seed", "scale", "positive_classes",
+             "path", "label", "dataset", "id", "version", "val_frac", "test_frac", "standardize")  # real data
+DATA_FAMILY = {"synthetic": "synthetic", "imbalanced": "synthetic", "mnist": "mnist"}  # else the name itself
 
 
 def check(cfg: DictConfig) -> dict:
@@ -50,7 +51,7 @@ def check(cfg: DictConfig) -> dict:
             f"loss.teacher={path}: the teacher has a {summary.get('head')} head; distillation matches softmax "
             "distributions softmax(v/T), so the teacher must be a softmax run (e.g. loss=ce).")
     tdata, data = tcfg.get("data") or {}, OmegaConf.to_container(cfg.data, resolve=True)
-    if DATA_FAMILY.get(tdata.get("name")) != DATA_FAMILY.get(data["name"]):
+    if DATA_FAMILY.get(tdata.get("name"), tdata.get("name")) != DATA_FAMILY.get(data["name"], data["name"]):
         raise ConfigError(
             f"loss.teacher={path}: the teacher was trained on data={tdata.get('name')}, this run uses "
             f"data={data['name']}; a teacher must have seen the same inputs and labels.")

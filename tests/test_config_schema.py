@@ -30,7 +30,7 @@ from tests.inprocess import run_cli
 
 EXAMPLES = int(os.environ.get("LOSSBENCH_HYPOTHESIS_EXAMPLES", "2"))
 # Overrides an option needs to be valid at all (the bad value is then the only thing wrong).
-NEEDS = {("model", "cnn"): ["data=mnist"]}
+NEEDS = {("model", "cnn"): ["data=mnist"], ("data", "arrays"): ["data.path=x.npz"], ("data", "openml"): ["data.dataset=iris"]}
 FAST = ["trainer.max_steps=5", "trainer.eval_every=5", "logger.enabled=false"]
 # Bad values of the keys typed Any (several types valid), as command-line values.
 ANY_BAD = {
@@ -38,6 +38,7 @@ ANY_BAD = {
     "loss.pos_weight": ["0", "-1", "nan", "inf", "'abc'", "''", "[1]", "true", "{a:1}"],
     "loss.class_weight": ["'balanced'", "[]", "[-1,1]", "[nan,1]", "[inf,1]", "[0,0]", "3", "['a']", "true", "''"],
     "trainer.resume": ["5", "1.5", "[1]", "''", "{a:1}", "null"],
+    "data.label": ["[]", "''", "5", "[1]", "true", "{a:1}", "[a,'']"],
 }
 FREE_BAD = {"trainer.device": ["'tpu'", "'gpu'", "'cuda:x'", "''"]}
 EMPTY_OK = {"model.hidden"}  # an MLP without hidden layers is the linear model
