@@ -72,8 +72,9 @@ def diagnose(summary: dict) -> dict | None:
 
 
 def name(summary: dict) -> str:
-    """The diagnosis's name as the report shows it ('' for none)."""
-    d = summary.get("diagnosis")
+    """The diagnosis's name as the report shows it ('' for none). A summary written before diagnoses were
+    recorded (no "diagnosis" key) is diagnosed from what it holds."""
+    d = summary.get("diagnosis") if "diagnosis" in summary else diagnose(summary)
     return str(d.get("name", "")) if isinstance(d, dict) else ""
 
 

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from lossbench.report import Group
 
 # One colour per loss across every plot of the project, from colour-blind-safe palettes: Okabe & Ito's eight
-# (Color Universal Design) for the losses most studies compare, then Paul Tol's "muted" scheme. Losses that
-# share a colour family are never compared in one panel without their dash patterns.
+# (Color Universal Design; its yellow is too pale for shades) for the losses most studies compare, then Paul
+# Tol's "muted" scheme; lines of one colour in a panel differ in shade and dash pattern.
 LOSS_COLORS: dict[str, str] = {
     "bce": "#0072B2",               # blue (Okabe-Ito)
     "bce_logits": "#E69F00",        # orange
@@ -39,16 +39,16 @@ LOSS_COLORS: dict[str, str] = {
     "bce_manual": "#D55E00",        # vermillion
     "bce_clipped": "#56B4E9",       # sky blue
     "nll_manual": "#000000",        # black
-    "focal": "#F0E442",             # yellow
-    "ldam": "#332288",              # indigo (Tol muted)
+    "focal": "#882255",             # wine (Tol muted)
+    "ldam": "#332288",              # indigo
     "logit_adjusted": "#117733",    # green
-    "balanced_softmax": "#DDCC77",  # sand
-    "poly1": "#882255",             # wine
-    "asl": "#44AA99",               # teal
-    "kd": "#AA4499",                # purple
-    "kd_mean": "#999933",           # olive (bad examples of kd)
-    "kd_prob": "#CC6677",           # rose
-    "kd_no_t2": "#88CCEE",          # cyan
+    "balanced_softmax": "#44AA99",  # teal
+    "poly1": "#999933",             # olive
+    "asl": "#AA4499",               # purple
+    "kd": "#CC6677",                # rose
+    "kd_mean": "#DDCC77",           # sand (bad examples of kd)
+    "kd_prob": "#88CCEE",           # cyan
+    "kd_no_t2": "#555555",          # dark grey
 }
 # Unknown losses: a colour picked from the loss name's CRC32 (the same in every process, unlike hash()).
 FALLBACK_COLORS = ("#7f7f7f", "#843c39", "#5254a3", "#8ca252", "#bd9e39", "#ad494a", "#6b6ecf", "#31a354",
