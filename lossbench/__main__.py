@@ -74,16 +74,18 @@ def result_line(summary: dict, out_dir: Path) -> str:
 
 @hydra.main(config_path=CONFIGS, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    from lossbench import rundir, train  # torch is imported here, after Hydra has parsed the command line
-    from lossbench.member import record_failure
+    from lossbench import rundir
 
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     if multirun and stop_requested():
-        print(f"lossbench sweep: job {hc.job.num} {train.NOT_STARTED}", file=sys.stderr)
+        print(f"lossbench sweep: job {hc.job.num} not started: the sweep was interrupted first", file=sys.stderr)
         return None
     try:
+        from lossbench import train  # torch is imported here, after Hydra has parsed the command line
+        from lossbench.member import record_failure
+
         summary = train.run(cfg, out_dir, jobs=parallel_jobs(hc))
     except Interrupted:  # a single run stopped before training: it leaves nothing behind
         rundir.discard(out_dir, hc.output_subdir)
@@ -96,11 +98,14 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(130)
     except LossbenchError as e:
         print(f"lossbench: error: {e}", file=sys.stderr)
-        # A single run refused before training leaves no directory behind; a sweep job's says failed.
-        if multirun or not rundir.discard(out_dir, hc.output_subdir):
-            record_failure(out_dir, cfg, str(e))
+        # A single run refused before training leaves no directory behind; a sweep job's says failed, unless the
+        # directory holds another run: then it is left as it was (.hydra/ too) and the job is listed as refused.
         if multirun:
-            return None  # a sweep goes on; the job's summary says failed (see sweep_value)
+            if not record_failure(out_dir, cfg, str(e)):
+                refuse_job(out_dir, hc, str(e))
+            return None  # a sweep goes on (see sweep_value)
+        if not rundir.discard(out_dir, hc.output_subdir):
+            record_failure(out_dir, cfg, str(e))
         sys.exit(2)
     except Exception as e:
         if not multirun:
@@ -108,6 +113,8 @@ def main(cfg: DictConfig) -> float | None:
         traceback.print_exc()
         record_failure(out_dir, cfg, f"{type(e).__name__}: {e}")
         return None
+    if multirun and summary.get("skipped"):
+        rundir.restore_job(out_dir, hc.output_subdir)  # the directory keeps the record of the run it holds
     out_dir = Path(summary.get("out_dir", out_dir))  # trainer.resume=<run dir> continues in that dir
     code = summary.get("exit_code")
     if code and summary["status"] == "interrupted":
@@ -126,17 +133,33 @@ def main(cfg: DictConfig) -> float | None:
     return sweep_value(summary, cfg.objective_metric)
 
 
+def refuse_job(out_dir: Path, hc, error: str) -> None:
+    """A sweep job that did not run because its directory holds another run: the directory is left byte-identical
+    (Hydra's .hydra record and log put back) and the sweep lists the job as refused."""
+    from lossbench import rundir, sweep
+
+    rundir.restore_job(out_dir, hc.output_subdir)
+    sweep.mark_refused(Path(str(hc.sweep.dir)), out_dir, error)
+
+
 def cli() -> None:
     """`python -m lossbench`: a command line Hydra or lossbench would refuse is refused here, in one line with
     exit 2, before Hydra creates any directory (config.preflight); then Hydra runs `main`. A stop signal before
     training ends it with one line (signals.install_cli_handlers)."""
+    from lossbench import signals
+
     try:
+        signals.guard()
         preflight(sys.argv[1:], main, CONFIGS, "config")
         main()
     except LossbenchError as e:
         print(f"lossbench: error: {e}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as e:
+        if "lossbench.rundir" in sys.modules:  # stopped while Hydra set up the run: it leaves nothing behind
+            from lossbench import rundir
+
+            rundir.discard_current()
         print(e.message(), file=sys.stderr)
         sys.exit(128 + e.signum)
     except SystemExit:
@@ -147,8 +170,23 @@ def cli() -> None:
         if not (stop_requested() and sweep.current):
             raise
         sweep.write_status(sweep.current)
+    except ValueError as e:
+        # hydra-optuna-sweeper asks Optuna for the best trial when the study ends; with none completed (every
+        # trial diverged or failed) Optuna raises. That is a result: every trial is recorded, and so is the sweep.
+        from lossbench import sweep
+
+        if "No trials are completed yet" not in str(e) or sweep.current is None:
+            raise
+        sweep.write_status(sweep.current)
+        print(f"lossbench sweep: no trial completed (each one diverged or failed), so Optuna has no best value; "
+              f"every trial's status is in {sweep.current / 'sweep_status.json'}")
     if stop_requested():  # a sweep that a stop signal ended: its jobs and status file are written
         sys.exit(128 + stop_requested())
+    if "lossbench.sweep" in sys.modules:
+        from lossbench import sweep
+
+        if sweep.refused:  # jobs this sweep did not run: its exit code says so
+            sys.exit(2)
 
 
 if __name__ == "__main__":
