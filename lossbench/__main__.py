@@ -106,7 +106,7 @@ def main(cfg: DictConfig) -> float | None:
             return None  # a sweep goes on (see sweep_value)
         if not rundir.discard(out_dir, hc.output_subdir):
             record_failure(out_dir, cfg, str(e))
-        sys.exit(2)
+        sys.exit(1 if type(e).__name__ == "DiskFull" else 2)  # a full disk is no bad input
     except Exception as e:
         if not multirun:
             raise
@@ -170,16 +170,6 @@ def cli() -> None:
         if not (stop_requested() and sweep.current):
             raise
         sweep.write_status(sweep.current)
-    except ValueError as e:
-        # hydra-optuna-sweeper asks Optuna for the best trial when the study ends; with none completed (every
-        # trial diverged or failed) Optuna raises. That is a result: every trial is recorded, and so is the sweep.
-        from lossbench import sweep
-
-        if "No trials are completed yet" not in str(e) or sweep.current is None:
-            raise
-        sweep.write_status(sweep.current)
-        print(f"lossbench sweep: no trial completed (each one diverged or failed), so Optuna has no best value; "
-              f"every trial's status is in {sweep.current / 'sweep_status.json'}")
     if stop_requested():  # a sweep that a stop signal ended: its jobs and status file are written
         sys.exit(128 + stop_requested())
     if "lossbench.sweep" in sys.modules:

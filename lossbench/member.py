@@ -361,6 +361,7 @@ class Member:
     steps_per_epoch: int
     batch_size: int
     start_step: int = 0
+    saved_step: int | None = None  # the step of the checkpoint on disk (written or resumed from), if any
     perm: torch.Tensor | None = None
     status: str = "running"
     history: list = field(default_factory=list)
@@ -407,6 +408,7 @@ class Member:
             "best": self.best, "steps_to_target": self.steps_to_target, "monitor": self.monitor.state_dict(),
             "history": self.history, "config": self.resolved, "device": self.device_type,
         })
+        self.saved_step = step
 
     @property
     def device_type(self) -> str:
@@ -424,10 +426,17 @@ class Member:
         if self.perm is not None and (self.perm.dim() != 1 or len(self.perm) != len(self.ds.y_train)):
             raise ConfigError(f"{path}: its 'perm' entry is not a permutation of this run's {len(self.ds.y_train)} "
                               "training samples. Nothing was changed; the checkpoint is damaged or not this run's.")
-        self.start_step = self.steps = ck["step"]
+        self.start_step = self.steps = self.saved_step = ck["step"]
         self.best, self.steps_to_target, self.history = ck["best"], ck["steps_to_target"], ck["history"]
         self.final = {k: v for k, v in self.history[-1].items() if k != "step"} if self.history else {}
         print(f"lossbench: resuming {self.out_dir} from step {self.start_step}")
+
+    def back_to_checkpoint(self) -> None:
+        """Record the run as far as its checkpoint (or its start) reaches: after a write failed for a full disk,
+        the summary's steps are the checkpoint's, so that a resume continues exactly what the summary says."""
+        self.steps = self.saved_step if self.saved_step is not None else self.start_step
+        self.history = [h for h in self.history if h["step"] <= self.steps]
+        self.final = {k: v for k, v in self.history[-1].items() if k != "step"} if self.history else {}
 
     def finish(self, times: dict[str, float]) -> dict:
         """Write the run's last records: per-class recall, PR curve, hparams, summary.json; close the writer."""

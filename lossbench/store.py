@@ -95,7 +95,7 @@ def open_regular(path: Path, flags: int = os.O_RDONLY, follow: bool = False) -> 
     """os.open that never blocks and never follows a link (unless follow), and refuses anything but a regular
     file: FileNotFoundError if absent; a ConfigError naming the file and what it is otherwise."""
     try:
-        fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW))
+        fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW), 0o644)
     except OSError as e:
         if e.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENOTDIR):
             raise
@@ -130,7 +130,7 @@ def _atomic(path: Path, write) -> None:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError) and e.errno in DISK_FULL:
             raise DiskFull(
-                f"the disk is full writing {path} ({os.strerror(e.errno)}); its previous version is kept. "
+                f"the disk is full writing {path} ({os.strerror(e.errno)}); any previous version of it is kept. "
                 "Free some space (or raise the file size limit), then continue the run with trainer.resume=true "
                 "(a sweep: trainer.skip_completed=true)."
             ) from None

@@ -29,7 +29,7 @@ from lossbench.config import validate
 from lossbench.member import Member, Plan, build, discard, plan, record_failure
 from lossbench.signals import Interrupted, StopRequest, stops_received
 from lossbench.stack import Alone, Batches, Stacked, memory_bytes, shape_key, stack_key
-from lossbench.store import run_lock
+from lossbench.store import DiskFull, run_lock
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 BCE_AUTOCAST_REFUSAL = (
@@ -424,7 +424,10 @@ def fit(members: list[Member], rt: Runtime, t0: float) -> list[dict]:
         for m in members:
             if not m.finished:
                 if m.status != "diverged":
-                    m.status, m.summary["error"] = "failed", f"{type(e).__name__}: {e}"
+                    m.status, m.summary["error"] = "failed", str(e) if isinstance(e, DiskFull) else \
+                        f"{type(e).__name__}: {e}"
+                if isinstance(e, DiskFull):
+                    m.back_to_checkpoint()
                 m.finish(times())
         if isinstance(e, RuntimeError) and "does not have a deterministic implementation" in str(e) and \
                 torch.are_deterministic_algorithms_enabled():
