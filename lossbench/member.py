@@ -13,14 +13,22 @@ max_steps whose summary.json
 is unreadable or lost
 a checkpoint before max_steps   refused                       resumed                        resumed
 a failed attempt, no checkpoint refused                       refused (no checkpoint)        trained again
+a failed run whose checkpoint   refused                       refused (nothing to resume)    skipped (summary
+is at max_steps                                                                              rebuilt, the old
+                                                                                             one kept aside)
+a diverged run                  refused                       refused (nothing to resume)    skipped
 an unreadable summary.json and  refused                       refused                        refused
 no checkpoint
 another config's run            refused                       refused                        refused
+a link, FIFO or device, or a    refused                       refused                        refused
+directory where a file belongs
 ==============================  ============================  =============================  ================
 
 "Refused" is a one-line ConfigError that names what the directory holds and what to do; nothing in the
-directory is written. A checkpoint is loaded as data (``torch.load(weights_only=True)``, store.py): a
-damaged or foreign one is refused the same way, and the summary next to it is kept.
+directory is written. A summary is checked against SUMMARY_SCHEMA (one that fails counts as unreadable) and a
+checkpoint is loaded as data (``torch.load(weights_only=True)``, store.py) and checked against
+CHECKPOINT_SCHEMA: a damaged or foreign one is refused naming the file and the entry, and the summary next to
+it is kept.
 """
 
 from __future__ import annotations

@@ -201,8 +201,8 @@ def load_checkpoint(path: Path) -> dict:
 def blocked_global(message: str) -> str | None:
     """The global a refused weights_only unpickling asked for, from torch's message (its wording differs by
     what was asked: a GLOBAL opcode, a reduce with an unrecognised function, a class to build)."""
-    for pattern in (r"Unsupported global: GLOBAL (\S+)", r"unrecognized function `?([^`\s]+)`?",
-                    r"Unsupported class ([\w.]+)", r"GLOBAL ([\w.]+)", r"`([\w.]+)`"):
+    for pattern in (r"Unsupported global: GLOBAL (\S+)", r"unsupported GLOBAL ([\w.]+)",
+                    r"unrecognized function `?([^`\s]+)`?", r"Unsupported class ([\w.]+)"):
         if found := re.search(pattern, message):
             return found.group(1).rstrip(".,:")
     return None
