@@ -338,9 +338,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"model.channels must list the 2 conv layers' channels, e.g. [32, 64], got "
                           f"{show(cfg.model.channels)}.")
     hb = cfg.model.head_bias
-    if hb is not None and hb != "prior" and not (_is_number(hb) and math.isfinite(hb) and abs(hb) <= FLOAT32_MAX):
-        raise ConfigError(f"model.head_bias must be null, prior or a finite number within float32's range "
-                          f"(|x| <= {FLOAT32_MAX:.4g}: it initialises float32 weights), got {show(hb)}.")
+    if hb is not None and hb != "prior" and not (_is_number(hb) and math.isfinite(hb)):
+        raise ConfigError(f"model.head_bias must be null, prior or a finite number, got {show(hb)}.")
+    if _past_float32("model.head_bias", hb):
+        raise ConfigError(f"model.head_bias={show(hb)} is past float32's range (|x| <= {FLOAT32_MAX:.4g}); it "
+                          "initialises float32 weights, which would be infinite. Use a smaller value.")
     for key in PATH_KEYS:
         value = OmegaConf.select(cfg, key)
         if isinstance(value, str) and (why := _path_problem(value)):
