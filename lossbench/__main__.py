@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from lossbench import LossbenchError
 from lossbench.config import preflight
 from lossbench.signals import Interrupted, hand_over, note, stop_requested
+from lossbench.store import DiskFull
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")  # absolute: the same when imported in-process
 
@@ -106,7 +107,7 @@ def main(cfg: DictConfig) -> float | None:
             return None  # a sweep goes on (see sweep_value)
         if not rundir.discard(out_dir, hc.output_subdir):
             record_failure(out_dir, cfg, str(e))
-        sys.exit(1 if type(e).__name__ == "DiskFull" else 2)  # a full disk is no bad input
+        sys.exit(1 if isinstance(e, DiskFull) else 2)  # a full disk is no bad input
     except Exception as e:
         if not multirun:
             raise
@@ -146,8 +147,9 @@ def cli() -> None:
     """`python -m lossbench`: a command line Hydra or lossbench would refuse is refused here, in one line with
     exit 2, before Hydra creates any directory (config.preflight); then Hydra runs `main`. A stop signal before
     training ends it with one line (signals.install_cli_handlers)."""
-    from lossbench import signals
+    from lossbench import signals, sweep
 
+    sweep.refused = 0  # set by this command's sweep, if it runs one
     try:
         signals.guard()
         preflight(sys.argv[1:], main, CONFIGS, "config")
@@ -165,18 +167,13 @@ def cli() -> None:
     except SystemExit:
         # A launcher that raised after a stop signal (submitit's, for a job it was still starting): the jobs
         # already wrote their statuses; the sweep's status file and exit code say the sweep was interrupted.
-        from lossbench import sweep
-
         if not (stop_requested() and sweep.current):
             raise
         sweep.write_status(sweep.current)
     if stop_requested():  # a sweep that a stop signal ended: its jobs and status file are written
         sys.exit(128 + stop_requested())
-    if "lossbench.sweep" in sys.modules:
-        from lossbench import sweep
-
-        if sweep.refused:  # jobs this sweep did not run: its exit code says so
-            sys.exit(2)
+    if sweep.refused:  # jobs this sweep did not run: its exit code says so
+        sys.exit(2)
 
 
 if __name__ == "__main__":
