@@ -41,11 +41,15 @@ FEWER = settings(max_examples=60, deadline=None, derandomize=True, suppress_heal
 VALID = 4  # how many times more often a part is valid than each way of being wrong
 
 
+class Hang(BaseException):
+    """Raised by time_limit; a BaseException, so that no `except OSError` in the code under test swallows it."""
+
+
 @contextlib.contextmanager
 def time_limit(seconds: int):
     """Fail instead of hanging: SIGALRM interrupts a blocking open() (of a FIFO, say) in this process."""
     def expire(signum, frame):
-        raise TimeoutError(f"still waiting after {seconds} s")
+        raise Hang(f"still waiting after {seconds} s")
 
     old = signal.signal(signal.SIGALRM, expire)
     signal.alarm(seconds)
