@@ -38,9 +38,14 @@ class DiskFull(LossbenchError):
 
 
 def kind_of(mode: int) -> str:
-    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISDIR, "a directory")):
+    for test, name in (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a directory"),
+    ):
         if test(mode):
             return name
     return "a regular file"
@@ -73,13 +78,20 @@ def check_run_dir(run_dir: Path) -> None:
         except (FileNotFoundError, NotADirectoryError):
             continue
         except OSError as e:
-            raise ConfigError(f"{d} cannot be listed ({e.strerror}); lossbench will not write into it.") from None
+            raise ConfigError(
+                f"{d} cannot be listed ({e.strerror}); lossbench will not write into it."
+            ) from None
         for e in entries:
             mode = e.stat(follow_symlinks=False).st_mode
             regular = stat.S_ISREG(mode)
-            wrong = (not regular and not stat.S_ISDIR(mode)) or \
-                (d == run_dir and ((e.name in RUN_FILES and not regular) or (e.name in RUN_DIRS and regular))) or \
-                (d != run_dir and not regular and d.name == ".hydra")
+            wrong = (
+                (not regular and not stat.S_ISDIR(mode))
+                or (
+                    d == run_dir
+                    and ((e.name in RUN_FILES and not regular) or (e.name in RUN_DIRS and regular))
+                )
+                or (d != run_dir and not regular and d.name == ".hydra")
+            )
             if wrong:
                 problems.append(f"{Path(e.path)} is {kind_of(mode)}")
     if problems:
@@ -106,8 +118,10 @@ def open_regular(path: Path, flags: int = os.O_RDONLY, follow: bool = False) -> 
             os.set_blocking(fd, True)
             return fd
         os.close(fd)
-    raise ConfigError(f"{path} is {kind_of(mode)}, not a regular file; lossbench does not read or write through it. "
-                      "Nothing was changed: remove it or move it aside.")
+    raise ConfigError(
+        f"{path} is {kind_of(mode)}, not a regular file; lossbench does not read or write through it. "
+        "Nothing was changed: remove it or move it aside."
+    )
 
 
 def read_regular(path: Path, follow: bool = False) -> bytes:
@@ -118,7 +132,9 @@ def read_regular(path: Path, follow: bool = False) -> bytes:
 
 def _atomic(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # O_EXCL: never a link
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )  # O_EXCL: never a link
     try:
         os.chmod(tmp, 0o644)
         with os.fdopen(fd, "wb") as f:
@@ -201,8 +217,12 @@ def load_checkpoint(path: Path) -> dict:
 def blocked_global(message: str) -> str | None:
     """The global a refused weights_only unpickling asked for, from torch's message (its wording differs by
     what was asked: a GLOBAL opcode, a reduce with an unrecognised function, a class to build)."""
-    for pattern in (r"Unsupported global: GLOBAL (\S+)", r"unsupported GLOBAL ([\w.]+)",
-                    r"unrecognized function `?([^`\s]+)`?", r"Unsupported class ([\w.]+)"):
+    for pattern in (
+        r"Unsupported global: GLOBAL (\S+)",
+        r"unsupported GLOBAL ([\w.]+)",
+        r"unrecognized function `?([^`\s]+)`?",
+        r"Unsupported class ([\w.]+)",
+    ):
         if found := re.search(pattern, message):
             return found.group(1).rstrip(".,:")
     return None
@@ -210,7 +230,9 @@ def blocked_global(message: str) -> str | None:
 
 def _damaged(path: Path, e: Exception) -> ConfigError:
     first = " ".join(str(e).split())
-    first = first.split(". ")[0][:200]  # torch's first sentence, whole (its advice about weights_only is not ours)
+    first = first.split(". ")[0][
+        :200
+    ]  # torch's first sentence, whole (its advice about weights_only is not ours)
     return ConfigError(
         f"{path} is damaged or not a checkpoint ({type(e).__name__}: {first}). Nothing was changed (its "
         "summary.json is kept). If the run finished, its results are in summary.json; to train it again, start "
