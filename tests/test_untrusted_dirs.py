@@ -107,6 +107,27 @@ CHECKPOINT_KINDS = st.one_of(
     st.tuples(st.sampled_from(list(member.CHECKPOINT_SCHEMA)), st.sampled_from([*WRONG, "missing"])),
 )
 LOCK_KINDS = st.sampled_from(["absent"] * VALID + ["file"] * VALID + ["link", "fifo", "dir"])
+# Hydra's record and the TensorBoard directory: as written, or with a link, FIFO or file where they belong
+EXTRA_KINDS = st.sampled_from(["none"] * VALID + [".hydra/config.yaml link", ".hydra/config.yaml fifo", "tb file",
+                                                 "tb/events link", ".hydra/sub dir"])
+
+
+def place_extra(d: Path, kind: str, victim: Path) -> None:
+    if kind == "none":
+        return
+    (d / ".hydra").mkdir()
+    (d / ".hydra" / "overrides.yaml").write_text("[]\n")
+    if kind == ".hydra/config.yaml link":
+        (d / ".hydra" / "config.yaml").symlink_to(victim)
+    elif kind == ".hydra/config.yaml fifo":
+        os.mkfifo(d / ".hydra" / "config.yaml")
+    elif kind == "tb file":
+        (d / "tb").write_text("not a directory")
+    elif kind == "tb/events link":
+        (d / "tb").mkdir()
+        (d / "tb" / "events.out.tfevents.1.host.1.0").symlink_to(victim)
+    else:
+        (d / ".hydra" / "sub").mkdir()
 ATTEMPTS = {"fresh": [], "resume=true": ["trainer.resume=true"], "resume=DIR": ["trainer.resume=DIR"],
             "skip_completed": ["trainer.skip_completed=true"]}
 
@@ -166,9 +187,10 @@ def base_cfg():
 
 
 @CASES
-@given(summary=SUMMARY_KINDS, checkpoint=CHECKPOINT_KINDS, lock=LOCK_KINDS, attempt=st.sampled_from(list(ATTEMPTS)))
+@given(summary=SUMMARY_KINDS, checkpoint=CHECKPOINT_KINDS, lock=LOCK_KINDS, extra=EXTRA_KINDS,
+       attempt=st.sampled_from(list(ATTEMPTS)))
 def test_every_run_directory_gives_a_result_or_one_line(tmp_path_factory, parts, base_cfg, summary, checkpoint, lock,
-                                                         attempt):
+                                                         extra, attempt):
     root = tmp_path_factory.mktemp("case")
     victim = root / "victim"
     victim.write_text("precious\n")
@@ -177,6 +199,7 @@ def test_every_run_directory_gives_a_result_or_one_line(tmp_path_factory, parts,
     place(d / store.SUMMARY, summary, summary_bytes(parts, summary), victim)
     place(d / store.CHECKPOINT, checkpoint, checkpoint_bytes(parts, checkpoint), victim)
     place(d / store.LOCK, lock, b"pid 1 on elsewhere\n", victim)
+    place_extra(d, extra, victim)
     before = state(root)
     cfg = base_cfg.copy()
     for o in ATTEMPTS[attempt]:
@@ -204,6 +227,19 @@ def test_every_run_directory_gives_a_result_or_one_line(tmp_path_factory, parts,
     if f"run/{store.LOCK}" in changed:
         assert p is not None and (d / store.LOCK).is_file() and not (d / store.LOCK).is_symlink()
         assert lock in ("absent", "file")
+    if p is not None:  # only a directory of regular files (and the tb/ and .hydra/ directories) goes ahead
+        assert extra == "none" and summary not in ("link", "fifo", "dir") and checkpoint not in ("link", "fifo", "dir")
+
+
+def test_a_sweep_into_a_directory_holding_a_link_is_refused_before_hydra_writes(tmp_path):
+    sweep, victim = tmp_path / "sweep", tmp_path / "victim"
+    victim.write_text("precious\n")
+    (sweep / "0_seed=0" / ".hydra").mkdir(parents=True)
+    (sweep / "0_seed=0" / ".hydra" / "config.yaml").symlink_to(victim)
+    before = state(tmp_path)
+    r = run_cli("-m", *SMALL, "seed=0,1", "trainer.skip_completed=true", f"hydra.sweep.dir={sweep}")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "config.yaml is a symbolic link" in r.stderr, r.stderr
+    assert state(tmp_path) == before
 
 
 # --- teacher directories ----------------------------------------------------------------------------------------
