@@ -101,7 +101,7 @@ def _read(path: Path) -> bytes | None:
 def snapshot(run_dir: Path, output_subdir: str | None) -> Before:
     """What run_dir holds now: its entries, its Hydra record's bytes, its logs' sizes, its summary and lock."""
     before = Before(run_dir, [])
-    if run_dir.is_dir() and not run_dir.is_symlink():
+    if run_dir.is_dir():
         before.entries = {p.name for p in run_dir.iterdir()}
         sub = run_dir / output_subdir if output_subdir is not None else None
         if sub is not None and sub.is_dir() and not sub.is_symlink():
@@ -167,14 +167,8 @@ class RunDirCallback(Callback):
                     pass
             except ConfigError as e:
                 _refuse(str(e))
-        before = Before(run_dir, [], lock=lock, output_subdir=config.hydra.output_subdir)
-        if existed:
-            before.entries = {p.name for p in run_dir.iterdir()}
-            sub = config.hydra.output_subdir
-            if sub is not None and (run_dir / sub).is_dir():
-                before.hydra_files = {p.name: _read(p) or b"" for p in (run_dir / sub).iterdir() if p.is_file()}
-            before.log_sizes = {p.name: p.stat().st_size for p in run_dir.glob("*.log") if p.is_file()}
-            before.summary = _read(run_dir / SUMMARY)
+        before = snapshot(run_dir, config.hydra.output_subdir)
+        before.lock, before.output_subdir = lock, config.hydra.output_subdir  # .lock as it was before the test
         before.created = make_dir(run_dir, "hydra.run.dir")
         _before = before
 
