@@ -6,14 +6,16 @@ import os
 import signal
 import sys
 
-from lossbench.signals import install_cli_handlers
+from lossbench.signals import guard, install_cli_handlers
 
-# The stop signals before anything heavy is imported: a Ctrl-C while torch imports is handled too. In a
+# The stop signals before anything heavy is imported: a Ctrl-C while torch imports is handled too (`python -m
+# lossbench` installed them already, in the package's __init__; runpy.run_module reaches here first). In a
 # submitit job (unpickling lossbench's task) a Ctrl-C is recorded from here on; submitit keeps its USR2.
 if __name__ == "__main__":
     install_cli_handlers(multirun=any(a in ("-m", "--multirun") for a in sys.argv[1:]))
 elif os.environ.get("SUBMITIT_EXECUTOR"):
     install_cli_handlers(multirun=True, signals=(signal.SIGINT,))
+    guard()  # no cli() in a submitit job: its Ctrl-C is recorded, as in a sweep, never an exit on the spot
 
 import math
 import traceback
