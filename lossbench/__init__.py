@@ -1,8 +1,23 @@
 """lossbench: an experiment suite for how classification losses behave in training."""
 
-import uuid
+import sys
 
-from omegaconf import OmegaConf
+
+def _started_as_cli() -> bool:
+    """`python -m lossbench`: Python imports this package before its __main__, so the CLI's stop signals are
+    taken here, before omegaconf, hydra or torch are imported (signals.install_cli_handlers)."""
+    argv = list(getattr(sys, "orig_argv", []))
+    return "-m" in argv and argv[argv.index("-m") + 1 : argv.index("-m") + 2] == ["lossbench"]
+
+
+if _started_as_cli():
+    from lossbench.signals import install_cli_handlers
+
+    install_cli_handlers(multirun=any(a in ("-m", "--multirun") for a in sys.argv[1:]))
+
+import uuid  # noqa: E402
+
+from omegaconf import OmegaConf  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -24,12 +39,17 @@ OmegaConf.register_new_resolver("lossbench.direction", _direction, replace=True)
 def _job_dir(*, _root_) -> str:
     """${lossbench.job_dir:} (hydra.sweep.subdir in configs/hydra/default.yaml): a sweep job's directory name,
     from its number, its overrides and its sweep (lossbench.sweep.job_dir_name)."""
+    from pathlib import Path
+
+    from lossbench.rundir import note_job_dir
     from lossbench.sweep import job_dir_name
 
     h = _root_.hydra
     params = OmegaConf.select(h, "sweeper.params")
-    return job_dir_name(h.job.num, list(h.overrides.task), str(h.sweep.dir),
+    name = job_dir_name(h.job.num, list(h.overrides.task), str(h.sweep.dir),
                         OmegaConf.to_container(params) if params else None)
+    note_job_dir(Path(str(h.sweep.dir)) / name, h.output_subdir)  # before Hydra writes the job's record there
+    return name
 
 
 OmegaConf.register_new_resolver("lossbench.job_dir", _job_dir, replace=True)

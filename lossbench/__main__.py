@@ -6,14 +6,16 @@ import os
 import signal
 import sys
 
-from lossbench.signals import install_cli_handlers
+from lossbench.signals import guard, install_cli_handlers
 
-# The stop signals before anything heavy is imported: a Ctrl-C while torch imports is handled too. In a
+# The stop signals before anything heavy is imported: a Ctrl-C while torch imports is handled too (`python -m
+# lossbench` installed them already, in the package's __init__; runpy.run_module reaches here first). In a
 # submitit job (unpickling lossbench's task) a Ctrl-C is recorded from here on; submitit keeps its USR2.
 if __name__ == "__main__":
     install_cli_handlers(multirun=any(a in ("-m", "--multirun") for a in sys.argv[1:]))
 elif os.environ.get("SUBMITIT_EXECUTOR"):
     install_cli_handlers(multirun=True, signals=(signal.SIGINT,))
+    guard()  # no cli() in a submitit job: its Ctrl-C is recorded, as in a sweep, never an exit on the spot
 
 import math
 import traceback
@@ -27,6 +29,7 @@ from omegaconf import DictConfig
 from lossbench import LossbenchError, diagnosis
 from lossbench.config import preflight
 from lossbench.signals import Interrupted, hand_over, note, stop_requested
+from lossbench.store import DiskFull
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")  # absolute: the same when imported in-process
 
@@ -92,16 +95,18 @@ def outcome(summary: dict) -> str:
 
 @hydra.main(config_path=CONFIGS, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    from lossbench import rundir, train  # torch is imported here, after Hydra has parsed the command line
-    from lossbench.member import record_failure
+    from lossbench import rundir
 
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     if multirun and stop_requested():
-        print(f"lossbench sweep: job {hc.job.num} {train.NOT_STARTED}", file=sys.stderr)
+        print(f"lossbench sweep: job {hc.job.num} not started: the sweep was interrupted first", file=sys.stderr)
         return None
     try:
+        from lossbench import train  # torch is imported here, after Hydra has parsed the command line
+        from lossbench.member import record_failure
+
         summary = train.run(cfg, out_dir, jobs=parallel_jobs(hc))
     except Interrupted:  # a single run stopped before training: it leaves nothing behind
         rundir.discard(out_dir, hc.output_subdir)
@@ -114,18 +119,23 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(130)
     except LossbenchError as e:
         print(f"lossbench: error: {e}", file=sys.stderr)
-        # A single run refused before training leaves no directory behind; a sweep job's says failed.
-        if multirun or not rundir.discard(out_dir, hc.output_subdir):
-            record_failure(out_dir, cfg, str(e))
+        # A single run refused before training leaves no directory behind; a sweep job's says failed, unless the
+        # directory holds another run: then it is left as it was (.hydra/ too) and the job is listed as refused.
         if multirun:
-            return None  # a sweep goes on; the job's summary says failed (see sweep_value)
-        sys.exit(2)
+            if not record_failure(out_dir, cfg, str(e)):
+                refuse_job(out_dir, hc, str(e))
+            return None  # a sweep goes on (see sweep_value)
+        if not rundir.discard(out_dir, hc.output_subdir):
+            record_failure(out_dir, cfg, str(e))
+        sys.exit(1 if isinstance(e, DiskFull) else 2)  # a full disk is no bad input
     except Exception as e:
         if not multirun:
             raise
         traceback.print_exc()
         record_failure(out_dir, cfg, f"{type(e).__name__}: {e}")
         return None
+    if multirun and summary.get("skipped"):
+        rundir.restore_job(out_dir, hc.output_subdir)  # the directory keeps the record of the run it holds
     out_dir = Path(summary.get("out_dir", out_dir))  # trainer.resume=<run dir> continues in that dir
     code = summary.get("exit_code")
     if code and summary["status"] == "interrupted":
@@ -144,29 +154,46 @@ def main(cfg: DictConfig) -> float | None:
     return sweep_value(summary, cfg.objective_metric)
 
 
+def refuse_job(out_dir: Path, hc, error: str) -> None:
+    """A sweep job that did not run because its directory holds another run: the directory is left byte-identical
+    (Hydra's .hydra record and log put back) and the sweep lists the job as refused."""
+    from lossbench import rundir, sweep
+
+    rundir.restore_job(out_dir, hc.output_subdir)
+    sweep.mark_refused(Path(str(hc.sweep.dir)), out_dir, error)
+
+
 def cli() -> None:
     """`python -m lossbench`: a command line Hydra or lossbench would refuse is refused here, in one line with
     exit 2, before Hydra creates any directory (config.preflight); then Hydra runs `main`. A stop signal before
     training ends it with one line (signals.install_cli_handlers)."""
+    from lossbench import signals, sweep
+
+    sweep.refused = 0  # set by this command's sweep, if it runs one
     try:
+        signals.guard()
         preflight(sys.argv[1:], main, CONFIGS, "config")
         main()
     except LossbenchError as e:
         print(f"lossbench: error: {e}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as e:
+        if "lossbench.rundir" in sys.modules:  # stopped while Hydra set up the run: it leaves nothing behind
+            from lossbench import rundir
+
+            rundir.discard_current()
         print(e.message(), file=sys.stderr)
         sys.exit(128 + e.signum)
     except SystemExit:
         # A launcher that raised after a stop signal (submitit's, for a job it was still starting): the jobs
         # already wrote their statuses; the sweep's status file and exit code say the sweep was interrupted.
-        from lossbench import sweep
-
         if not (stop_requested() and sweep.current):
             raise
         sweep.write_status(sweep.current)
     if stop_requested():  # a sweep that a stop signal ended: its jobs and status file are written
         sys.exit(128 + stop_requested())
+    if sweep.refused:  # jobs this sweep did not run: its exit code says so
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -285,16 +285,33 @@ def _out_of_range(value: Any, rng: Range, integer: bool) -> str | None:
     return f"an integer {rng}" if integer else str(rng)
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max: weights, inputs and losses are float32
+# Float keys whose too-large values are a result, not an error: an optimiser setting past float32's range makes
+# the update infinite, and the run diverges (status diverged, exit 0) as any exploding learning rate does.
+DIVERGE_WHEN_HUGE = ("optim.lr", "optim.weight_decay", "optim.momentum")
+PATH_KEYS = ("trainer.resume", "loss.teacher", "data.root")
+
+
+def _past_float32(key: str, value: Any) -> bool:
+    return key not in DIVERGE_WHEN_HUGE and _is_number(value) and math.isfinite(value) and abs(value) > FLOAT32_MAX
+
+
 def _check_number(key: str, value: Any, rng: Range) -> None:
-    """A number, or each entry of a list of numbers, in its range."""
+    """A number, or each entry of a list of numbers, in its range (and, for a float, within float32's)."""
     integer = key in schema.integer_keys()
     if not isinstance(value, (list, ListConfig)):
         if why := _out_of_range(value, rng, integer):
             raise ConfigError(f"{key} must be {why}, got {show(value)}.")
+        if not integer and _past_float32(key, value):
+            raise ConfigError(f"{key}={show(value)} is past float32's range (|x| <= {FLOAT32_MAX:.4g}), in which "
+                              "lossbench computes; it would be infinite. Use a smaller value.")
         return
     for v in value:
         if why := _out_of_range(v, rng, integer):
             raise ConfigError(f"each {key} entry must be {why}, got {show(v)} in {key}={show(value)}.")
+        if not integer and _past_float32(key, v):
+            raise ConfigError(f"each {key} entry must be within float32's range (|x| <= {FLOAT32_MAX:.4g}), got "
+                              f"{show(v)} in {key}={show(value)}.")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -332,6 +349,13 @@ def validate(cfg: DictConfig) -> None:
     hb = cfg.model.head_bias
     if hb is not None and hb != "prior" and not (_is_number(hb) and math.isfinite(hb)):
         raise ConfigError(f"model.head_bias must be null, prior or a finite number, got {show(hb)}.")
+    if _past_float32("model.head_bias", hb):
+        raise ConfigError(f"model.head_bias={show(hb)} is past float32's range (|x| <= {FLOAT32_MAX:.4g}); it "
+                          "initialises float32 weights, which would be infinite. Use a smaller value.")
+    for key in PATH_KEYS:
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, str) and (why := _path_problem(value)):
+            raise ConfigError(f"{key}={value[:60]}{'...' if len(value) > 60 else ''} cannot be a path: {why}.")
     _validate_cosine_head(cfg, hb)
 
     _validate_loss(cfg.loss, head)
@@ -510,6 +534,12 @@ def check_task(cfg: DictConfig, task: str) -> None:
     _validate_labels(c, resolve_head(c))
 
 
+def _path_problem(path: str) -> str | None:
+    from lossbench.store import path_problem
+
+    return path_problem(path)
+
+
 def _memory_bytes() -> int | None:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -595,6 +625,10 @@ def preflight(argv: list[str], task_function: Any, config_path: str, config_name
     args = get_args_parser().parse_args(argv)
     if args.help or args.hydra_help or args.info or args.shell_completion or args.experimental_rerun:
         return
+    for override in args.overrides:  # Python refuses to read integers this long, in a traceback
+        if (digits := max((len(m) for m in re.findall(r"\d+", override)), default=0)) > 1000:
+            raise ConfigError(f"{override.split('=')[0]}: the value has a number of {digits} digits; no lossbench "
+                              "key takes one (integers are at most 2**63 - 1, 19 digits).")
     calling_file, calling_module = detect_calling_file_or_module_from_task_function(task_function)
     search_path = create_automatic_config_search_path(calling_file, calling_module, args.config_path or config_path)
     if args.config_dir is not None:
@@ -629,7 +663,15 @@ def _compose_command_line(hydra: Any, args: Any, name: str) -> None:
     parser = OverridesParser.create(config_loader=hydra.config_loader)
     given = parser.parse_overrides(args.overrides)
     fixed = [o for o in given if not o.is_sweep_override()]
+    adds = [o for o in given if (o.is_add() or o.is_force_add()) and not o.key_or_group.startswith("hydra.")
+            and not hydra.config_loader.repository.group_exists(o.key_or_group.replace(".", "/"))]
+    if adds:  # `+key=value` / `++key=value` add keys: each must be one that some lossbench schema knows
+        _check_added_keys(compose([o.input_line for o in fixed if o not in adds]), [o.key_or_group for o in adds])
     cfg = compose([o.input_line for o in fixed])
+    if args.multirun or cfg.hydra.mode == RunMode.MULTIRUN:
+        from lossbench.launch import check_launcher
+
+        check_launcher(cfg.hydra.launcher)
     if args.cfg or not (args.multirun or cfg.hydra.mode == RunMode.MULTIRUN):
         if len(fixed) < len(given):
             compose(args.overrides)  # Hydra's own message: a sweep needs --multirun
@@ -649,6 +691,29 @@ def _compose_command_line(hydra: Any, args: Any, name: str) -> None:
             continue
         for value in values:
             compose([*(b for b in base if not b.startswith(f"{key}=")), f"{key}={value}"])
+
+
+def _check_added_keys(base: DictConfig, keys: list[str]) -> None:
+    """Refuse a key added with + or ++ that the chosen options' schemas (or the config as composed without it)
+    do not have, naming the nearest valid key: an unknown key would otherwise be carried along and ignored."""
+    import dataclasses
+    import difflib
+
+    for key in keys:
+        group = key.split(".")[0]
+        if group in schema.SCHEMAS and dataclasses.is_dataclass(node_type := OmegaConf.get_type(base[group])):
+            valid = {f"{group}.{f.name}" for f in dataclasses.fields(node_type)}
+            where = f"{group}={OmegaConf.select(base, f'hydra.runtime.choices.{group}')}"
+        else:
+            valid = set(flatten(OmegaConf.to_container(base, resolve=False))) - {"hydra"}
+            valid = {k for k in valid if not k.startswith("hydra.")} | set(base.keys()) - {"hydra"}
+            where = "the config"
+        if key not in valid:
+            near = difflib.get_close_matches(key, sorted(valid), n=1) or \
+                difflib.get_close_matches(key, sorted(k for *_, k, _ in schema.leaves()), n=1)
+            raise ConfigError(f"{key} is not a key of {where}" + (f" (did you mean {near[0]}?)" if near else "") +
+                              ". A key added with + or ++ must be one that lossbench reads; see "
+                              "docs/configuration.md for the keys.")
 
 
 def composition_error(e: Exception) -> ConfigError:
@@ -760,6 +825,10 @@ def _validate_labels(cfg: DictConfig, head: str) -> None:
 
 def _validate_multilabel(cfg: DictConfig, head: str) -> None:
     dc, lc = cfg.data, cfg.loss
+    if dc.name != "mnist" and dc.n_labels > dc.n_classes:
+        # each sample draws Poisson(n_labels) labels, redrawn until at most n_classes: past that, almost never
+        raise ConfigError(f"data.n_labels={dc.n_labels} (the mean number of labels per sample) must be at most "
+                          f"data.n_classes={dc.n_classes}: a sample cannot have more labels than there are classes.")
     if (head, lc.name) not in MULTILABEL_PAIRS:
         why = WHY_NOT_MULTILABEL.get((head, lc.name), "this pair is not supported on multi-label tasks")
         valid = ", ".join(f"head={h} loss={lo}" for h, lo in sorted(MULTILABEL_PAIRS))

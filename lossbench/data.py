@@ -399,21 +399,31 @@ def synthetic_multilabel(dc: DictConfig) -> Dataset:
                    task="multilabel")
 
 
+MAX_ROUNDS = 10_000  # rounds of rejection sampling for all of a split's samples together
+
+
 def _documents(rng: np.random.Generator, n: int, p_c: np.ndarray, p_w_c: np.ndarray, n_labels: int,
                length: int, allow_unlabeled: bool) -> tuple[np.ndarray, np.ndarray]:
     """n samples of make_multilabel_classification's process (vectorised): word counts (n, d), multi-hot (n, C)."""
     d, c = p_w_c.shape
     size = np.full(n, c + 1)
-    while (bad := (size > c) | ((size == 0) & (not allow_unlabeled))).any():
+    # Rejection sampling, as scikit-learn's; config.validate keeps each round's acceptance probability high
+    # (n_labels <= n_classes), and the rounds are bounded all the same: nothing loops without end.
+    rounds = iter(range(MAX_ROUNDS))
+    while (bad := (size > c) | ((size == 0) & (not allow_unlabeled))).any() and next(rounds, None) is not None:
         size[bad] = rng.poisson(n_labels, int(bad.sum()))
     y = np.zeros((n, c), dtype=np.float32)
     cum = np.cumsum(p_c)
-    while (missing := size - y.sum(axis=1).astype(int)).any():  # as scikit-learn: draw the missing labels
-        rows = np.repeat(np.arange(n), missing)  # i.i.d. from P(c), keep the new ones, repeat until enough
-        y[rows, np.minimum(np.searchsorted(cum, rng.random(len(rows))), c - 1)] = 1
+    while (missing := size - y.sum(axis=1).astype(int)).any() and next(rounds, None) is not None:
+        rows = np.repeat(np.arange(n), missing)  # as scikit-learn: draw the missing labels i.i.d. from P(c),
+        y[rows, np.minimum(np.searchsorted(cum, rng.random(len(rows))), c - 1)] = 1  # keep the new ones, repeat
     n_words = np.zeros(n, dtype=int)
-    while (empty := n_words == 0).any():
+    while (empty := n_words == 0).any() and next(rounds, None) is not None:
         n_words[empty] = rng.poisson(length, int(empty.sum()))
+    if bad.any() or missing.any() or empty.any():
+        raise DataError(f"data.n_labels={n_labels} with data.n_classes={c} and data.length={length}: the samples' "
+                        f"label sets could not be drawn in {MAX_ROUNDS} rounds of rejection sampling. Lower "
+                        "data.n_labels or raise data.n_classes.")
     mix = y @ p_w_c.T  # (n, d): the sum of the labels' word distributions, normalised below
     mix[size == 0] = 1.0  # no label: uniform noise words
     mix /= mix.sum(axis=1, keepdims=True)

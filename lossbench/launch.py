@@ -20,14 +20,30 @@ from lossbench import ConfigError, LossbenchError
 EXECUTORS = (None, "submitit_local", "submitit_slurm")
 
 
-def check_launcher_options(max_members: Any, max_memory_gb: Any, executor: Any) -> None:
+def check_launcher_options(max_members: Any, max_memory_gb: Any, executor: Any, stacked: Any = True) -> None:
+    """The stacked launcher's options (hydra.launcher.*), each named when refused."""
     if isinstance(max_members, bool) or not isinstance(max_members, int) or max_members < 1:
         raise ConfigError(f"hydra.launcher.max_members must be an integer >= 1, got {max_members!r}.")
-    if isinstance(max_memory_gb, bool) or not isinstance(max_memory_gb, (int, float)) or not max_memory_gb > 0:
-        raise ConfigError(f"hydra.launcher.max_memory_gb must be a number > 0, got {max_memory_gb!r}.")
+    if isinstance(max_memory_gb, bool) or not isinstance(max_memory_gb, (int, float)) or \
+            not 0 < max_memory_gb < float("inf"):
+        raise ConfigError(f"hydra.launcher.max_memory_gb must be a finite number > 0, got {max_memory_gb!r}.")
     if executor not in EXECUTORS:
         raise ConfigError(f"Unknown hydra.launcher.executor={executor!r}. Valid choices: null (this process), "
                           "submitit_local, submitit_slurm.")
+    if not isinstance(stacked, bool):
+        raise ConfigError(f"hydra.launcher.stacked must be true or false, got {stacked!r}.")
+
+
+def check_launcher(launcher: Any) -> None:
+    """A sweep's launcher options (the composed hydra.launcher node), checked before anything is created: the
+    stacked launcher's, and joblib's n_jobs (joblib refuses 0 only once the sweep has started)."""
+    target = str(launcher.get("_target_") or "")
+    if target.endswith("StackedLauncher"):
+        check_launcher_options(launcher.get("max_members"), launcher.get("max_memory_gb"), launcher.get("executor"),
+                               launcher.get("stacked"))
+    if "joblib" in target and launcher.get("n_jobs") == 0:
+        raise ConfigError("hydra.launcher.n_jobs must not be 0: give the number of parallel jobs (>= 1), or a "
+                          "negative number counting back from the cores (-1 = one job per core).")
 
 
 @dataclass
@@ -36,6 +52,7 @@ class Result:
 
     summary: dict | None = None
     error: str | None = None
+    refused: bool = False  # its directory holds another run: left as it was
 
     def task(self, cfg: DictConfig) -> float | None:
         """What the job's task returns to Hydra (the sweep value), printing its line as `python -m lossbench`
@@ -44,15 +61,32 @@ class Result:
 
         if self.summary is None:
             print(f"lossbench: error: {self.error}", file=sys.stderr)
+            if self.refused:
+                from hydra.core.hydra_config import HydraConfig
+
+                from lossbench.__main__ import refuse_job
+
+                hc = HydraConfig.get()
+                refuse_job(Path(hc.runtime.output_dir), hc, self.error or "")
             return None
+        if self.summary.get("skipped"):
+            from hydra.core.hydra_config import HydraConfig
+
+            from lossbench import rundir
+
+            hc = HydraConfig.get()
+            rundir.restore_job(Path(hc.runtime.output_dir), hc.output_subdir)
         print(result_line(self.summary, Path(self.summary.get("out_dir", "."))))
         return sweep_value(self.summary, cfg.objective_metric)
 
 
 def _result(r: dict | BaseException) -> Result:
+    from lossbench.train import Refused
+
     if isinstance(r, dict):
         return Result(summary=r)
-    return Result(error=str(r) if isinstance(r, LossbenchError) else f"{type(r).__name__}: {r}")
+    return Result(error=str(r) if isinstance(r, LossbenchError) else f"{type(r).__name__}: {r}",
+                  refused=isinstance(r, Refused))
 
 
 class StackJob:

@@ -13,21 +13,29 @@ max_steps whose summary.json
 is unreadable or lost
 a checkpoint before max_steps   refused                       resumed                        resumed
 a failed attempt, no checkpoint refused                       refused (no checkpoint)        trained again
+a failed run whose checkpoint   refused                       refused (nothing to resume)    skipped (summary
+is at max_steps                                                                              rebuilt, the old
+                                                                                             one kept aside)
+a diverged run                  refused                       refused (nothing to resume)    skipped
 an unreadable summary.json and  refused                       refused                        refused
 no checkpoint
 another config's run            refused                       refused                        refused
+a link, FIFO or device, or a    refused                       refused                        refused
+directory where a file belongs
 ==============================  ============================  =============================  ================
 
 "Refused" is a one-line ConfigError that names what the directory holds and what to do; nothing in the
-directory is written. A checkpoint is loaded as data (``torch.load(weights_only=True)``, store.py): a
-damaged or foreign one is refused the same way, and the summary next to it is kept.
+directory is written. A summary is checked against SUMMARY_SCHEMA (one that fails counts as unreadable) and a
+checkpoint is loaded as data (``torch.load(weights_only=True)``, store.py) and checked against
+CHECKPOINT_SCHEMA: a damaged or foreign one is refused naming the file and the entry, and the summary next to
+it is kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +49,17 @@ from lossbench.config import KD_LOSSES, LOWER_IS_BETTER, check_task, flatten, re
 from lossbench.logger import Logger, has_events, histogram_every
 from lossbench.numerics import Monitor
 from lossbench.provenance import code as code_provenance
-from lossbench.store import CHECKPOINT, SUMMARY, load_checkpoint, read_json, save_checkpoint, write_json
+from lossbench.store import (
+    CHECKPOINT,
+    SUMMARY,
+    check_run_dir,
+    load_checkpoint,
+    read_json,
+    read_regular,
+    save_checkpoint,
+    write_bytes,
+    write_json,
+)
 
 FINISHED = ("completed", "diverged")  # final results: trainer.skip_completed does not train them again
 # Config keys a resume may change: they do not change what is trained (max_steps/epochs: train longer).
@@ -90,12 +108,18 @@ def plan(cfg: DictConfig, out_dir: Path, max_steps: int | None = None) -> Plan:
     resume = tc.resume
     if resume and resume is not True:
         out_dir = Path(str(resume))  # trainer.resume=<run dir>: continue that run, in that directory
+    check_run_dir(out_dir)  # links, FIFOs, devices, a directory named summary.json: refused before anything
     summary_path, ck_path = out_dir / SUMMARY, out_dir / CHECKPOINT
     previous = read_json(summary_path)
-    damaged = summary_path.exists() and not isinstance(previous, dict)
+    why_damaged = summary_problem(previous) if summary_path.exists() else None
+    damaged = why_damaged is not None
     if damaged:
         previous = None
     if resume:
+        if previous is not None and previous.get("status") == "diverged":
+            raise ConfigError(
+                f"Nothing to resume in {out_dir}: it holds a diverged run, a final result (a diverged run keeps no "
+                "checkpoint; it would diverge again). Start a new run in another directory to train this config.")
         if not ck_path.exists():
             raise ConfigError(
                 f"trainer.resume={str(resume).lower() if resume is True else resume}: no checkpoint at {ck_path}. "
@@ -114,11 +138,11 @@ def plan(cfg: DictConfig, out_dir: Path, max_steps: int | None = None) -> Plan:
             ck = read_checkpoint(ck_path)
             _same_run(ck.get("config"), resolved, out_dir, "a checkpoint")
             if max_steps is not None and ck["step"] >= max_steps:  # finished, but its summary is lost or wrong
-                return Plan("skip", out_dir, previous=rebuild_summary(out_dir, ck, damaged))
+                return Plan("skip", out_dir, previous=rebuild_summary(out_dir, ck, why_damaged, previous))
             return Plan("resume", out_dir, checkpoint=ck)
         if damaged:
             raise ConfigError(
-                f"{summary_path} is unreadable (truncated or not JSON) and {out_dir} holds no checkpoint, so what "
+                f"{summary_path} is unreadable ({why_damaged}) and {out_dir} holds no checkpoint, so what "
                 "it recorded cannot be told (a diverged run keeps no checkpoint). lossbench will not write into "
                 "it: move the directory aside, or use another hydra.sweep.dir."
             )
@@ -138,24 +162,110 @@ def plan(cfg: DictConfig, out_dir: Path, max_steps: int | None = None) -> Plan:
     return Plan("fresh", out_dir)
 
 
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_history(x) -> bool:
+    return isinstance(x, list) and all(isinstance(h, dict) and _is_int(h.get("step")) for h in x)
+
+
+def _is_number_dict(x) -> bool:
+    return isinstance(x, dict) and all(isinstance(v, (int, float)) or v is None for v in x.values())
+
+
+STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
+# What a summary.json must hold to be taken as a run's record: entry -> (check, what it must be).
+SUMMARY_SCHEMA = {
+    "status": (lambda v: v in STATUSES, f"one of {', '.join(STATUSES)}"),
+    "config": (lambda v: isinstance(v, dict), "an object"),
+    "steps": (lambda v: v is None or (_is_int(v) and v >= 0), "an integer >= 0"),
+    "final": (_is_number_dict, "an object of metric values"),
+    "best": (_is_number_dict, "an object of metric values"),
+    "history": (_is_history, "a list of evaluations with integer steps"),
+}
+REQUIRED_WHEN_FINISHED = ("config", "steps", "final", "history")
+
+
+def summary_problem(s) -> str | None:
+    """Why a parsed summary.json cannot be taken as a run's record (naming the entry), or None."""
+    if not isinstance(s, dict):
+        return "truncated, not JSON, or not an object"
+    for key, (ok, what) in SUMMARY_SCHEMA.items():
+        if key in s and not (s[key] is None and key != "status") and not ok(s[key]):
+            return f"its {key!r} is not {what}"
+        if key not in s and (key == "status" or (key in REQUIRED_WHEN_FINISHED and s.get("status") in FINISHED)):
+            return f"it has no {key!r}"
+    if s.get("status") in FINISHED and not isinstance(s.get("final"), dict):
+        return "its 'final' is not an object of metric values"
+    return None
+
+
+def _is_tensor_dict(x) -> bool:
+    return isinstance(x, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in x.items())
+
+
+# What a checkpoint must hold to be resumed or rebuilt from: entry -> (check, what it must be). "format" and
+# the entries of older formats (the torch RNG state) are not checked.
+CHECKPOINT_SCHEMA = {
+    "step": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "model": (_is_tensor_dict, "a dict of tensors (a state_dict)"),
+    "optimizer": (lambda v: isinstance(v, dict) and isinstance(v.get("state"), dict)
+                  and isinstance(v.get("param_groups"), list), "an optimiser state_dict (state, param_groups)"),
+    "scaler": (lambda v: isinstance(v, dict), "a GradScaler state_dict"),
+    "generator": (lambda v: isinstance(v, torch.Tensor) and v.dtype == torch.uint8, "a generator state (uint8 tensor)"),
+    "perm": (lambda v: v is None or (isinstance(v, torch.Tensor) and not v.is_floating_point()),
+             "an integer tensor or null"),
+    "best": (lambda v: isinstance(v, dict), "a dict"),
+    "steps_to_target": (lambda v: v is None or _is_int(v), "an integer or null"),
+    "monitor": (lambda v: isinstance(v, dict), "a numerics monitor state (a dict)"),
+    "history": (_is_history, "a list of evaluations with integer steps"),
+    "config": (lambda v: isinstance(v, dict) and isinstance(v.get("trainer"), dict)
+               and isinstance(v.get("model"), dict), "a resolved config (a dict with trainer and model)"),
+    "device": (lambda v: isinstance(v, str), "a device type (a string)"),
+}
+
+
 def read_checkpoint(path: Path) -> dict:
+    """A checkpoint loaded as data and checked against CHECKPOINT_SCHEMA: a ConfigError names the file and the
+    first entry that is missing or of the wrong type."""
     ck = load_checkpoint(path)  # ConfigError naming the file if damaged or not plain data
-    if not isinstance(ck, dict) or not {"step", "model", "config"} <= ck.keys():
+    if not isinstance(ck, dict):
+        problem = f"it holds a {type(ck).__name__}, not a dict"
+    else:
+        problem = next((f"its {key!r} entry is missing" if key not in ck else f"its {key!r} entry is not {what}"
+                        for key, (ok, what) in CHECKPOINT_SCHEMA.items() if key not in ck or not ok(ck[key])), None)
+    if problem:
         raise ConfigError(
-            f"{path} is not a lossbench checkpoint (it loads, but holds no step, model and config). "
-            "Nothing was changed; point trainer.resume at a lossbench run directory, or start afresh."
+            f"{path} is not a lossbench checkpoint ({problem}). Nothing was changed; point trainer.resume at a "
+            "lossbench run directory, or move the file aside and start afresh."
         )
     return ck
 
 
-def rebuild_summary(out_dir: Path, ck: dict, damaged: bool) -> dict:
-    """The summary of a run whose checkpoint shows it finished, when summary.json was unreadable or lost: what
-    the checkpoint holds (history, best, convergence, monitor totals). The unreadable file is kept aside."""
-    if damaged:
-        shutil.copy2(out_dir / SUMMARY, out_dir / f"{SUMMARY}.unreadable-{int(time.time())}")
-    history = ck.get("history") or []
+def _load_entry(path: Path, entry: str, load) -> None:
+    """Load one checkpoint entry into the run; a ConfigError naming the file and entry if it does not fit."""
+    try:
+        load()
+    except Exception as e:
+        first = " ".join(str(e).split())[:200]
+        raise ConfigError(
+            f"{path}: its {entry!r} entry does not fit this run ({type(e).__name__}: {first}). Nothing was "
+            "changed; the checkpoint is damaged or was not written by this run."
+        ) from None
+
+
+def rebuild_summary(out_dir: Path, ck: dict, why_damaged: str | None, previous: dict | None = None) -> dict:
+    """The summary of a run whose checkpoint shows it finished, when summary.json was unreadable, lost, or not
+    final (a run that failed after its last checkpoint): what the checkpoint holds (history, best, convergence,
+    monitor totals). The file it replaces is kept aside, byte for byte."""
     monitor = Monitor(torch.device("cpu"), None)
-    monitor.load_state_dict(ck["monitor"])
+    _load_entry(out_dir / CHECKPOINT, "monitor", lambda: monitor.load_state_dict(ck["monitor"]))
+    if (out_dir / SUMMARY).exists():
+        what = "unreadable" if why_damaged else "replaced"
+        aside = out_dir / f"{SUMMARY}.{what}-{int(time.time())}"
+        write_bytes(aside, read_regular(out_dir / SUMMARY))
+    history = ck.get("history") or []
     summary = {
         "status": "completed", "config": ck["config"], "steps": ck["step"], "max_steps": ck["step"],
         "device": ck.get("device"), "final": {k: v for k, v in history[-1].items() if k != "step"} if history else {},
@@ -164,34 +274,42 @@ def rebuild_summary(out_dir: Path, ck: dict, damaged: bool) -> dict:
             "target_value": ck["config"]["trainer"].get("target_value"),
             "steps_to_target": ck.get("steps_to_target")},
         "numerics": monitor.summary(), "history": history,
-        "rebuilt": f"from {CHECKPOINT}: {SUMMARY} was {'unreadable' if damaged else 'missing or not final'}",
+        "rebuilt": f"from {CHECKPOINT}: {SUMMARY} was " + (f"unreadable ({why_damaged})" if why_damaged else
+                                                          "missing" if previous is None else
+                                                          f"not final (status {previous.get('status')})"),
     }
     summary["diagnosis"] = diagnosis.diagnose(summary)
+    if previous is not None:
+        summary["replaced"] = {k: previous.get(k) for k in ("status", "steps", "error") if k in previous}
     write_json(out_dir / SUMMARY, summary)
-    print(f"lossbench: {out_dir} holds a finished run whose {SUMMARY} was "
-          f"{'unreadable' if damaged else 'lost'}; rebuilt it from {CHECKPOINT}")
+    was = "unreadable" if why_damaged else "lost" if previous is None else f"{previous.get('status')}, not final"
+    kept = "" if previous is None and not why_damaged else " (the old one kept aside)"
+    print(f"lossbench: {out_dir} holds a finished run whose {SUMMARY} was {was}; rebuilt it from {CHECKPOINT}{kept}")
     return summary
 
 
-def record_failure(out_dir: Path, cfg: DictConfig, error: str) -> None:
+def record_failure(out_dir: Path, cfg: DictConfig, error: str, locked: bool = False) -> bool:
     """A job that could not run leaves a summary saying why, in a directory that holds no other run's files
-    (nothing yet, or only an earlier failed attempt's summary)."""
+    (nothing yet, or only an earlier failed attempt's summary). locked: the caller holds the run's lock.
+    Returns whether it wrote one (False: the directory is another run's, and nothing in it was touched)."""
     from lossbench.store import run_lock
 
     path = out_dir / SUMMARY
-    old = read_json(path)
-    if (path.exists() and not (isinstance(old, dict) and old.get("status") in ("running", "failed"))) or \
-            (out_dir / CHECKPOINT).exists() or (old is None and has_events(out_dir)):
-        return
     try:
-        with run_lock(out_dir):  # never into a directory that a live run holds
+        check_run_dir(out_dir)
+        old = read_json(path)
+        if (path.exists() and not (isinstance(old, dict) and old.get("status") in ("running", "failed"))) or \
+                (out_dir / CHECKPOINT).exists() or (old is None and has_events(out_dir)):
+            return False
+        with contextlib.nullcontext() if locked else run_lock(out_dir):  # never into a live run's directory
             try:
                 config = OmegaConf.to_container(cfg, resolve=True)
             except Exception:  # an interpolation that cannot be resolved: keep it as written
                 config = OmegaConf.to_container(cfg, resolve=False)
             write_json(path, {**(old or {}), "status": "failed", "error": error, "config": config})
+            return True
     except (LossbenchError, OSError):
-        pass
+        return False
 
 
 def discard(out_dir: Path) -> None:
@@ -215,14 +333,21 @@ def reached(metric: str, value: float, target: float) -> bool:
     return math.isfinite(value) and (value <= target if metric in LOWER_IS_BETTER else value >= target)
 
 
+def _float32(x: float) -> float:
+    """x as the float32 weights see it: past float32's range it is infinite (torch refuses to convert it, where
+    the update it gives would be infinite anyway), so that such an lr diverges like any exploding one."""
+    return x if abs(x) <= torch.finfo(torch.float32).max else math.copysign(math.inf, x)
+
+
 def make_optimizer(oc: DictConfig, params) -> torch.optim.Optimizer:
+    lr, momentum, weight_decay = _float32(oc.lr), _float32(oc.momentum), _float32(oc.weight_decay)
     if oc.name == "sgd":
-        return torch.optim.SGD(params, lr=oc.lr, momentum=oc.momentum, weight_decay=oc.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     cls = torch.optim.Adam if oc.name == "adam" else torch.optim.AdamW
     params = list(params)
     # Fused: one kernel per parameter instead of a handful of ops (about 20% less CPU time per MLP step).
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-    return cls(params, lr=oc.lr, betas=(oc.momentum, 0.999), weight_decay=oc.weight_decay, fused=fused or None)
+    return cls(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay, fused=fused or None)
 
 
 @dataclass
@@ -246,6 +371,7 @@ class Member:
     steps_per_epoch: int
     batch_size: int
     start_step: int = 0
+    saved_step: int | None = None  # the step of the checkpoint on disk (written or resumed from), if any
     perm: torch.Tensor | None = None
     status: str = "running"
     history: list = field(default_factory=list)
@@ -293,6 +419,7 @@ class Member:
             "best": self.best, "steps_to_target": self.steps_to_target, "monitor": self.monitor.state_dict(),
             "history": self.history, "config": self.resolved, "device": self.device_type,
         })
+        self.saved_step = step
 
     @property
     def device_type(self) -> str:
@@ -300,16 +427,27 @@ class Member:
 
     def restore(self, ck: dict) -> None:
         check_resumable(ck, self.resolved, self.device_type, self.max_steps, self.out_dir)
-        self.model.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
-        self.scaler.load_state_dict(ck["scaler"])
-        self.gen.set_state(ck["generator"])
-        self.perm = ck["perm"].to(self.params[0].device)
-        self.start_step = self.steps = ck["step"]
+        path = self.out_dir / CHECKPOINT
+        _load_entry(path, "model", lambda: self.model.load_state_dict(ck["model"]))
+        _load_entry(path, "optimizer", lambda: self.optimizer.load_state_dict(ck["optimizer"]))
+        _load_entry(path, "scaler", lambda: self.scaler.load_state_dict(ck["scaler"]))
+        _load_entry(path, "generator", lambda: self.gen.set_state(ck["generator"]))
+        _load_entry(path, "monitor", lambda: self.monitor.load_state_dict(ck["monitor"]))
+        self.perm = ck["perm"].to(self.params[0].device) if ck["perm"] is not None else None
+        if self.perm is not None and (self.perm.dim() != 1 or len(self.perm) != len(self.ds.y_train)):
+            raise ConfigError(f"{path}: its 'perm' entry is not a permutation of this run's {len(self.ds.y_train)} "
+                              "training samples. Nothing was changed; the checkpoint is damaged or not this run's.")
+        self.start_step = self.steps = self.saved_step = ck["step"]
         self.best, self.steps_to_target, self.history = ck["best"], ck["steps_to_target"], ck["history"]
         self.final = {k: v for k, v in self.history[-1].items() if k != "step"} if self.history else {}
-        self.monitor.load_state_dict(ck["monitor"])
         print(f"lossbench: resuming {self.out_dir} from step {self.start_step}")
+
+    def back_to_checkpoint(self) -> None:
+        """Record the run as far as its checkpoint (or its start) reaches: after a write failed for a full disk,
+        the summary's steps are the checkpoint's, so that a resume continues exactly what the summary says."""
+        self.steps = self.saved_step if self.saved_step is not None else self.start_step
+        self.history = [h for h in self.history if h["step"] <= self.steps]
+        self.final = {k: v for k, v in self.history[-1].items() if k != "step"} if self.history else {}
 
     def finish(self, times: dict[str, float]) -> dict:
         """Write the run's last records: per-class recall, PR curve, hparams, summary.json; close the writer."""
@@ -347,6 +485,8 @@ class Member:
         finally:
             self.log.close()
             write_json(self.out_dir / SUMMARY, s)
+            if self.status == "diverged":  # a final result: nothing to resume (a periodic checkpoint predates it)
+                (self.out_dir / CHECKPOINT).unlink(missing_ok=True)
             self.finished = True
         return s
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from lossbench import LossbenchError, diagnosis, stats
 from lossbench.config import flatten
-from lossbench.store import SUMMARY
+from lossbench.store import SUMMARY, read_regular
 
 # Config keys that do not change what a run computes (seeds, paths, resuming, bookkeeping): runs that differ
 # only in these belong to one group.
@@ -106,10 +106,12 @@ def find_runs(paths: list[Path]) -> list[Run]:
             raise ReportError(NO_RUNS.format(root))
         for path in found:
             try:
-                s = json.loads(path.read_text())
+                s = json.loads(read_regular(path, follow=True))  # never a FIFO or device: nothing blocks
                 problem = not_a_run(s)
             except (OSError, UnicodeDecodeError, ValueError) as e:
                 s, problem = None, f"cannot read it as JSON ({type(e).__name__})"
+            except LossbenchError as e:  # a FIFO, device or directory named summary.json
+                s, problem = None, str(e).split(";")[0]
             if problem:
                 print(f"lossbench.report: warning: skipping {path}: {problem}", file=sys.stderr)
                 continue

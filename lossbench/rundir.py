@@ -23,7 +23,16 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from lossbench import ConfigError
-from lossbench.store import LOCK, SUMMARY, run_lock
+from lossbench.store import (
+    LOCK,
+    SUMMARY,
+    check_run_dir,
+    kind_of,
+    path_problem,
+    read_regular,
+    run_lock,
+    write_bytes,
+)
 
 
 @dataclass
@@ -37,9 +46,11 @@ class Before:
     log_sizes: dict[str, int] = field(default_factory=dict)  # *.log -> size (Hydra appends to its log)
     summary: bytes | None = None
     lock: bytes | None = None  # .lock's content (the pid of the last run that held it)
+    output_subdir: str | None = ".hydra"  # hydra.output_subdir
 
 
 _before: Before | None = None
+_jobs: dict[Path, Before] = {}  # a sweep job's directory as it was before Hydra wrote its .hydra record and log
 
 
 def _refuse(message: str) -> None:
@@ -50,6 +61,8 @@ def _refuse(message: str) -> None:
 
 def make_dir(path: Path, key: str) -> list[Path]:
     """mkdir -p path; returns the directories it created (deepest first). Refuses in one line if it cannot."""
+    if why := path_problem(path):
+        _refuse(f"{key}={path} cannot be created: {why}.")
     if path.exists() and not path.is_dir():
         _refuse(f"{key}={path} is an existing file, not a directory. Point {key} at a new or empty directory.")
     created = []
@@ -80,9 +93,55 @@ def _rmdir(d: Path) -> bool:
 
 def _read(path: Path) -> bytes | None:
     try:
-        return path.read_bytes()
-    except OSError:
+        return read_regular(path)
+    except (OSError, ConfigError):
         return None
+
+
+def snapshot(run_dir: Path, output_subdir: str | None) -> Before:
+    """What run_dir holds now: its entries, its Hydra record's bytes, its logs' sizes, its summary and lock."""
+    before = Before(run_dir, [])
+    if run_dir.is_dir():
+        before.entries = {p.name for p in run_dir.iterdir()}
+        sub = run_dir / output_subdir if output_subdir is not None else None
+        if sub is not None and sub.is_dir() and not sub.is_symlink():
+            before.hydra_files = {p.name: _read(p) or b"" for p in sub.iterdir() if p.is_file() and not p.is_symlink()}
+        before.log_sizes = {p.name: p.lstat().st_size for p in run_dir.glob("*.log") if p.is_file() and not p.is_symlink()}
+        before.summary = _read(run_dir / SUMMARY)
+        before.lock = _read(run_dir / LOCK)
+    return before
+
+
+def note_job_dir(job_dir: Path, output_subdir: str | None) -> None:
+    """Note a sweep job's directory as it is before Hydra's run_job writes into it (the ${lossbench.job_dir:}
+    resolver calls this: run_job resolves the job's directory before it writes the job's .hydra record and
+    log), so that a job refused because its directory holds another run leaves it byte-identical."""
+    job_dir = Path(os.path.abspath(job_dir))
+    if job_dir not in _jobs:
+        _jobs[job_dir] = snapshot(job_dir, output_subdir)
+
+
+def restore_job(job_dir: Path, output_subdir: str | None) -> None:
+    """Put back the .hydra record and log of a sweep job that did not run (refused, or skipped as finished): the
+    directory then holds exactly what it held before this sweep, the record of the run whose results it has."""
+    b = _jobs.pop(Path(os.path.abspath(job_dir)), None)
+    if b is None or not b.entries:
+        return
+    sub = job_dir / output_subdir if output_subdir is not None else None
+    if sub is not None and sub.is_dir() and not sub.is_symlink():
+        for p in sub.iterdir():
+            if p.name in b.hydra_files:
+                if _read(p) != b.hydra_files[p.name]:
+                    write_bytes(p, b.hydra_files[p.name])
+            elif p.is_file() or p.is_symlink():
+                p.unlink()
+        if output_subdir not in b.entries:
+            _rmdir(sub)
+    for log in job_dir.glob("*.log"):
+        if log.name not in b.entries and (log.is_file() or log.is_symlink()):
+            log.unlink()
+        elif log.name in b.log_sizes and log.is_file() and log.lstat().st_size > b.log_sizes[log.name]:
+            os.truncate(log, b.log_sizes[log.name])
 
 
 class RunDirCallback(Callback):
@@ -93,7 +152,14 @@ class RunDirCallback(Callback):
         global _before
         HydraConfig.instance().set_config(config)  # ${hydra:...} in run.dir resolves as in Hydra's run_job
         run_dir = Path(os.path.abspath(str(OmegaConf.select(config, "hydra.run.dir"))))
+        if why := path_problem(run_dir):
+            _refuse(f"hydra.run.dir={run_dir} cannot be created: {why}.")
         existed = run_dir.is_dir()
+        if existed:
+            try:  # before Hydra writes its record and log there: never through a link, never into a FIFO
+                check_run_dir(run_dir)
+            except ConfigError as e:
+                _refuse(str(e))
         lock = _read(run_dir / LOCK) if existed else None
         if lock is not None:
             try:  # a live run holds it: refuse before Hydra overwrites that run's .hydra record
@@ -101,19 +167,41 @@ class RunDirCallback(Callback):
                     pass
             except ConfigError as e:
                 _refuse(str(e))
-        before = Before(run_dir, [], lock=lock)
-        if existed:
-            before.entries = {p.name for p in run_dir.iterdir()}
-            sub = config.hydra.output_subdir
-            if sub is not None and (run_dir / sub).is_dir():
-                before.hydra_files = {p.name: _read(p) or b"" for p in (run_dir / sub).iterdir() if p.is_file()}
-            before.log_sizes = {p.name: p.stat().st_size for p in run_dir.glob("*.log") if p.is_file()}
-            before.summary = _read(run_dir / SUMMARY)
+        before = snapshot(run_dir, config.hydra.output_subdir)
+        before.lock, before.output_subdir = lock, config.hydra.output_subdir  # .lock as it was before the test
         before.created = make_dir(run_dir, "hydra.run.dir")
         _before = before
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        make_dir(Path(os.path.abspath(str(config.hydra.sweep.dir))), "hydra.sweep.dir")
+        """Before the sweep writes anything: the sweep directory, and every job directory an earlier sweep left
+        in it, hold nothing that Hydra's own writes (multirun.yaml, each job's .hydra record and log) would follow
+        or block on."""
+        sweep_dir = Path(os.path.abspath(str(config.hydra.sweep.dir)))
+        make_dir(sweep_dir, "hydra.sweep.dir")
+        _jobs.clear()
+        try:
+            check_sweep_dir(sweep_dir)
+        except ConfigError as e:
+            _refuse(str(e))
+
+
+def check_sweep_dir(sweep_dir: Path) -> None:
+    """No link, FIFO or device in the sweep directory, and each job directory in it passes check_run_dir."""
+    for entry in os.scandir(sweep_dir):
+        if entry.is_dir(follow_symlinks=False):
+            if not entry.name.startswith("."):
+                check_run_dir(Path(entry.path))
+        elif not entry.is_file(follow_symlinks=False):
+            mode = entry.stat(follow_symlinks=False).st_mode
+            raise ConfigError(
+                f"{entry.path} is {kind_of(mode)}; a sweep directory holds only regular files and job directories "
+                "(lossbench never follows a link or opens a FIFO or device in it). Nothing was changed: remove or "
+                "move it aside, or use another hydra.sweep.dir.")
+
+
+def discard_current() -> bool:
+    """discard() this process's single run, when a stop signal came while Hydra set it up."""
+    return _before is not None and discard(_before.run_dir, _before.output_subdir)
 
 
 def discard(run_dir: Path, output_subdir: str | None) -> bool:
@@ -138,7 +226,7 @@ def discard(run_dir: Path, output_subdir: str | None) -> bool:
             if sub is not None and output_subdir in b.entries and sub.is_dir():
                 for p in sub.iterdir():
                     if p.name in b.hydra_files:
-                        p.write_bytes(b.hydra_files[p.name])
+                        write_bytes(p, b.hydra_files[p.name])
                     elif p.is_file():
                         p.unlink()
             for name, size in b.log_sizes.items():
@@ -148,7 +236,7 @@ def discard(run_dir: Path, output_subdir: str | None) -> bool:
             if b.lock is None:
                 (run_dir / LOCK).unlink(missing_ok=True)
             else:
-                (run_dir / LOCK).write_bytes(b.lock)
+                write_bytes(run_dir / LOCK, b.lock)
     except ConfigError:
         return False
     for d in b.created:  # deepest first; stops at the first that holds something else

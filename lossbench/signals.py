@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 
 
@@ -30,6 +31,8 @@ def stop_signals() -> tuple[signal.Signals, ...]:
 _received: list[int] = []  # the stop signals this process received (first ones; a second one ends the process)
 _pending: int | None = None  # received before training, to be honoured by the next StopRequest
 _trained = False  # a StopRequest (a training loop) has been entered in this process
+_guarded = False  # the CLI's `try` is entered: an Interrupted raised from here on is caught and reported
+_sweep = False  # this process runs a sweep (its launcher may train stacks of runs here)
 
 
 class Interrupted(BaseException):
@@ -48,6 +51,8 @@ def install_cli_handlers(multirun: bool, signals: tuple[signal.Signals, ...] | N
     """The handlers of `python -m lossbench`, installed before anything heavy is imported (see the docstring);
     signals: those to take (default: stop_signals())."""
 
+    global _sweep
+
     def handle(signum, frame) -> None:
         global _pending
         if _received:  # a second signal: give up at once
@@ -55,12 +60,23 @@ def install_cli_handlers(multirun: bool, signals: tuple[signal.Signals, ...] | N
             signal.raise_signal(signum)
         _received.append(signum)
         _pending = signum
+        if not _guarded:  # still importing, before the CLI's `try`: nothing is created yet, and no traceback
+            sys.stderr.write(Interrupted(signum).message() + "\n")
+            sys.stderr.flush()
+            os._exit(128 + signum)
         if not multirun:
             raise Interrupted(signum)
 
+    _sweep = multirun
     if threading.current_thread() is threading.main_thread():
         for s in signals or stop_signals():
             signal.signal(s, handle)
+
+
+def guard() -> None:
+    """The CLI's `try` is entered: from now on a stop signal before training raises Interrupted there."""
+    global _guarded
+    _guarded = True
 
 
 def note(signum: int) -> None:
@@ -83,6 +99,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.extra = 0  # signals after the first, in a sweep's process (see _handle)
         self._old: dict[int, object] = {}
 
     def __enter__(self) -> StopRequest:
@@ -96,9 +113,15 @@ class StopRequest:
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.signum is not None:  # second signal: give up at once
+        # A second signal gives up at once; in a sweep's own process (the stacked launcher trains many runs here),
+        # a third: a double Ctrl-C still leaves every member checkpointed and the sweep's status written.
+        if self.signum is not None and not (_sweep and self.extra == 0):
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
+        if self.signum is not None:
+            self.extra += 1
+            sys.stderr.write("lossbench: saving every run of the stack first; another signal ends at once\n")
+            return
         self.signum = signum
         _received.append(signum)
 

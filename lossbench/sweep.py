@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -130,18 +131,33 @@ class SweepStatusCallback(Callback):
         out = Path(config.hydra.runtime.output_dir)
         s = read_json(out / SUMMARY) or {}
         status = s.get("status") or ("failed" if job_return.status == JobStatus.FAILED else "unknown")
+        if _refusal(Path(str(config.hydra.sweep.dir)), out) is not None:
+            status, s = "refused", {}  # the summary there is another run's, not this job's
         print(f"lossbench sweep: [{progress(Path(config.hydra.sweep.dir), config)}] job {config.hydra.job.num} "
               f"{status}{diagnosis.short(s)} {' '.join(config.hydra.overrides.task)} -> {out}", flush=True)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        global current
-        current = Path(config.hydra.sweep.dir)
+        global current, refused
+        current, refused = Path(config.hydra.sweep.dir), 0
+        shutil.rmtree(current / REFUSED, ignore_errors=True)  # a killed earlier sweep's
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         write_status(Path(config.hydra.sweep.dir))
 
 
 current: Path | None = None  # the sweep this process runs (set when it starts)
+refused = 0  # how many of its jobs were refused (the sweep's exit code says not every job ran)
+REFUSED = ".refused"  # <sweep dir>/.refused/<job dir name>.json: a job refused in this sweep (any process)
+
+
+def mark_refused(sweep_dir: Path, job_dir: Path, error: str) -> None:
+    """Record that this sweep did not run the job in job_dir (its directory holds another run): written beside
+    the job directories, which stay byte-identical; write_status lists the job as refused."""
+    write_json(sweep_dir / REFUSED / f"{job_dir.name}.json", {"dir": str(job_dir), "error": error})
+
+
+def _refusal(sweep_dir: Path, job_dir: Path) -> dict | None:
+    return read_json(sweep_dir / REFUSED / f"{job_dir.name}.json")
 
 
 def progress(root: Path, config: DictConfig) -> str:
@@ -159,13 +175,19 @@ def progress(root: Path, config: DictConfig) -> str:
 
 def write_status(root: Path) -> None:
     """<sweep dir>/sweep_status.json: every job's status, job-number order; printed as counts."""
+    global refused
     jobs = []
     for d in job_dirs(root):
         s = read_json(d / SUMMARY)
         s = s if isinstance(s, dict) else {}
         status = s.get("status") or ("not started" if (d / ".hydra").is_dir() else "missing")
-        jobs.append({"dir": str(d), "overrides": job_overrides(d), "status": status, "steps": s.get("steps"),
-                     "diagnosis": diagnosis.name(s) or None, "error": s.get("error")})
+        job = {"dir": str(d), "overrides": job_overrides(d), "status": status, "steps": s.get("steps"),
+               "diagnosis": diagnosis.name(s) or None, "error": s.get("error")}
+        if (r := _refusal(root, d)) is not None:  # its summary is the run it already held
+            job.update(status="refused", steps=None, diagnosis=None, error=r.get("error"))
+        jobs.append(job)
+    shutil.rmtree(root / REFUSED, ignore_errors=True)
+    refused = sum(j["status"] == "refused" for j in jobs)
     write_json(root / "sweep_status.json", {"jobs": jobs})
     counts = Counter(j["status"] for j in jobs)
     diagnosed = Counter(j["diagnosis"] for j in jobs if j["diagnosis"])

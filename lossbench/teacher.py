@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lossbench import ConfigError
 from lossbench.config import KD_LOSSES
-from lossbench.store import CHECKPOINT, SUMMARY, read_json
+from lossbench.store import CHECKPOINT, SUMMARY, check_run_dir, read_json
 
 # Data keys that define the inputs and labels: a teacher trained with other values saw another task.
 SAME_TASK = ("task", "n_classes", "n_features", "separation", "task_seed", "scale", "positive_classes",
@@ -33,11 +33,20 @@ def check(cfg: DictConfig) -> dict:
             f"loss={cfg.loss.name} needs a teacher: set loss.teacher=<run dir> to the directory of a completed "
             "lossbench run on the same data (e.g. python -m lossbench data=mnist loss=ce "
             "hydra.run.dir=outputs/teacher, then loss.teacher=outputs/teacher).")
+    from lossbench.member import summary_problem
+
     run_dir = Path(str(path))
+    try:
+        check_run_dir(run_dir)  # no link, FIFO or device is opened
+    except ConfigError as e:
+        raise ConfigError(f"loss.teacher={path}: {e}") from None
     summary = read_json(run_dir / SUMMARY)
     if summary is None:
         where = "does not exist" if not run_dir.exists() else f"holds no readable {SUMMARY}"
         raise ConfigError(f"loss.teacher={path}: the directory {where}; point it at a completed lossbench run.")
+    if problem := summary_problem(summary):
+        raise ConfigError(f"loss.teacher={path}: its {SUMMARY} is not a run's record ({problem}); point it at a "
+                          "completed lossbench run.")
     status = summary.get("status")
     if status != "completed":
         raise ConfigError(
@@ -72,16 +81,21 @@ def attach(cfg: DictConfig, ds, device, batch_size: int = 8192):
 
     from lossbench import losses, models
     from lossbench.data import IGNORE_INDEX
-    from lossbench.store import load_checkpoint
+    from lossbench.member import read_checkpoint
 
     summary = check(cfg)
     run_dir = Path(str(cfg.loss.teacher))
-    ck = load_checkpoint(run_dir / CHECKPOINT)
+    ck = read_checkpoint(run_dir / CHECKPOINT)  # loaded as data, and checked entry by entry
+    if ck["config"].get("model") != (summary.get("config") or {}).get("model"):
+        raise ConfigError(
+            f"loss.teacher={cfg.loss.teacher}: its {CHECKPOINT} names another model than its {SUMMARY} "
+            f"({ck['config'].get('model')} vs {(summary.get('config') or {}).get('model')}): the two files are "
+            "not of one run. Point loss.teacher at an untouched completed run.")
     tcfg = OmegaConf.create(ck["config"])
-    model = models.build(tcfg.model, ds.input_shape, models.n_outputs("softmax", ds.n_classes))
     try:
+        model = models.build(tcfg.model, ds.input_shape, models.n_outputs("softmax", ds.n_classes))
         model.load_state_dict(ck["model"])
-    except RuntimeError as e:
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
         first = str(e).split("\n")[1].strip() if "\n" in str(e) else str(e)
         raise ConfigError(
             f"loss.teacher={cfg.loss.teacher}: its weights do not fit a model for this data (input shape "

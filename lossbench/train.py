@@ -30,7 +30,7 @@ from lossbench.member import Member, Plan, build, discard, plan, record_failure
 from lossbench.progress import Progress
 from lossbench.signals import Interrupted, StopRequest, stops_received
 from lossbench.stack import Alone, Batches, Stacked, memory_bytes, shape_key, stack_key
-from lossbench.store import run_lock
+from lossbench.store import DiskFull, run_lock
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 BCE_AUTOCAST_REFUSAL = (
@@ -205,11 +205,15 @@ def run_jobs(jobs: list[tuple[DictConfig, Path]], max_members: int = 64, max_mem
                     continue
                 try:
                     locks.enter_context(run_lock(plans[i].out_dir))
+                except LossbenchError as e:  # another process holds it: nothing of it is touched
+                    results[i] = Refused(str(e))
+                    continue
+                try:
                     rt = rt or Runtime.start(cfg)
                     check_precision(rt.precision, rt.device, cfg.loss.name)
                     built.append((i, build(cfg, plans[i], rt.device, datasets, rt.precision)))
-                except Exception as e:
-                    results[i] = _failed(cfg, plans[i].out_dir, e)
+                except Exception as e:  # recorded in its own summary (this process holds its lock)
+                    results[i] = _failed(cfg, plans[i].out_dir, e, locked=True)
             for stack in split(built, max_memory_gb * 2**30):
                 t0 = time.perf_counter()
                 try:
@@ -221,10 +225,16 @@ def run_jobs(jobs: list[tuple[DictConfig, Path]], max_members: int = 64, max_mem
     return results  # type: ignore[return-value]
 
 
-def _failed(cfg: DictConfig, out_dir: Path, e: Exception) -> Exception:
+class Refused(ConfigError):
+    """A job not run because its directory holds another run's files (or another process holds it): nothing in
+    the directory was touched."""
+
+
+def _failed(cfg: DictConfig, out_dir: Path, e: Exception, locked: bool = False) -> Exception:
+    """The job's failure, recorded in its directory as 'failed'; a Refused if the directory is another run's."""
     error = str(e) if isinstance(e, LossbenchError) else f"{type(e).__name__}: {e}"
-    print(f"lossbench: error: {out_dir}: {error}")
-    record_failure(out_dir, cfg, error)
+    if not record_failure(out_dir, cfg, error, locked=locked) and not locked:
+        return Refused(error)
     return e
 
 
@@ -423,7 +433,10 @@ def fit(members: list[Member], rt: Runtime, t0: float) -> list[dict]:
         for m in members:
             if not m.finished:
                 if m.status != "diverged":
-                    m.status, m.summary["error"] = "failed", f"{type(e).__name__}: {e}"
+                    m.status, m.summary["error"] = "failed", str(e) if isinstance(e, DiskFull) else \
+                        f"{type(e).__name__}: {e}"
+                if isinstance(e, DiskFull):
+                    m.back_to_checkpoint()
                 m.finish(times())
         if isinstance(e, RuntimeError) and "does not have a deterministic implementation" in str(e) and \
                 torch.are_deterministic_algorithms_enabled():

@@ -169,6 +169,9 @@ def test_teacher_weights_that_do_not_fit_are_refused(tmp_path, teacher3):
     ck = store.load_checkpoint(bad / store.CHECKPOINT)
     ck["config"]["model"]["hidden"] = [32, 32]  # the weights are 64 wide
     store.save_checkpoint(bad / store.CHECKPOINT, ck)
+    s = json.loads((bad / store.SUMMARY).read_text())  # the summary agrees (else: "names another model")
+    s["config"]["model"]["hidden"] = [32, 32]
+    (bad / store.SUMMARY).write_text(json.dumps(s))
     cfg = make_cfg(*C3, "loss=kd", f"loss.teacher={bad}")
     with pytest.raises(ConfigError, match=r"its weights do not fit a model for this data .*size mismatch"):
         teacher.attach(cfg, data.load(cfg.data), torch.device("cpu"))

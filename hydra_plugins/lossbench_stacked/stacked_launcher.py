@@ -53,7 +53,10 @@ def task_config(config: DictConfig) -> DictConfig:
 class StackedLauncher(Launcher):
     def __init__(self, max_members: int = 64, max_memory_gb: float = 8.0, stacked: bool = True,
                  executor: str | None = None, submitit: Any = None) -> None:
-        self.max_members, self.max_memory_gb, self.stacked = int(max_members), float(max_memory_gb), bool(stacked)
+        from lossbench.launch import check_launcher_options
+
+        check_launcher_options(max_members, max_memory_gb, executor, stacked)  # each named, before any conversion
+        self.max_members, self.max_memory_gb, self.stacked = max_members, float(max_memory_gb), stacked
         self.executor = executor
         self.submitit = OmegaConf.to_container(submitit, resolve=True) if submitit is not None else {}
         self.config: DictConfig | None = None
@@ -64,13 +67,12 @@ class StackedLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from lossbench.launch import Result, check_launcher_options, run_stacks
+        from lossbench.launch import Result, run_stacks
         from lossbench.signals import stop_requested
         from lossbench.train import NOT_STARTED
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
-        check_launcher_options(self.max_members, self.max_memory_gb, self.executor)
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         configs = []
@@ -81,9 +83,10 @@ class StackedLauncher(Launcher):
             configs.append(config)
         dirs = [job_dir(c) for c in configs]
         for config, d in zip(configs, dirs, strict=True):  # the .hydra record first: a job that never trains has it
-            hydra_dir = d / str(config.hydra.output_subdir)
-            hydra_dir.mkdir(parents=True, exist_ok=True)
-            OmegaConf.save(config.hydra.overrides.task, hydra_dir / "overrides.yaml")
+            hydra_dir = d / str(config.hydra.output_subdir)  # (job_dir() noted what the directory held before)
+            if not (hydra_dir / "overrides.yaml").exists():
+                hydra_dir.mkdir(parents=True, exist_ok=True)
+                OmegaConf.save(config.hydra.overrides.task, hydra_dir / "overrides.yaml")
         log.info(f"Launching {len(configs)} jobs in stacks of up to {self.max_members}")
         results = [Result(error=NOT_STARTED)] * len(configs) if stop_requested() else run_stacks([(task_config(c), d) for c, d in zip(configs, dirs, strict=True)],
                              max_members=self.max_members, max_memory_gb=self.max_memory_gb, stacked=self.stacked,
