@@ -825,7 +825,7 @@ def _validate_labels(cfg: DictConfig, head: str) -> None:
 
 def _validate_multilabel(cfg: DictConfig, head: str) -> None:
     dc, lc = cfg.data, cfg.loss
-    if dc.name != "mnist" and dc.n_labels > dc.n_classes:
+    if dc.name != "mnist" and dc.get("n_labels") is not None and dc.n_labels > dc.n_classes:  # real sets: no n_labels
         # each sample draws Poisson(n_labels) labels, redrawn until at most n_classes: past that, almost never
         raise ConfigError(f"data.n_labels={dc.n_labels} (the mean number of labels per sample) must be at most "
                           f"data.n_classes={dc.n_classes}: a sample cannot have more labels than there are classes.")

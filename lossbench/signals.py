@@ -128,7 +128,9 @@ class StopRequest:
     def __exit__(self, *exc) -> None:
         for s, h in self._old.items():
             if self.requested and s in (signal.SIGINT, signal.SIGTERM):
-                h = signal.SIG_DFL  # the process is on its way out: another signal still ends it at once
+                # The process is on its way out: another signal ends it at once, except in a sweep's own process,
+                # which still writes its status (the double Ctrl-C allowance of _handle holds until it exits).
+                h = self._handle if _sweep else signal.SIG_DFL
             signal.signal(s, h)
 
     @property

@@ -392,7 +392,7 @@ def test_a_refused_sweep_rerun_leaves_every_job_directory_byte_identical(tmp_pat
     assert {j: state(j) for j in jobs} == before  # .hydra/ and the job log included
     errors = [line for line in again.stderr.splitlines() if line.startswith("lossbench: error:")]
     assert len(errors) == 2 and all("different config" in e for e in errors)  # each once
-    assert re.findall(r"lossbench sweep: job \d+ (\w+)", again.stdout) == ["refused", "refused"]  # not old statuses
+    assert re.findall(r"lossbench sweep: \[[\d/]+\] job \d+ (\w+)", again.stdout) == ["refused", "refused"]  # not old statuses
     status = json.loads((sweep / "sweep_status.json").read_text())
     assert [j["status"] for j in status["jobs"]] == ["refused", "refused"]
     assert all("optim.momentum: 0.9 -> 0.5" in j["error"] for j in status["jobs"])
