@@ -46,6 +46,8 @@ LOSS_COLORS: dict[str, str] = {
     "kd_mean": "#7b4173",           # dark magenta (bad examples of kd)
     "kd_prob": "#8c6d31",           # dark gold
     "kd_no_t2": "#9c9ede",          # periwinkle
+    "auc_margin": "#d6616b",        # salmon
+    "auc_pairwise": "#31a354",      # leaf green
 }
 # Unknown losses: a colour picked from the loss name's CRC32 (the same in every process, unlike hash()).
 FALLBACK_COLORS = ("#7f7f7f", "#843c39", "#5254a3", "#8ca252", "#bd9e39", "#ad494a", "#6b6ecf", "#31a354",

@@ -12,6 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 from lossbench import ConfigError, data, losses, train
+from lossbench.config import validate
 from lossbench.logger import read_scalars
 from lossbench.numerics import Monitor
 from lossbench.pesg import PESG
@@ -237,3 +238,37 @@ def test_an_interrupted_auc_run_resumes_bitwise(tmp_path, monkeypatch, overrides
     for key in ("status", "steps", "final", "best", "history", "numerics", "per_class_recall"):
         assert resumed[key] == ref[key], key
     assert resumed.get("dual") == ref.get("dual")
+
+
+# --- the study preset --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("study", ["auc", "auc_mnist"])
+def test_every_method_of_the_study_composes_and_validates(study):
+    from tests.test_studies import compose_cfg, sweep_params
+
+    params = sweep_params(study)
+    assert len(params["seed"]) == 5 and len(params["+auc_method"]) == 7
+    for method in params["+auc_method"]:
+        cfg = compose_cfg(f"experiment={study}", f"+auc_method={method}", "seed=3")
+        validate(cfg)
+        assert cfg.study.method == method
+    ft = compose_cfg(f"experiment={study}", "+auc_method=auc_margin_ft", "seed=3")
+    assert ft.model.init_from == f"outputs/studies/{study}/init/seed3"
+
+
+def test_a_tiny_study_runs_and_is_reported(tmp_path):
+    from lossbench import studies
+
+    init = tmp_path / "init" / "seed0"
+    run_cfg(init, "experiment=auc", "+auc_method=bce_logits", "trainer.max_steps=6", "trainer.eval_every=3",
+            "data.n_train=512", "data.n_val=512", "model.hidden=[8]")
+    results = []
+    for method in ("bce_logits", "auc_margin_ft", "auc_pairwise"):
+        for seed in (0,):
+            results.append(run_cfg(tmp_path / "sweep" / f"{method}_{seed}", "experiment=auc", f"+auc_method={method}",
+                                   f"seed={seed}", "trainer.max_steps=6", "trainer.eval_every=3", "data.n_train=512",
+                                   "data.n_val=512", "model.hidden=[8]", f"study.init_dir={tmp_path / 'init'}"))
+    assert [r["status"] for r in results] == ["completed"] * 3
+    md = studies.write("auc", tmp_path / "sweep", tmp_path / "out")
+    assert "auc_margin_ft" in md and "batches without a pair" in md
