@@ -17,7 +17,6 @@ NEEDS: dict[str, list[str]] = {
     # norm of the last hidden layer overflows, F.normalize returns 0 and the loss stays finite (the run ends at
     # chance, 'completed'; tests/test_long_tail.py). On a plain linear head it diverges like every other loss.
     "ldam": ["model.cosine_head=false"],
-    "auc_margin": ["optim=pesg"],  # a min-max objective: only its primal-dual optimiser trains it
 }
 BINARY_ONLY = set(config.AUC_LOSSES)  # the stack test's 3-class task is binary for these
 PAIRS = sorted(config.VALID_PAIRS)
