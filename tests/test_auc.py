@@ -248,7 +248,7 @@ def test_every_method_of_the_study_composes_and_validates(study):
     from tests.test_studies import compose_cfg, sweep_params
 
     params = sweep_params(study)
-    assert len(params["seed"]) == 5 and len(params["+auc_method"]) == 7
+    assert len(params["seed"]) == 5 and len(params["+auc_method"]) == 8
     for method in params["+auc_method"]:
         cfg = compose_cfg(f"experiment={study}", f"+auc_method={method}", "seed=3")
         validate(cfg)
