@@ -49,7 +49,7 @@ CATEGORIES = {
     "numerics": ("numerics/saturated_frac", "numerics/clamped_frac", "numerics/dead_frac", "numerics/loss_gap",
                  "numerics/max_abs_logit", "numerics/grad_norm", "numerics/max_grad_norm", "numerics/pairless_frac",
                  "numerics/nonfinite_loss", "numerics/nonfinite_grad"),
-    "dual variables": ("dual/a", "dual/b", "dual/alpha"),
+    "dual variables": ("variables/a", "variables/b", "variables/alpha"),
     "speed": ("perf/samples_per_sec",),
     "fp16 scaler": ("amp/scale", "amp/skipped_steps"),
 }
@@ -69,7 +69,7 @@ def has_events(run_dir: Path) -> bool:
 def tb_tag(key: str) -> str:
     """The TensorBoard tag of a logged key: train/* and val/* as they are, the rest under watch/ (after them)."""
     group, _, name = key.partition("/")
-    if group in ("train", "val", "dual"):  # dual/: a loss's own trained variables (auc_margin's a, b, alpha)
+    if group in ("train", "val", "variables"):  # a loss's own trained variables (auc_margin's a, b, alpha): after val
         return key
     return f"watch/{name}" if group in ("numerics", "perf", "hist") else f"watch/{group}_{name}"
 

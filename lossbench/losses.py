@@ -262,7 +262,7 @@ class Objective(nn.Module):
         (e.g. deferred re-weighting) switch here. The seeds' losses have none."""
 
     def duals(self) -> dict[str, torch.Tensor]:
-        """The loss's own trained variables, logged as dual/<name> (auc_margin: a, b, alpha); none here."""
+        """The loss's own trained variables, logged as variables/<name> (auc_margin's duals a, b, alpha); none here."""
         return {}
 
     @property

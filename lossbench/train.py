@@ -308,8 +308,8 @@ def log_point(m: Member, values: dict[str, float], first_nonfinite: int | None, 
     """Log a member's monitor window; a non-finite value under on_nonfinite=stop ends it ('diverged')."""
     t_window, last_logged = window
     values["perf/samples_per_sec"] = (done - last_logged) * m.batch_size / max(time.perf_counter() - t_window, 1e-9)
-    if isinstance(m.objective, losses.Objective):  # auc_margin's a, b, alpha: their own TensorBoard group
-        values.update({f"dual/{k}": float(v) for k, v in m.objective.duals().items()})
+    if isinstance(m.objective, losses.Objective):  # auc_margin's a, b, alpha: their own TensorBoard group, sorted after val
+        values.update({f"variables/{k}": float(v) for k, v in m.objective.duals().items()})
     if m.scaler.is_enabled():
         values["amp/scale"] = m.scaler.get_scale()
         values["amp/skipped_steps"] = values["numerics/nonfinite_grad"]

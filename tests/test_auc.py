@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from lossbench import ConfigError, data, losses, train
 from lossbench.config import validate
-from lossbench.logger import read_scalars
+from lossbench.logger import read_scalars, tb_tag
 from lossbench.numerics import Monitor
 from lossbench.pesg import PESG
 from tests.conftest import make_cfg, run_cfg
@@ -213,8 +213,9 @@ def test_pesg_runs_train_alone_and_the_rest_of_the_sweep_stacks(tmp_path):
         for ha, hb in zip(a["history"], b["history"], strict=True):
             assert ha == pytest.approx(hb, abs=1e-4)
     assert set(stacked[0]["dual"]) == {"a", "b", "alpha"} and stacked[0]["dual"]["alpha"] >= 0
-    tags = read_scalars(tmp_path / "j0", ["dual/a", "dual/b", "dual/alpha"])
-    assert set(tags) == {"dual/a", "dual/b", "dual/alpha"} and len(tags["dual/alpha"]) == 3
+    tags = read_scalars(tmp_path / "j0", ["variables/a", "variables/b", "variables/alpha"])
+    assert set(tags) == {"variables/a", "variables/b", "variables/alpha"} and len(tags["variables/alpha"]) == 3
+    assert tb_tag("variables/a") == "variables/a" > "val"  # a group of its own, after val: TensorBoard opens train, val
 
 
 @pytest.mark.parametrize("overrides", [[*MARGIN, "trainer.pos_share=0.5", "optim.decay_steps=[40]"],
