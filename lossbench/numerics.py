@@ -14,7 +14,7 @@ Every ``numerics.every`` steps (the sampled steps; monitors on)
   loss_gap         reported loss minus the same objective computed stably from logits (Objective.exact)
   pairless_frac    binary tasks: fraction of batches without a (positive, negative) pair, where the AUC
                    losses contribute 0 (logged for binary single-label tasks only; trainer.pos_share makes it 0)
-The last five come from the sampled batches' losses, logits, labels and logit gradients, which are kept
+The last six come from the sampled batches' losses, logits, labels and logit gradients, which are kept
 (references, not copies) and processed together at the next read: one set of ops per read instead of a
 couple of dozen small ops per sampled step.
 
