@@ -25,7 +25,10 @@ from lossbench import ConfigError, schema
 KD_LOSSES = ("kd", "kd_mean", "kd_prob", "kd_no_t2")  # distillation and its bad examples
 # Losses for imbalanced data (focal, LDAM, logit adjustment, balanced softmax, poly-1) and a third hand-written BCE.
 IMBALANCE_LOSSES = ("focal", "ldam", "logit_adjusted", "balanced_softmax", "poly1", "bce_clipped")
-LOSSES = ("bce", "bce_logits", "ce", "nll", "bce_manual", "nll_manual", "asl", *KD_LOSSES, *IMBALANCE_LOSSES)
+# Losses that optimise the AUC directly (binary tasks, sigmoid scores): LibAUC's AUC-margin and pairwise surrogates.
+AUC_LOSSES = ("auc_margin", "auc_pairwise")
+LOSSES = ("bce", "bce_logits", "ce", "nll", "bce_manual", "nll_manual", "asl", *KD_LOSSES, *IMBALANCE_LOSSES,
+          *AUC_LOSSES)
 HEADS = ("sigmoid", "softmax")
 NATURAL_HEAD = {
     "bce": "sigmoid",
@@ -42,6 +45,7 @@ NATURAL_HEAD = {
     "balanced_softmax": "softmax",
     "poly1": "softmax",  # Poly-1 cross-entropy, the paper's main form; head=sigmoid for Poly-1 BCE
     "bce_clipped": "sigmoid",
+    **dict.fromkeys(AUC_LOSSES, "sigmoid"),
 }
 # (head, loss) pairs that train something meaningful.
 VALID_PAIRS = {
@@ -63,6 +67,7 @@ VALID_PAIRS = {
     ("softmax", "poly1"),
     ("sigmoid", "bce_clipped"),
     ("softmax", "bce_clipped"),  # clipped BCE on softmax probabilities, as the tutorial's one-hot example
+    *(("sigmoid", auc) for auc in AUC_LOSSES),
 }
 WHY_INVALID = {
     ("sigmoid", "ce"): "CrossEntropyLoss normalises over the outputs with a softmax; on a binary sigmoid head "
@@ -84,6 +89,9 @@ WHY_INVALID = {
     "on a sigmoid head the shift of each output is only a bias (for a prior-matched start use model.head_bias=prior)",
     ("sigmoid", "balanced_softmax"): "balanced softmax adds log n_c to softmax logits; it is defined for a softmax "
     "head only",
+    **{("softmax", auc): "the AUC losses rank one score per sample, h = sigmoid(z) of a single logit (LibAUC's "
+       "scores); a 2-logit softmax head's score would be softmax(z)_1 = sigmoid(z_1 - z_0), the same model with a "
+       "redundant logit. Use head=sigmoid" for auc in AUC_LOSSES},
 }
 # On multi-label tasks (data.task=multilabel) only these (head, loss) pairs apply; the rest say why not.
 MULTILABEL_PAIRS = {
@@ -101,7 +109,7 @@ WHY_NOT_MULTILABEL = {
 REAL_DATASETS = ("arrays", "openml", "breast_cancer", "digits", "yeast", "shuttle")  # lossbench/real.py
 DATASETS = ("synthetic", "imbalanced", "longtail", "mnist", *REAL_DATASETS)
 MODELS = ("mlp", "linear", "cnn")
-OPTIMS = ("sgd", "adam", "adamw")
+OPTIMS = ("sgd", "adam", "adamw", "pesg")
 PRECISIONS = ("fp32", "bf16", "fp16")
 ON_NONFINITE = ("stop", "skip", "continue")
 REDUCTIONS = ("mean", "sum")
@@ -110,6 +118,8 @@ TASKS_OF = {"synthetic": ("multiclass", "multilabel"), "imbalanced": ("multiclas
             "longtail": ("multiclass",), "mnist": TASKS,  # binary is data.n_classes=2 for the synthetic sets
             "breast_cancer": ("binary",), "digits": ("multiclass",), "yeast": ("multilabel",), "shuttle": ("binary",)}
 SOFT_LABELS = ("noise_aware", "bayes")
+SURROGATES = ("squared", "squared_hinge", "logistic")  # loss=auc_pairwise (LibAUC's surrogate losses)
+AUC_PRIORS = ("train", "batch")  # loss=auc_margin: p from the training split, or each batch (LibAUC's auto=True)
 METRICS = ("loss", "nll", "auc", "ap", "accuracy", "balanced_accuracy", "ece")
 # multi-label runs also have these (metrics.evaluate_multilabel); there accuracy is the subset accuracy
 MULTILABEL_METRICS = ("auc_micro", "f1_micro", "f1_macro", "hamming_loss", "lrap")
@@ -213,6 +223,13 @@ RANGES: dict[str, Range] = {
     "loss.eps": Range(0, 1, lo_open=True, hi_open=True),  # asl; bce_clipped: below 0.5 (a cross-key rule)
     "loss.T": POSITIVE,
     "loss.alpha": Range(-1, 1),  # kd: in [0, 1]; focal: [0, 1] or -1 = off, as torchvision (cross-key rules)
+    # AUC losses, PESG and the positive-share sampler
+    "loss.margin": POSITIVE,
+    "optim.epoch_decay": Range(0),
+    "optim.clip_value": POSITIVE,
+    "optim.decay_steps": COUNT,
+    "optim.decay_factor": Range(1),
+    "trainer.pos_share": Range(0, 1, lo_open=True, hi_open=True),
 }
 # The valid values of every string key (a test checks that each string key has a rule).
 METRIC_CHOICES = tuple(f"val/{m}" for m in (*METRICS, *MULTILABEL_METRICS))
@@ -231,6 +248,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.on_nonfinite": ON_NONFINITE,
     "trainer.target_metric": METRIC_CHOICES,
     "data.soft_labels": SOFT_LABELS,
+    "loss.surrogate": SURROGATES,
+    "loss.prior": AUC_PRIORS,
 }
 # String keys whose values are not a fixed list: checked by their own rule (or any string is valid).
 FREE_STRINGS = {
@@ -239,6 +258,7 @@ FREE_STRINGS = {
     "data.path": "a .npz, .csv, .csv.gz, .parquet or .pt file (data=arrays; checked when the run starts)",
     "data.dataset": "an OpenML dataset name (data=openml)",
     "loss.teacher": "the run directory of a completed softmax run on the same task (checked when the run starts)",
+    "model.init_from": "the run directory of a run whose checkpoint has this model's shape (checked when the run starts)",
 }
 
 
@@ -361,6 +381,7 @@ def validate(cfg: DictConfig) -> None:
     _validate_loss(cfg.loss, head)
     _validate_data(cfg.data)
     _validate_labels(cfg, head)
+    _validate_auc(cfg)
 
     if cfg.optim.name in ("adam", "adamw") and cfg.optim.momentum >= 1:
         raise ConfigError(f"optim.momentum is Adam's beta1 for optim={cfg.optim.name} and must be in [0, 1), "
@@ -811,7 +832,7 @@ def _validate_labels(cfg: DictConfig, head: str) -> None:
                 "data.soft_labels with data.unlabeled_frac > 0: CrossEntropyLoss has no ignore_index for probability "
                 "targets, so unlabelled samples cannot be skipped. Use one or the other.")
     if frac > 0:
-        if loss in IMBALANCE_LOSSES:
+        if loss in IMBALANCE_LOSSES or loss in AUC_LOSSES:
             raise ConfigError(
                 f"data.unlabeled_frac marks unlabelled samples with -100, and loss={loss} does not skip them (it has "
                 "no ignore_index). Use data.unlabeled_frac=0, or a loss that skips them: bce, bce_logits, ce, nll, asl.")
@@ -862,3 +883,47 @@ def _check_all_unlabelled_batches(cfg: DictConfig, frac: float, multilabel: bool
             f"probability {p_batch:.2g}, so over {t.max_steps} steps some batch very likely does ({p_run:.0%}), and its "
             "mean loss is 0/0 = NaN (PyTorch's rule for an all-ignored batch). Raise trainer.batch_size or lower "
             "data.unlabeled_frac.")
+
+
+# --- AUC losses, PESG and the positive-share sampler ----------------------------------------------------------
+
+
+def _binary(cfg: DictConfig) -> bool:
+    """A single-label binary task: data.n_classes=2 (synthetic sets) or data.task=binary (MNIST)."""
+    dc = cfg.data
+    if dc.get("task", "multiclass") == "multilabel":
+        return False
+    return dc.task == "binary" if dc.name == "mnist" else dc.get("n_classes") == 2
+
+
+def _validate_auc(cfg: DictConfig) -> None:
+    lc, oc, share = cfg.loss, cfg.optim, cfg.trainer.get("pos_share")
+    binary_hint = "data.n_classes=2 (data=imbalanced is 1:100) or data=mnist data.task=binary"
+    if lc.name in AUC_LOSSES:
+        if not _binary(cfg):
+            raise ConfigError(f"loss={lc.name} ranks positives above negatives of a binary task; this task is not "
+                              f"binary. Use {binary_hint}.")
+        extra = [k for k, off in (("pos_weight", None), ("class_weight", None)) if lc.get(k) is not off]
+        extra += ["label_smoothing"] if lc.label_smoothing else []
+        extra += ["reduction"] if lc.reduction != "mean" else []
+        if extra:
+            raise ConfigError(f"loss={lc.name} has no {', '.join(f'loss.{k}' for k in extra)}: it is a mean over "
+                              "(positive, negative) pairs or classes, not over weighted samples. Leave them at "
+                              "null / 0 / mean; to change the share of positives per batch use trainer.pos_share.")
+    if lc.name == "auc_margin" and oc.name != "pesg":
+        raise ConfigError(
+            f"loss=auc_margin is a min-max objective: the model, a and b are minimised and alpha maximised, which "
+            f"optim={oc.name} cannot do (it would descend on alpha too, driving the margin term's weight to -inf). "
+            "Use optim=pesg (LibAUC's primal-dual optimiser).")
+    if oc.name == "pesg" and sorted(oc.decay_steps) != list(oc.decay_steps):
+        raise ConfigError(f"optim.decay_steps={show(oc.decay_steps)} must be in increasing order.")
+    if share is not None:
+        if not _binary(cfg):
+            raise ConfigError(f"trainer.pos_share={share:g} sets the share of positives in each batch of a binary "
+                              f"task; this task is not binary. Use {binary_hint}, or trainer.pos_share=null.")
+        bs = cfg.trainer.batch_size
+        n_pos = round(share * bs)
+        if not 1 <= n_pos <= bs - 1:
+            raise ConfigError(f"trainer.pos_share={share:g} with trainer.batch_size={bs} gives {n_pos} positives a "
+                              "batch: a batch needs at least one positive and one negative. Raise or lower "
+                              "trainer.pos_share, or raise trainer.batch_size.")

@@ -466,3 +466,24 @@ def _compose(x: torch.Tensor, y: torch.Tensor, n: int, lo: int, hi: int, grid: i
         canvas[r, cell // grid, cell % grid] = x[idx]
         labels[r, y[idx]] = 1.0
     return canvas.permute(0, 1, 3, 2, 4).reshape(n, 28 * grid, 28 * grid), labels
+
+
+# --- trainer.pos_share: a set share of positives in every batch (LibAUC's DualSampler) ----------------------------
+
+
+def _cycled(idx: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+    """n indices drawn from idx without replacement, shuffled; idx is reshuffled and drawn again when n > len(idx)."""
+    reps = -(-n // len(idx))  # ceil, on the host: the sizes are known
+    return torch.cat([idx[torch.randperm(len(idx), device=idx.device, generator=gen)] for _ in range(reps)])[:n]
+
+
+def share_order(pos: torch.Tensor, neg: torch.Tensor, n_pos: int, steps: int, bs: int,
+                gen: torch.Generator) -> torch.Tensor:
+    """One epoch's order of training indices, (steps * bs,), for ``trainer.pos_share``: batch i (positions
+    [i bs, (i + 1) bs)) holds n_pos positives, then bs - n_pos negatives, each class drawn without replacement
+    and cycled when it runs out (the minority class is oversampled, as LibAUC's DualSampler does). An epoch keeps
+    its usual length (n_train // bs steps). On the device of pos/neg, from the run's generator: no host sync,
+    reproducible under the seed, resumed from the checkpoint's generator state and order."""
+    p = _cycled(pos, steps * n_pos, gen).view(steps, n_pos)
+    n = _cycled(neg, steps * (bs - n_pos), gen).view(steps, bs - n_pos)
+    return torch.cat([p, n], dim=1).flatten()

@@ -49,8 +49,9 @@ CATEGORIES = {
     "val": ("val/auc", "val/ap", "val/balanced_accuracy", "val/nll", "val/ece", "val/accuracy", "val/loss",
             "val/mean_confidence", "val/"),  # "val/": any other val metric this run logs, after these
     "numerics": ("numerics/saturated_frac", "numerics/clamped_frac", "numerics/dead_frac", "numerics/loss_gap",
-                 "numerics/max_abs_logit", "numerics/grad_norm", "numerics/max_grad_norm",
+                 "numerics/max_abs_logit", "numerics/grad_norm", "numerics/max_grad_norm", "numerics/pairless_frac",
                  "numerics/nonfinite_loss", "numerics/nonfinite_grad"),
+    "dual variables": ("variables/a", "variables/b", "variables/alpha"),
     "speed": ("perf/samples_per_sec",),
     "fp16 scaler": ("amp/scale", "amp/skipped_steps"),
 }
@@ -70,7 +71,7 @@ def has_events(run_dir: Path) -> bool:
 def tb_tag(key: str) -> str:
     """The TensorBoard tag of a logged key: train/* and val/* as they are, the rest under watch/ (after them)."""
     group, _, name = key.partition("/")
-    if group in ("train", "val"):
+    if group in ("train", "val", "variables"):  # a loss's own trained variables (auc_margin's a, b, alpha): after val
         return key
     return f"watch/{name}" if group in ("numerics", "perf", "hist") else f"watch/{group}_{name}"
 

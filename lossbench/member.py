@@ -339,8 +339,16 @@ def _float32(x: float) -> float:
     return x if abs(x) <= torch.finfo(torch.float32).max else math.copysign(math.inf, x)
 
 
-def make_optimizer(oc: DictConfig, params) -> torch.optim.Optimizer:
+def make_optimizer(oc: DictConfig, params, objective: nn.Module | None = None) -> torch.optim.Optimizer:
+    """The run's optimiser over the model's parameters (and, for optim=pesg, the loss's dual variables)."""
     lr, momentum, weight_decay = _float32(oc.lr), _float32(oc.momentum), _float32(oc.weight_decay)
+    if oc.name == "pesg":
+        from lossbench.pesg import PESG
+
+        duals = dict(objective.named_parameters()) if objective is not None else {}  # auc_margin: a, b, alpha
+        return PESG(params, duals, getattr(objective, "margin", 1.0), lr=lr, momentum=momentum,
+                    weight_decay=weight_decay, epoch_decay=oc.epoch_decay, clip_value=oc.clip_value,
+                    decay_steps=tuple(oc.decay_steps), decay_factor=oc.decay_factor)
     if oc.name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     cls = torch.optim.Adam if oc.name == "adam" else torch.optim.AdamW
@@ -390,10 +398,22 @@ class Member:
         self.target_metric, self.target_value = tc.target_metric, tc.target_value
         self.hist_every = histogram_every(self.cfg.numerics.hist_every, self.max_steps)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.pos_share = tc.get("pos_share")
+        self._class_indices: tuple[torch.Tensor, torch.Tensor] | None = None
         self.skip_nonfinite = self.on_nonfinite == "skip" and not self.scaler.is_enabled()
         # Gradients are checked every step only where a per-step answer is needed (see numerics.py): the skip
         # decision, and fp16's count of the steps the GradScaler skips.
         self.grads_every_step = self.skip_nonfinite or self.scaler.is_enabled()
+
+    def class_indices(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training split's positive and negative indices (device tensors; found once: one host sync)."""
+        if self._class_indices is None:
+            y = self.ds.y_train
+            self._class_indices = ((y == 1).nonzero().squeeze(1), (y == 0).nonzero().squeeze(1))
+            if not all(len(i) for i in self._class_indices):
+                raise ConfigError(f"trainer.pos_share={self.pos_share:g} needs positives and negatives in the "
+                                  f"training split; it has {[len(i) for i in self._class_indices]}.")
+        return self._class_indices
 
     @property
     def out_dir(self) -> Path:
@@ -418,6 +438,7 @@ class Member:
             "scaler": self.scaler.state_dict(), "generator": self.gen.get_state(), "perm": self.perm, "step": step,
             "best": self.best, "steps_to_target": self.steps_to_target, "monitor": self.monitor.state_dict(),
             "history": self.history, "config": self.resolved, "device": self.device_type,
+            "objective": self.objective.state_dict(),  # auc_margin's a, b, alpha; the others' fixed buffers
         })
         self.saved_step = step
 
@@ -429,6 +450,8 @@ class Member:
         check_resumable(ck, self.resolved, self.device_type, self.max_steps, self.out_dir)
         path = self.out_dir / CHECKPOINT
         _load_entry(path, "model", lambda: self.model.load_state_dict(ck["model"]))
+        if "objective" in ck:  # checkpoints before the AUC losses have none (and no loss state to restore)
+            _load_entry(path, "objective", lambda: self.objective.load_state_dict(ck["objective"]))
         _load_entry(path, "optimizer", lambda: self.optimizer.load_state_dict(ck["optimizer"]))
         _load_entry(path, "scaler", lambda: self.scaler.load_state_dict(ck["scaler"]))
         _load_entry(path, "generator", lambda: self.gen.set_state(ck["generator"]))
@@ -463,6 +486,8 @@ class Member:
         })
         s["diagnosis"] = diagnosis.diagnose(s)
         s["code"] = code_provenance(self.params[0].device)
+        if duals := self.objective.duals() if isinstance(self.objective, losses.Objective) else {}:
+            s["dual"] = {k: float(v) for k, v in duals.items()}  # auc_margin: a, b, alpha at the end
         if self.scaler.is_enabled():
             s["amp"] = {"final_scale": self.scaler.get_scale(), "skipped_steps": self.monitor.totals[0]["nonfinite_grad"]}
         try:
@@ -522,6 +547,22 @@ def hparams(resolved: dict) -> dict:
     return out
 
 
+def init_from(model: nn.Module, run_dir: Path) -> None:
+    """model.init_from: the weights of another run's checkpoint (loaded as data, weights_only=True), e.g. a BCE
+    run to fine-tune with loss=auc_margin as LibAUC recommends. Only the model: not its optimiser or loss."""
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        raise ConfigError(f"model.init_from={run_dir}: no {CHECKPOINT} there. Point it at the directory of a "
+                          "finished (or checkpointed) lossbench run with the same model.")
+    weights = read_checkpoint(path)["model"]
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise ConfigError(f"model.init_from={run_dir}: its model does not fit this one ("
+                          f"{str(e).splitlines()[-1].strip()}). Use a run with the same model, head and data shape.") \
+            from None
+
+
 def build(cfg: DictConfig, plan: Plan, device: torch.device, datasets: dict, precision: str) -> Member:
     """Data (shared with the stack's other members when the data config is the same), loss, model, optimiser,
     monitor and logger of one run; restored from its checkpoint when resuming. Writes the 'running' summary."""
@@ -546,6 +587,8 @@ def build(cfg: DictConfig, plan: Plan, device: torch.device, datasets: dict, pre
     torch.manual_seed(cfg.seed)  # the model's initial weights: the same whether the run is alone or stacked
     model = models.build(cfg.model, ds.input_shape, models.n_outputs(head, ds.n_classes, ds.multilabel))
     models.init_head_bias(model, cfg.model.head_bias, head, counts, n_labelled)
+    if cfg.model.get("init_from"):
+        init_from(model, Path(cfg.model.init_from))
     model.to(device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     n_train = len(ds.y_train)
@@ -553,13 +596,15 @@ def build(cfg: DictConfig, plan: Plan, device: torch.device, datasets: dict, pre
     steps_per_epoch = n_train // bs
     m = Member(
         cfg=cfg, plan=plan, resolved=OmegaConf.to_container(cfg, resolve=True), head=head, ds=ds,
-        objective=objective, model=model, optimizer=make_optimizer(cfg.optim, model.parameters()), scaler=scaler,
+        objective=objective, model=model, optimizer=make_optimizer(cfg.optim, model.parameters(), objective), scaler=scaler,
         gen=torch.Generator(device=device).manual_seed(cfg.seed),
         monitor=Monitor(device, objective, cfg.numerics.enabled, cfg.numerics.every, scaled_grads=scaler.is_enabled()),
         log=None,  # opened below, once the start step is known
         max_steps=tc.epochs * steps_per_epoch if tc.epochs else tc.max_steps,
         steps_per_epoch=steps_per_epoch, batch_size=bs,
     )
+    if m.pos_share is not None:
+        m.class_indices()  # refused now if a class is missing, not at the first epoch
     if plan.action == "resume":
         m.restore(plan.checkpoint)
     # A directory with events from an earlier attempt (resume, or a restart after a failure): TensorBoard drops

@@ -16,7 +16,9 @@ Every ``numerics.every`` steps (the sampled steps; monitors on)
                    prediction is wrong: they can never be corrected
   max_abs_logit    largest finite |z|
   loss_gap         reported loss minus the same objective computed stably from logits (Objective.exact)
-The last five come from the sampled batches' losses, logits, labels and logit gradients, which are kept
+  pairless_frac    binary tasks: fraction of batches without a (positive, negative) pair, where the AUC
+                   losses contribute 0 (logged for binary single-label tasks only; trainer.pos_share makes it 0)
+The last six come from the sampled batches' losses, logits, labels and logit gradients, which are kept
 (references, not copies) and processed together at the next read: one set of ops per read instead of a
 couple of dozen small ops per sampled step.
 
@@ -35,7 +37,7 @@ import torch
 
 from lossbench.losses import Objective
 
-DETAIL = ("saturated_frac", "clamped_frac", "dead_frac", "loss_gap")
+DETAIL = ("saturated_frac", "clamped_frac", "dead_frac", "loss_gap", "pairless_frac")
 BUFFER = 64  # steps whose losses are kept on the device before they are reduced
 DETAIL_BUFFER = 16  # sampled batches kept at most before their statistics are computed
 
@@ -173,7 +175,10 @@ class Monitor:
                 dead = ((z_grad[i].reshape(n * b, -1) == 0).all(dim=1) & obj.wrong(zf, yf)).float().view(n, b).mean(1)
                 # one exact() per kept batch (at most DETAIL_BUFFER): it reduces over its batch as the loss does
                 gap = loss[i].float() - torch.stack([obj.exact(z[i, j], y[i, j]) for j in range(n)])
-                rows.append(torch.stack([saturated, clamped, dead, gap]).sum(dim=1))
+                pairless = torch.zeros_like(saturated)
+                if getattr(obj, "binary", False) and y[i].dim() == 2:  # (n, B) class indices
+                    pairless = (~((y[i] == 1).any(dim=1) & (y[i] == 0).any(dim=1))).float()
+                rows.append(torch.stack([saturated, clamped, dead, gap, pairless]).sum(dim=1))
             finite_abs = torch.where(torch.isfinite(z), z.abs(), 0.0).reshape(self.k, -1).max(dim=1).values.float()
             self.win[:, 4:] += torch.stack(rows)
             self.win_max[:, 0] = torch.maximum(self.win_max[:, 0], finite_abs)
@@ -216,8 +221,10 @@ class Monitor:
             out["numerics/grad_norm"] = w["grad_norm"] / ng
             out["numerics/max_grad_norm"] = w["max_grad_norm"]
         if nd:
+            binary = getattr(self.objectives[k], "binary", False)
             for key in DETAIL:
-                out[f"numerics/{key}"] = w[key] / nd
+                if key != "pairless_frac" or binary:
+                    out[f"numerics/{key}"] = w[key] / nd
             out["numerics/max_abs_logit"] = w["max_abs_logit"]
         return out
 
@@ -262,9 +269,11 @@ class Monitor:
         dev = lambda ts: torch.stack(ts).to(self.device)  # noqa: E731
         first = states[0]
         self.win, self.win_max = dev([s["win"] for s in states]), dev([s["win_max"] for s in states])
+        # a checkpoint from before pairless_frac holds one column fewer: the missing ones start at 0
+        self.win = torch.nn.functional.pad(self.win, (0, 4 + len(DETAIL) - self.win.shape[1]))
         self.first_bad = dev([s["first_bad"] for s in states])
         self.step_t, self.window = first["step_t"], dict(first["window"])
-        self.totals = [dict(s["totals"]) for s in states]
+        self.totals = [{**_new_totals(), **s["totals"]} for s in states]
         self.first_nonfinite = [s["first_nonfinite_step"] for s in states]
         self.losses = [dev(ts) for ts in zip(*[s["losses"] for s in states], strict=True)]
         # (K,) flags per kept step; checkpoints written before the logits were checked have none
@@ -289,6 +298,7 @@ FIELDS = ("loss", "nonfinite_loss", "nonfinite_grad", "grad_norm", *DETAIL, "max
 def _new_totals() -> dict:
     return {"nonfinite_loss": 0, "nonfinite_grad": 0, "max_abs_logit": 0.0, "max_grad_norm": 0.0,
             "saturated_frac_mean": 0.0, "clamped_frac_mean": 0.0, "dead_frac_mean": 0.0, "loss_gap_mean": 0.0,
+            "pairless_frac_mean": 0.0,
             "detail_steps": 0, "grad_steps": 0, "steps": 0}
 
 

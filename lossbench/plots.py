@@ -49,6 +49,8 @@ LOSS_COLORS: dict[str, str] = {
     "kd_mean": "#DDCC77",           # sand (bad examples of kd)
     "kd_prob": "#88CCEE",           # cyan
     "kd_no_t2": "#555555",          # dark grey
+    "auc_margin": "#EE6677",        # red (Tol bright)
+    "auc_pairwise": "#4477AA",      # blue (Tol bright)
 }
 # Unknown losses: a colour picked from the loss name's CRC32 (the same in every process, unlike hash()).
 FALLBACK_COLORS = ("#7f7f7f", "#843c39", "#5254a3", "#8ca252", "#bd9e39", "#ad494a", "#6b6ecf", "#31a354",

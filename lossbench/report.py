@@ -116,6 +116,8 @@ def find_runs(paths: list[Path]) -> list[Run]:
                 print(f"lossbench.report: warning: skipping {path}: {problem}", file=sys.stderr)
                 continue
             params = {k: v for k, v in flatten(s["config"]).items() if k not in IGNORED}
+            if params.get("model.init_from"):  # one start per seed (<dir>/seed<k>): runs group by where they come from
+                params["model.init_from"] = str(Path(params["model.init_from"]).parent)
             runs.append(Run(path.parent, s, params))
     if not runs:
         raise ReportError(f"no usable runs under {', '.join(map(str, paths))}: every {SUMMARY} found was skipped "

@@ -161,6 +161,7 @@ class LinearModel:
     init_scale: float = MISSING
     head_bias: Any = MISSING  # null | prior | a number
     cosine_head: bool = MISSING
+    init_from: str | None = MISSING  # a run directory whose checkpoint's weights start this model
 
 
 @dataclass
@@ -250,6 +251,22 @@ class AsymmetricLoss(Loss):
 
 
 @dataclass
+class AucMarginLoss(Loss):
+    """loss=auc_margin (Yuan et al. 2021, LibAUC's AUCMLoss)."""
+
+    margin: float = MISSING
+    prior: str = MISSING
+
+
+@dataclass
+class AucPairwiseLoss(Loss):
+    """loss=auc_pairwise (LibAUC's PairwiseAUCLoss)."""
+
+    margin: float = MISSING
+    surrogate: str = MISSING
+
+
+@dataclass
 class DistillationLoss(SoftmaxLoss):
     """loss=kd and its bad examples: the teacher run, temperature and soft-term weight."""
 
@@ -267,6 +284,16 @@ class Optim:
     lr: float = MISSING
     weight_decay: float = MISSING
     momentum: float = MISSING
+
+
+@dataclass
+class PesgOptim(Optim):
+    """optim=pesg (LibAUC's PESG, SGD mode)."""
+
+    epoch_decay: float = MISSING
+    clip_value: float = MISSING
+    decay_steps: list[int] = MISSING
+    decay_factor: float = MISSING
 
 
 @dataclass
@@ -289,6 +316,7 @@ class Trainer:
     deterministic: bool = MISSING
     threads: int | None = MISSING
     sync_debug: bool = MISSING
+    pos_share: float | None = MISSING  # share of positives in each training batch (binary tasks); null = off
 
 
 @dataclass
@@ -326,8 +354,10 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "bce_clipped": ClippedBceLoss,
         "asl": AsymmetricLoss,
         **dict.fromkeys(("kd", "kd_mean", "kd_prob", "kd_no_t2"), DistillationLoss),
+        "auc_margin": AucMarginLoss,
+        "auc_pairwise": AucPairwiseLoss,
     },
-    "optim": {"sgd": Optim, "adam": Optim, "adamw": Optim},
+    "optim": {"sgd": Optim, "adam": Optim, "adamw": Optim, "pesg": PesgOptim},
     "trainer": {"default": Trainer},
     "numerics": {"default": Numerics, "off": Numerics},
     "logger": {"tensorboard": Logger},

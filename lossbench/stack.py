@@ -23,7 +23,8 @@ Which runs stack (:data:`MAY_DIFFER`): runs whose resolved configs are equal exc
 and whose data, once loaded, have the same shapes (:func:`shape_key`). Everything else (model shape, optimiser
 type, batch size, number of steps, precision, device, threads, cadences of logging, evaluation and monitors)
 separates stacks; fp16 runs are never stacked, since one GradScaler per stack would skip every member's step
-when one member overflows.
+when one member overflows; nor are optim=pesg runs (PESG's update and auc_margin's a, b, alpha live in the run's
+own optimiser and loss, lossbench/pesg.py): each trains alone, in the same sweep.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import torch
 from torch.func import functional_call, vmap
 
 from lossbench.config import flatten
+from lossbench.data import share_order
 from lossbench.member import Member
 from lossbench.numerics import Monitor
 
@@ -43,7 +45,7 @@ from lossbench.numerics import Monitor
 MAY_DIFFER = ("seed", "head", "objective_metric", "study.", "data.", "loss.", "optim.lr", "optim.momentum",
               "optim.weight_decay", "model.init_scale", "model.head_bias", "trainer.target_metric",
               "trainer.target_value", "trainer.on_nonfinite", "trainer.ckpt_every", "trainer.resume",
-              "trainer.skip_completed", "logger.")
+              "trainer.skip_completed", "trainer.pos_share", "logger.")
 
 
 _ALONE = itertools.count()
@@ -54,6 +56,8 @@ def stack_key(resolved: dict) -> str:
     fixed = {k: v for k, v in flatten(resolved).items() if not k.startswith(MAY_DIFFER)}
     if fixed.get("trainer.precision") == "fp16":
         fixed["alone"] = next(_ALONE)  # a GradScaler per run (not id(resolved): a freed dict's id is reused)
+    if fixed.get("optim.name") == "pesg":  # PESG's update and auc_margin's a, b, alpha are not stacked: alone
+        fixed["alone"] = next(_ALONE)
     return json.dumps(fixed, sort_keys=True, default=str)
 
 
@@ -92,13 +96,18 @@ class Batches:
 
     def new_epoch(self, device: torch.device) -> None:
         for m in self.members:
-            m.perm = torch.randperm(len(m.ds.y_train), device=device, generator=m.gen)
+            if m.pos_share is None:
+                m.perm = torch.randperm(len(m.ds.y_train), device=device, generator=m.gen)
+            else:  # trainer.pos_share: n_pos positives in every batch
+                pos, neg = m.class_indices()
+                m.perm = share_order(pos, neg, round(m.pos_share * m.batch_size), m.steps_per_epoch, m.batch_size, m.gen)
         self.perms = None
 
     def train(self, i: int, bs: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch i of the current epoch of every member: X (K, B, ...), T (K, B, ...)."""
-        if self.perms is None:
-            self.perms = torch.stack([m.perm for m in self.members])
+        if self.perms is None:  # an order covers steps_per_epoch * bs samples at least (a permutation: all of them)
+            n = min(len(m.perm) for m in self.members)
+            self.perms = torch.stack([m.perm[:n] for m in self.members])
         idx = self.perms[:, i * bs : (i + 1) * bs]
         if not self.shared:  # rows of the (M * N, ...) concatenation of the datasets
             idx = idx + self.dmap * self.x.shape[1]

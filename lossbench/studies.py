@@ -124,6 +124,12 @@ COLUMNS: dict[str, list[tuple[str, Getter, str]]] = {
         ("mean p(pos)", final("mean_prob"), ".3f"), ("val NLL", final("nll"), ".3f"),
         ("steps to AP 0.5", steps_to_target, ".0f"),
     ],
+    "auc": [
+        ("AUC", final("auc"), ".4f"), ("AP", final("ap"), ".4f"), ("best AUC", best("auc"), ".4f"),
+        ("best AP", best("ap"), ".4f"), ("steps to AUC target", steps_to_target, ".0f"),
+        ("batches without a pair", numerics("pairless_frac_mean"), ".3f"),
+        ("max abs logit", numerics("max_abs_logit"), ".3g"),
+    ],
     "multilabel": [
         ("mAP", final("ap"), ".4f"), ("macro AUC", final("auc"), ".4f"), ("F1 micro@0.5", final("f1_micro"), ".4f"),
         ("F1 macro@0.5", final("f1_macro"), ".4f"), ("subset acc", final("accuracy"), ".4f"),
@@ -142,13 +148,13 @@ COLUMNS["real_multilabel"] = COLUMNS["multilabel"]  # the same questions on real
 # Studies whose groups are named by a few config keys: their method presets (configs/method, configs/binary_method)
 # change several loss and model keys at once, which would all appear in the default label.
 LABEL_KEYS = {"long_tail": ("data.imbalance_profile", "study.method"), "long_tail_binary": ("study.method",),
-              "real_binary": ("study.method",)}
+              "real_binary": ("study.method",), "auc": ("study.method", "optim.lr")}
 # The key each study's paired comparison is over (report --compare): the question's axis.
 COMPARE = {"saturation": "loss", "equivalence": "loss", "pos_weight": "loss.pos_weight",
            "class_weights": "loss.class_weight", "multiclass_heads": "loss", "label_smoothing": "loss.label_smoothing",
            "long_tail": "study.method", "long_tail_binary": "study.method",
            "multilabel": "study.variant", "distillation": "study.variant",
-           "real_binary": "study.method", "real_multilabel": "study.variant"}
+           "real_binary": "study.method", "real_multilabel": "study.variant", "auc": "study.method"}
 # equivalence: pairs of losses whose curves are compared run by run (same seed, same data, same init)
 PAIRS = (("ce", "nll"), ("bce_logits", "bce"), ("bce_logits", "ce"))
 CURVE_METRICS = ("val/nll", "val/auc")

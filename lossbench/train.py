@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lossbench import ConfigError, LossbenchError, metrics
+from lossbench import ConfigError, LossbenchError, losses, metrics
 from lossbench import stack as stack_mod
 from lossbench.config import validate
 from lossbench.member import Member, Plan, build, discard, plan, record_failure
@@ -319,6 +319,8 @@ def log_point(m: Member, values: dict[str, float], first_nonfinite: int | None, 
     """Log a member's monitor window; a non-finite value under on_nonfinite=stop ends it ('diverged')."""
     t_window, last_logged = window
     values["perf/samples_per_sec"] = (done - last_logged) * m.batch_size / max(time.perf_counter() - t_window, 1e-9)
+    if isinstance(m.objective, losses.Objective):  # auc_margin's a, b, alpha: their own TensorBoard group, sorted after val
+        values.update({f"variables/{k}": float(v) for k, v in m.objective.duals().items()})
     if m.scaler.is_enabled():
         values["amp/scale"] = m.scaler.get_scale()
         values["amp/skipped_steps"] = values["numerics/nonfinite_grad"]

@@ -315,7 +315,7 @@ def test_cli_unknown_group_choice_and_key(tmp_path):
     # Hydra's own composition errors, in one line that names the choices / the key.
     r = cli("loss=hinge", f"hydra.run.dir={tmp_path / 'run'}")
     assert_clean_error(r, 2, "lossbench: error: Could not find 'loss/hinge'. Available options in 'loss': ",
-                       "asl, balanced_softmax, bce, bce_clipped, bce_logits,")
+                       "asl, auc_margin, auc_pairwise, balanced_softmax, bce, bce_clipped, bce_logits,")
     r = cli("trainer.max_stpes=5", f"hydra.run.dir={tmp_path / 'run'}")
     assert_clean_error(r, 2, "lossbench: error: trainer.max_stpes is not a key of trainer (did you mean "
                              "trainer.max_steps?)")

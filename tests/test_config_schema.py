@@ -30,7 +30,8 @@ from tests.inprocess import run_cli
 
 EXAMPLES = int(os.environ.get("LOSSBENCH_HYPOTHESIS_EXAMPLES", "2"))
 # Overrides an option needs to be valid at all (the bad value is then the only thing wrong).
-NEEDS = {("model", "cnn"): ["data=mnist"], ("data", "arrays"): ["data.path=x.npz"], ("data", "openml"): ["data.dataset=iris"]}
+NEEDS = {("model", "cnn"): ["data=mnist"], ("data", "arrays"): ["data.path=x.npz"], ("data", "openml"): ["data.dataset=iris"],
+         ("loss", "auc_margin"): ["optim=pesg"]}
 FAST = ["trainer.max_steps=5", "trainer.eval_every=5", "logger.enabled=false"]
 # Bad values of the keys typed Any (several types valid), as command-line values.
 ANY_BAD = {
@@ -41,7 +42,7 @@ ANY_BAD = {
     "data.label": ["[]", "''", "5", "[1]", "true", "{a:1}", "[a,'']"],
 }
 FREE_BAD = {"trainer.device": ["'tpu'", "'gpu'", "'cuda:x'", "''"]}
-EMPTY_OK = {"model.hidden"}  # an MLP without hidden layers is the linear model
+EMPTY_OK = {"model.hidden", "optim.decay_steps"}  # an MLP without hidden layers is the linear model; PESG without decays
 BOOL_WORDS = {"y", "yes", "on", "true", "n", "no", "off", "false", "1", "0"}
 NUMBER_WORDS = {"nan", "inf", "infinity"}
 
