@@ -273,7 +273,7 @@ def rebuild_summary(out_dir: Path, ck: dict, why_damaged: str | None, previous: 
             "target_metric": ck["config"]["trainer"].get("target_metric"),
             "target_value": ck["config"]["trainer"].get("target_value"),
             "steps_to_target": ck.get("steps_to_target")},
-        "numerics": monitor.summary(), "history": history,
+        "numerics": {**monitor.summary(), "last": dict(ck.get("last_window") or {})}, "history": history,
         "rebuilt": f"from {CHECKPOINT}: {SUMMARY} was " + (f"unreadable ({why_damaged})" if why_damaged else
                                                           "missing" if previous is None else
                                                           f"not final (status {previous.get('status')})"),
@@ -439,6 +439,7 @@ class Member:
             "best": self.best, "steps_to_target": self.steps_to_target, "monitor": self.monitor.state_dict(),
             "history": self.history, "config": self.resolved, "device": self.device_type,
             "objective": self.objective.state_dict(),  # auc_margin's a, b, alpha; the others' fixed buffers
+            "last_window": self.last_window,  # what the diagnosis reads (a summary rebuilt from here has it too)
         })
         self.saved_step = step
 
@@ -463,6 +464,7 @@ class Member:
         self.start_step = self.steps = self.saved_step = ck["step"]
         self.best, self.steps_to_target, self.history = ck["best"], ck["steps_to_target"], ck["history"]
         self.final = {k: v for k, v in self.history[-1].items() if k != "step"} if self.history else {}
+        self.last_window = dict(ck.get("last_window") or {})
         print(f"lossbench: resuming {self.out_dir} from step {self.start_step}")
 
     def back_to_checkpoint(self) -> None:

@@ -239,7 +239,21 @@ def discard(run_dir: Path, output_subdir: str | None) -> bool:
                 write_bytes(run_dir / LOCK, b.lock)
     except ConfigError:
         return False
+    _drop_log_handlers(run_dir)
     for d in b.created:  # deepest first; stops at the first that holds something else
         if not _rmdir(d):
             break
     return True
+
+
+def _drop_log_handlers(run_dir: Path) -> None:
+    """Close the logging handlers Hydra opened on the run's log file: they open it lazily, and one left pointing
+    into a removed directory raises on the next message logged in this process (a later in-process run)."""
+    import logging
+
+    root = os.path.abspath(run_dir) + os.sep
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for h in list(getattr(logger, "handlers", [])):
+            if isinstance(h, logging.FileHandler) and h.baseFilename.startswith(root):
+                logger.removeHandler(h)
+                h.close()

@@ -73,6 +73,14 @@ def install_cli_handlers(multirun: bool, signals: tuple[signal.Signals, ...] | N
             signal.signal(s, handle)
 
 
+def reset() -> None:
+    """Forget the stop signals received so far: a new command in the same process (in-process tests of the CLI)
+    starts as a fresh process would."""
+    global _pending, _trained, _guarded, _sweep
+    _received.clear()
+    _pending, _trained, _guarded, _sweep = None, False, False, False
+
+
 def guard() -> None:
     """The CLI's `try` is entered: from now on a stop signal before training raises Interrupted there."""
     global _guarded

@@ -20,7 +20,9 @@ class Result:
 def run_cli(*args: str) -> Result:
     """lossbench.__main__.cli() with sys.argv = ['lossbench', *args]; its exit code and output."""
     from lossbench.__main__ import cli
+    from lossbench.signals import reset
 
+    reset()  # a fresh process: no stop signal from an earlier test in this one (they raise some on purpose)
     out, err = io.StringIO(), io.StringIO()
     code = 0
     with mock.patch.object(sys, "argv", ["lossbench", *args]), contextlib.redirect_stdout(out), \
