@@ -458,9 +458,12 @@ class Member:
         _load_entry(path, "generator", lambda: self.gen.set_state(ck["generator"]))
         _load_entry(path, "monitor", lambda: self.monitor.load_state_dict(ck["monitor"]))
         self.perm = ck["perm"].to(self.params[0].device) if ck["perm"] is not None else None
-        if self.perm is not None and (self.perm.dim() != 1 or len(self.perm) != len(self.ds.y_train)):
-            raise ConfigError(f"{path}: its 'perm' entry is not a permutation of this run's {len(self.ds.y_train)} "
-                              "training samples. Nothing was changed; the checkpoint is damaged or not this run's.")
+        n = len(self.ds.y_train)
+        # an epoch's order of training rows: a permutation, or with trainer.pos_share the sampler's draw
+        if self.perm is not None and (self.perm.dim() != 1 or not len(self.perm) or int(self.perm.min()) < 0
+                                      or int(self.perm.max()) >= n):
+            raise ConfigError(f"{path}: its 'perm' entry is not an order of this run's {n} training samples. "
+                              "Nothing was changed; the checkpoint is damaged or not this run's.")
         self.start_step = self.steps = self.saved_step = ck["step"]
         self.best, self.steps_to_target, self.history = ck["best"], ck["steps_to_target"], ck["history"]
         self.final = {k: v for k, v in self.history[-1].items() if k != "step"} if self.history else {}

@@ -225,8 +225,8 @@ def test_an_interrupted_auc_run_resumes_bitwise(tmp_path, monkeypatch, overrides
     ref = run_cfg(tmp_path / "ref", *ov)
     observe = Monitor.observe
 
-    def hooked(self, loss):  # SIGINT right after step 33 (mid-epoch: the sampler's order is in the checkpoint)
-        out = observe(self, loss)
+    def hooked(self, loss, z=None):  # SIGINT right after step 33 (mid-epoch: the sampler's order is in the checkpoint)
+        out = observe(self, loss, z)
         if self.step_t == 33:
             signal.raise_signal(signal.SIGINT)
         return out

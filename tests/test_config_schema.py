@@ -262,9 +262,9 @@ def test_presets_and_sweeps_pass_the_preflight(tmp_path):
 def test_hydra_composition_errors_are_one_line(tmp_path):
     run = f"hydra.run.dir={tmp_path / 'run'}"
     for overrides, message in {
-        ("loss=hinge",): "Could not find 'loss/hinge'. Available options in 'loss': asl, balanced_softmax, bce, "
-                         "bce_clipped, bce_logits, bce_manual, ce, focal, kd, kd_mean, kd_no_t2, kd_prob, ldam, "
-                         "logit_adjusted, nll, nll_manual, poly1.",
+        ("loss=hinge",): "Could not find 'loss/hinge'. Available options in 'loss': asl, auc_margin, auc_pairwise, "
+                         "balanced_softmax, bce, bce_clipped, bce_logits, bce_manual, ce, focal, kd, kd_mean, "
+                         "kd_no_t2, kd_prob, ldam, logit_adjusted, nll, nll_manual, poly1.",
         ("trainer.max_stpes=5",): "trainer.max_stpes is not a key of trainer (did you mean trainer.max_steps?). "
                                   "Valid keys: batch_size,",
         ("seed=0,1",): "Ambiguous value for argument 'seed=0,1'",
