@@ -490,7 +490,6 @@ class Member:
             "numerics": {**self.monitor.summary(), "last": self.last_window}, "history": self.history,
         })
         s["diagnosis"] = diagnosis.diagnose(s)
-        s["code"] = code_provenance(self.params[0].device)
         if duals := self.objective.duals() if isinstance(self.objective, losses.Objective) else {}:
             s["dual"] = {k: float(v) for k, v in duals.items()}  # auc_margin: a, b, alpha at the end
         if self.scaler.is_enabled():
@@ -624,6 +623,9 @@ def build(cfg: DictConfig, plan: Plan, device: torch.device, datasets: dict, pre
             "train_class_counts": counts.tolist(), "task": ds.task, **ds.info,
         },
         "n_params": sum(p.numel() for p in m.params),
+        # what produced the run, read before training (git is asked once per process), so that a stopped run's
+        # results are written as fast as before
+        "code": code_provenance(device),
     }
     if plan.action == "resume":
         m.summary["resumed_from_step"] = m.start_step

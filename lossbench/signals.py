@@ -121,9 +121,12 @@ class StopRequest:
         return self
 
     def _handle(self, signum, frame) -> None:
-        # A second signal gives up at once; in a sweep's own process (the stacked launcher trains many runs here),
-        # a third: a double Ctrl-C still leaves every member checkpointed and the sweep's status written.
-        if self.signum is not None and not (_sweep and self.extra == 0):
+        # A second signal gives up at once; in a sweep's own process (the stacked launcher trains many runs here)
+        # and in a submitit job, a third: a double Ctrl-C still leaves every member checkpointed and the sweep's
+        # status written, and submitit's local controller, which forwards a second SIGINT to its jobs as soon as
+        # it is itself interrupted (then SIGKILL a second later), no longer kills a job half-way through its
+        # results.
+        if self.signum is not None and not ((_sweep or os.environ.get("SUBMITIT_EXECUTOR")) and self.extra == 0):
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
         if self.signum is not None:
@@ -138,7 +141,7 @@ class StopRequest:
             if self.requested and s in (signal.SIGINT, signal.SIGTERM):
                 # The process is on its way out: another signal ends it at once, except in a sweep's own process,
                 # which still writes its status (the double Ctrl-C allowance of _handle holds until it exits).
-                h = self._handle if _sweep else signal.SIG_DFL
+                h = self._handle if _sweep or os.environ.get("SUBMITIT_EXECUTOR") else signal.SIG_DFL
             signal.signal(s, h)
 
     @property
