@@ -322,11 +322,7 @@ def plot_grid(path: Path, groups: list[Group], curves: list[Curves], tags: tuple
                 ax.plot(x, mean, color=ln.color, ls=ln.dash, lw=1.6, marker=ln.marker if len(x) < 25 else None,
                         ms=3, zorder=3 + k)
                 ax.fill_between(x, low, high, color=ln.color, alpha=0.18, lw=0, zorder=1)
-                for run in seeds[id(ln.group)]:  # every seed, so that a split group (one stuck seed) shows
-                    pts = sorted((st, v) for st, v in run.get(tag, {}).items() if math.isfinite(v))
-                    if pts and len(seeds[id(ln.group)]) > 1:
-                        ax.plot(*zip(*pts, strict=True), color=ln.color, ls=ln.dash, lw=0.6, alpha=0.5, zorder=2,
-                                marker="x" if len(pts) < 25 else None, ms=3)
+                seed_lines(ax, seeds[id(ln.group)], tag, ln)
             handles.append(Line2D([], [], color=ln.color, ls=ln.dash, lw=1.6 if m else 0,
                                   marker=ln.marker if m else "x", ms=4))
         merged = {frozenset(members) for members, _ in row_entries}
@@ -353,6 +349,17 @@ def plot_grid(path: Path, groups: list[Group], curves: list[Curves], tags: tuple
     fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)
     return True
+
+
+def seed_lines(ax, runs: Curves, tag: str, line: Line) -> None:
+    """Each run's own curve, thin, beside its group's mean: a split group (one stuck seed) shows."""
+    if len(runs) < 2:
+        return
+    for run in runs:
+        pts = sorted((step, v) for step, v in run.get(tag, {}).items() if math.isfinite(v))
+        if pts:
+            ax.plot(*zip(*pts, strict=True), color=line.color, ls=line.dash, lw=0.6, alpha=0.5, zorder=2,
+                    marker="x" if len(pts) < 25 else None, ms=3)
 
 
 def plot_bars(path: Path, groups: list[Group], values: list[np.ndarray], xlabel: str, ylabel: str, title: str) -> None:
