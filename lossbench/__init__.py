@@ -36,6 +36,16 @@ def _direction(metric: str) -> str:
 OmegaConf.register_new_resolver("lossbench.direction", _direction, replace=True)
 
 
+def _bookkeeping() -> list[str]:
+    """${lossbench.bookkeeping:} (hydra.job.config.override_dirname.exclude_keys): the keys with role BOOKKEEPING."""
+    from lossbench.keys import Role, keys_with
+
+    return list(keys_with(Role.BOOKKEEPING))
+
+
+OmegaConf.register_new_resolver("lossbench.bookkeeping", _bookkeeping, replace=True)
+
+
 def _job_dir(*, _root_) -> str:
     """${lossbench.job_dir:} (hydra.sweep.subdir in configs/hydra/default.yaml): a sweep job's directory name,
     from its number, its overrides and its sweep (lossbench.sweep.job_dir_name)."""

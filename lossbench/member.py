@@ -44,7 +44,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from lossbench import ConfigError, LossbenchError, data, diagnosis, losses, metrics, models, teacher
+from lossbench import ConfigError, LossbenchError, data, diagnosis, keys, losses, metrics, models, teacher
 from lossbench.config import KD_LOSSES, LOWER_IS_BETTER, check_task, flatten, resolve_head
 from lossbench.logger import Logger, has_events, histogram_every
 from lossbench.numerics import Monitor
@@ -63,18 +63,14 @@ from lossbench.store import (
 
 FINISHED = ("completed", "diverged")  # final results: trainer.skip_completed does not train them again
 # Config keys a resume may change: they do not change what is trained (max_steps/epochs: train longer).
-RESUME_MAY_CHANGE = ("trainer.resume", "trainer.skip_completed", "trainer.max_steps", "trainer.epochs",
-                     "trainer.threads", "trainer.log_every", "trainer.eval_every", "trainer.eval_batch_size",
-                     "trainer.ckpt_every", "trainer.device", "trainer.sync_debug", "data.root", "data.download",
-                     "logger.", "numerics.")
 CHECKPOINT_FORMAT = 2  # 2: loaded with weights_only=True; 1 (no "format" key): lossbench 0.1, also loads
 
 
 def config_changes(old: dict, new: dict) -> list[str]:
-    """The keys, outside RESUME_MAY_CHANGE, whose values differ: 'key: old -> new'."""
+    """The keys without role RESUME (lossbench.keys) whose values differ: 'key: old -> new'."""
     old, new = flatten(old), flatten(new)
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys())
-            if old.get(k) != new.get(k) and not k.startswith(RESUME_MAY_CHANGE)]
+            if old.get(k) != new.get(k) and not keys.has(k, keys.Role.RESUME)]
 
 
 def _same_run(old_config: dict | None, resolved: dict, run_dir: Path, what: str) -> None:
@@ -521,14 +517,14 @@ class Member:
 
 
 def check_resumable(ck: dict, resolved: dict, device_type: str, max_steps: int, run_dir: Path) -> None:
-    """A checkpoint continues only the run it came from: same config (up to RESUME_MAY_CHANGE), same device
+    """A checkpoint continues only the run it came from: same config (up to the keys with role RESUME), same device
     type, and steps left to train."""
     changed = config_changes(ck["config"], resolved)
     if changed:
         raise ConfigError(
             f"Cannot resume {run_dir}: the config differs from the checkpoint's ({'; '.join(changed)}). A resume "
             "must repeat the original run's overrides (they are in <run dir>/.hydra/overrides.yaml); only "
-            f"{', '.join(k.rstrip('.') for k in RESUME_MAY_CHANGE)} may change. To train a different config, "
+            f"{', '.join(keys.listed(keys.Role.RESUME))} may change. To train a different config, "
             "start a new run."
         )
     if ck["device"] != device_type:

@@ -27,14 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lossbench import LossbenchError, diagnosis, stats
+from lossbench import LossbenchError, diagnosis, keys, stats
 from lossbench.config import flatten
 from lossbench.store import SUMMARY, read_regular
 
 # Config keys that do not change what a run computes (seeds, paths, resuming, bookkeeping): runs that differ
 # only in these belong to one group.
-IGNORED = {"seed", "data.seed", "data.root", "data.download", "trainer.resume", "trainer.skip_completed",
-           "trainer.threads", "logger.flush_secs"}
+IGNORED = set(keys.keys_with(keys.Role.REPLICATE))
 METRICS = ("auc", "ap", "accuracy", "balanced_accuracy", "nll", "ece")
 # multi-label runs' own metrics, as columns when a run has them (there ap = mAP, accuracy = subset accuracy)
 MULTILABEL_METRICS = ("f1_micro", "f1_macro", "hamming_loss", "lrap", "auc_micro")

@@ -19,7 +19,7 @@ single run is exactly what it was before stacks existed. Members of a stack agre
 floating-point rounding (batched matmuls and the hand-written update group operations differently): the tests
 check every evaluation within 1e-4.
 
-Which runs stack (:data:`MAY_DIFFER`): runs whose resolved configs are equal except for the keys listed there,
+Which runs stack: runs whose resolved configs are equal except for the keys with role STACK (lossbench.keys),
 and whose data, once loaded, have the same shapes (:func:`shape_key`). Everything else (model shape, optimiser
 type, batch size, number of steps, precision, device, threads, cadences of logging, evaluation and monitors)
 separates stacks; fp16 runs are never stacked, since one GradScaler per stack would skip every member's step
@@ -36,16 +36,13 @@ from collections.abc import Callable
 import torch
 from torch.func import functional_call, vmap
 
+from lossbench import keys
 from lossbench.config import flatten
 from lossbench.data import share_order
 from lossbench.member import Member
 from lossbench.numerics import Monitor
 
 # Config keys whose values may differ between the members of one stack (prefixes end with '.').
-MAY_DIFFER = ("seed", "head", "objective_metric", "study.", "data.", "loss.", "optim.lr", "optim.momentum",
-              "optim.weight_decay", "model.init_scale", "model.head_bias", "trainer.target_metric",
-              "trainer.target_value", "trainer.on_nonfinite", "trainer.ckpt_every", "trainer.resume",
-              "trainer.skip_completed", "trainer.pos_share", "logger.")
 
 
 _ALONE = itertools.count()
@@ -53,7 +50,7 @@ _ALONE = itertools.count()
 
 def stack_key(resolved: dict) -> str:
     """Runs with equal keys may share a stack (their data shapes permitting, see shape_key)."""
-    fixed = {k: v for k, v in flatten(resolved).items() if not k.startswith(MAY_DIFFER)}
+    fixed = {k: v for k, v in flatten(resolved).items() if not keys.has(k, keys.Role.STACK)}
     if fixed.get("trainer.precision") == "fp16":
         fixed["alone"] = next(_ALONE)  # a GradScaler per run (not id(resolved): a freed dict's id is reused)
     if fixed.get("optim.name") == "pesg":  # PESG's update and auc_margin's a, b, alpha are not stacked: alone

@@ -15,14 +15,13 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from lossbench import diagnosis
+from lossbench import diagnosis, keys
 from lossbench.store import SUMMARY, read_json, write_json
 
 # Overrides that say where or how a job runs, not what it trains: left out of job directory names
 # (configs/hydra/default.yaml lists the same keys under override_dirname.exclude_keys) and of HPARAMS, so that
 # a rerun with trainer.skip_completed=true finds the same directories.
-BOOKKEEPING = ("trainer.resume", "trainer.skip_completed", "trainer.threads", "trainer.device", "trainer.sync_debug",
-               "trainer.eval_batch_size", "data.root", "data.download", "logger.enabled", "logger.flush_secs")
+BOOKKEEPING = keys.keys_with(keys.Role.BOOKKEEPING)
 MAX_NAME = 120  # characters of a job directory name; longer ones are cut and end with a hash of the whole
 
 

@@ -15,13 +15,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from lossbench import ConfigError
+from lossbench import ConfigError, keys
 from lossbench.config import KD_LOSSES
 from lossbench.store import CHECKPOINT, SUMMARY, check_run_dir, read_json
 
 # Data keys that define the inputs and labels: a teacher trained with other values saw another task.
-SAME_TASK = ("task", "n_classes", "n_features", "separation", "task_seed", "scale", "positive_classes",
-             "path", "label", "dataset", "id", "version", "val_frac", "test_frac", "standardize")  # real data
+SAME_TASK = tuple(k.removeprefix("data.") for k in keys.keys_with(keys.Role.TASK))
 DATA_FAMILY = {"synthetic": "synthetic", "imbalanced": "synthetic", "mnist": "mnist"}  # else the name itself
 
 
