@@ -32,6 +32,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from torch.func import functional_call, vmap
@@ -150,6 +151,49 @@ def stackable_model(model: torch.nn.Module) -> bool:
         (isinstance(m, torch.nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros") for m in layers)
 
 
+class Engine(Protocol):
+    """The contract fit() trains through, met by a run alone (`Alone`, K = 1) and a stack (`Stacked`, K > 1)
+    with the same shapes: every tensor has the member axis first.
+
+    State: the members' own objects (model, optimiser, monitor) are current only after `sync()`. Call it before
+    anything reads them: a checkpoint, a member's finish (its summary), and before `drop` (which syncs itself).
+    """
+
+    members: list[Member]
+    monitor: Monitor
+
+    def begin_step(self, step: int) -> None:
+        """Tell each member's objective the step about to run (DRW's re-weighting, PESG's schedule)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Training inputs (K, B, ...) -> logits (K, B, outputs)."""
+
+    def losses(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Each member's loss on its own batch: (K,)."""
+
+    def backward(self, losses: torch.Tensor) -> None:
+        """Gradients of every member from its own loss (K,) (their sum: members never mix)."""
+
+    def grads(self) -> torch.Tensor:
+        """Per member and parameter, the gradient's L2 norm: (K, P)."""
+
+    def step(self, apply: list[bool] | None = None) -> None:
+        """One optimiser update of every member; apply[k] False skips member k's (on_nonfinite=skip)."""
+
+    def predict(self, rows: list[int], x: torch.Tensor) -> torch.Tensor:
+        """Evaluation logits of the members at `rows`: inputs (K', b, ...) -> (K', b, outputs)."""
+
+    def val_losses(self, rows: list[int], z: torch.Tensor, t: list[torch.Tensor]) -> list[float]:
+        """The objective of the members at `rows` on their validation logits (a host read)."""
+
+    def drop(self, keep: list[int]) -> None:
+        """Go on with the members at `keep` only (state synced first)."""
+
+    def sync(self) -> None:
+        """Write the engine's state (stacked parameters' optimiser state, monitor windows) back into each
+        member's own objects."""
+
+
 class Alone:
     """A stack of one: the member's own model, optimiser and scaler, exactly as a single run trains."""
 
@@ -165,16 +209,16 @@ class Alone:
         return self.model(x[0]).unsqueeze(0)
 
     def losses(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.members[0].objective(z[0], t[0])  # 0-d: the loss a run alone backpropagates, unchanged
+        return self.members[0].objective(z[0], t[0]).unsqueeze(0)
 
     def backward(self, losses: torch.Tensor) -> None:
         m = self.members[0]
         m.optimizer.zero_grad(set_to_none=True)
-        m.scaler.scale(losses).backward()
+        m.scaler.scale(losses[0]).backward()  # the 0-d loss a run backpropagates, exactly as before stacks
         m.scaler.unscale_(m.optimizer)
 
-    def grads(self) -> list[torch.Tensor]:
-        return [p.grad for p in self.members[0].params if p.grad is not None]
+    def grads(self) -> torch.Tensor:
+        return torch.stack(torch._foreach_norm([p.grad for p in self.members[0].params if p.grad is not None]))[None]
 
     def step(self, apply: list[bool] | None = None) -> None:
         m = self.members[0]
@@ -398,7 +442,7 @@ class Stacked:
             for n, p in m.model.named_parameters():
                 p.data = self.params[n].detach()[k]
         self.optimizer = StackedOptimizer(members, list(self.params.values()))
-        self.losses = LossGroups([m.objective for m in members])
+        self.loss_groups = LossGroups([m.objective for m in members])
         self.monitor = Monitor.concat([m.monitor for m in members])
         if stackable_model(self.template):
             fn = lambda params, x: sequential_forward(self.template, params, x)  # noqa: E731
@@ -407,10 +451,13 @@ class Stacked:
         self.vmapped = torch.compile(fn) if self.compile_model else fn
 
     def begin_step(self, step: int) -> None:
-        self.losses.begin_step(step)
+        self.loss_groups.begin_step(step)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.vmapped(self.params, x)
+
+    def losses(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.loss_groups(z, t)
 
     def backward(self, losses: torch.Tensor) -> None:
         self.optimizer.zero_grad()
@@ -434,7 +481,7 @@ class Stacked:
         return self.vmapped(params, x)
 
     def val_losses(self, rows: list[int], z: torch.Tensor, t: list[torch.Tensor]) -> list[float]:
-        return self.losses(z, torch.stack(t), rows).tolist()
+        return self.loss_groups(z, torch.stack(t), rows).tolist()
 
     def drop(self, keep: list[int]) -> None:
         """Rebuild the stack without the members not in keep (their state written back first)."""
@@ -447,6 +494,6 @@ class Stacked:
         self.monitor.split([m.monitor for m in self.members])
 
 
-def make(members: list[Member], compile_model: bool = False) -> Alone | Stacked:
+def make(members: list[Member], compile_model: bool = False) -> Engine:
     return Alone(members[0], compile_model) if len(members) == 1 else Stacked(members, compile_model)
 

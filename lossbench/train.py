@@ -29,7 +29,7 @@ from lossbench.config import validate
 from lossbench.member import Member, Plan, build, discard, plan, record_failure
 from lossbench.progress import Progress
 from lossbench.signals import Interrupted, StopRequest, stops_received
-from lossbench.stack import Alone, Batches, Stacked, memory_bytes, shape_key, stack_key
+from lossbench.stack import Batches, Engine, memory_bytes, shape_key, stack_key
 from lossbench.store import DiskFull, run_lock
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -254,14 +254,14 @@ def split(members: list[tuple[int, Member]], max_bytes: float) -> list[list[tupl
 # --- the loop --------------------------------------------------------------------------------------------------
 
 
-def train_step(stack: Alone | Stacked, batches: Batches, i: int, bs: int, step: int, detail: bool, amp,
+def train_step(stack: Engine, batches: Batches, i: int, bs: int, step: int, detail: bool, amp,
                grads_every_step: bool, skip: list[bool] | None) -> torch.Tensor:
     """One forward/backward/update of every member of the stack. Returns the logits Z (K, B, outputs)."""
     x, t = batches.train(i, bs)
     stack.begin_step(step)
     with amp():
         z = stack.forward(x)
-        losses = stack.losses(z, t)  # (K,); 0-d for a run alone
+        losses = stack.losses(z, t)  # (K,)
     if detail:
         z.retain_grad()
     stack.backward(losses)
@@ -278,7 +278,7 @@ def train_step(stack: Alone | Stacked, batches: Batches, i: int, bs: int, step: 
     return z
 
 
-def evaluate(stack: Alone | Stacked, batches: Batches, rows: list[int], step: int, rt: Runtime) -> None:
+def evaluate(stack: Engine, batches: Batches, rows: list[int], step: int, rt: Runtime) -> None:
     """Validation metrics of the stack's members at `rows` (one batched prediction pass), logged and recorded."""
     members = [stack.members[r] for r in rows]
     for m in members:

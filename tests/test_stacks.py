@@ -203,3 +203,34 @@ def test_members_with_different_loss_weights_keep_their_own(tmp_path, grid):
     for a, b in zip(alone, stacked, strict=True):
         close(a, b)
     assert len({a["history"][-1]["val/loss"] for a in alone}) == len(grid)  # the weights do change the runs
+
+
+def test_a_run_alone_and_a_stack_meet_the_same_engine_contract(tmp_path):
+    """stack.Engine: Alone (K = 1) and Stacked (K = 2) take and return the same shapes, member axis first."""
+    import inspect
+
+    import torch
+
+    from lossbench import member, stack
+
+    for cls in (stack.Alone, stack.Stacked):
+        for name, fn in inspect.getmembers(stack.Engine, inspect.isfunction):
+            if not name.startswith("_"):
+                assert inspect.signature(getattr(cls, name)).parameters.keys() == \
+                    inspect.signature(fn).parameters.keys(), (cls.__name__, name)
+    cfgs = [make_cfg(*SMALL, f"seed={s}") for s in (0, 1)]
+    ms = [member.build(c, member.plan(c, tmp_path / str(i)), torch.device("cpu"), {}, "fp32")
+          for i, c in enumerate(cfgs)]
+    for engine in (stack.make(ms[:1]), stack.make(ms)):
+        k = len(engine.members)
+        batches = stack.Batches(engine.members)
+        batches.new_epoch(torch.device("cpu"))
+        x, t = batches.train(0, 32)
+        z = engine.forward(x)
+        losses = engine.losses(z, t)
+        assert z.shape[:2] == (k, 32) and losses.shape == (k,)
+        engine.backward(losses)
+        assert engine.grads().shape == (k, len(list(ms[0].model.parameters())))
+        engine.step()
+        assert engine.predict(list(range(k)), batches.val(torch.arange(k), 0, 8)).shape[:2] == (k, 8)
+        engine.sync()
