@@ -3,7 +3,7 @@ entry and its custom-scalars layout.
 
 Names, as a person meets them in TensorBoard:
 - Run: the run directory, relative to `--logdir` (`multirun/<sweep>/3_loss=bce,seed=1`, `runs/<time>_bce_<id>`):
-  the event files sit in the run directory itself (`event_dir`).
+  the event files sit in the run directory itself.
 - TIME SERIES and SCALARS show tag groups (the tag up to its first "/") in name order and open the first two.
   `train/*` and `val/*` keep their names; everything else about the training step (the numerics monitors,
   throughput, the fp16 scaler, histograms) is filed under `watch/`, which sorts after them (`tb_tag`). The
@@ -58,11 +58,6 @@ CATEGORIES = {
 MIN_HISTOGRAMS = 2  # fewer cannot show a change: DISTRIBUTIONS draws nothing from a single step
 
 
-def event_dir(run_dir: Path) -> Path:
-    """Where a run's event files go: the run directory itself, so that TensorBoard names the run after it."""
-    return Path(run_dir)
-
-
 def has_events(run_dir: Path) -> bool:
     """Does the directory hold TensorBoard events (an earlier attempt's; from lossbench 0.1, in <run>/tb)?"""
     return any(Path(run_dir).rglob(EVENTS))
@@ -94,7 +89,7 @@ def read_scalars(run_dir: Path, keys) -> dict[str, dict[int, float]]:
     from tensorboard.backend.event_processing import event_accumulator as ea
 
     run_dir = Path(run_dir)
-    where = event_dir(run_dir) if any(event_dir(run_dir).glob(EVENTS)) else run_dir / "tb"
+    where = run_dir if any(Path(run_dir).glob(EVENTS)) else run_dir / "tb"
     if not any(where.glob(EVENTS)):
         return {}
     acc = ea.EventAccumulator(str(where), size_guidance={ea.SCALARS: 0, ea.TENSORS: 1, ea.HISTOGRAMS: 1,
@@ -209,7 +204,7 @@ class Logger:
 
     def __init__(self, run_dir: Path, enabled: bool = True, flush_secs: int = 30, purge_step: int | None = None):
         self.run_dir = Path(run_dir)
-        logdir = event_dir(self.run_dir)
+        logdir = self.run_dir  # the run directory itself: TensorBoard names the run after it
         # purge_step (resume): TensorBoard hides events at steps >= purge_step that an earlier attempt wrote
         # after its last checkpoint, so a resumed run's curves continue without duplicates.
         if enabled and purge_step is not None:
@@ -270,10 +265,6 @@ class Logger:
         extra = {k: v for k, v in metrics.items() if k not in self.keys}
         if extra:
             self.scalars(extra, self.step)
-
-    def flush(self) -> None:
-        if self.writer:
-            self.writer.flush()
 
     def close(self) -> None:
         if self.writer:

@@ -269,7 +269,7 @@ def _signature(obj: torch.nn.Module) -> str:
 class LossGroups:
     """The members' objectives, grouped by signature, each group evaluated in one vmapped call with its members'
     buffers (pos_weight, class_weight, ...) stacked. A group whose loss cannot run under vmap falls back to one
-    call per member. Objective.begin_step returning True (its buffers changed) restacks its group's buffers."""
+    call per member."""
 
     def __init__(self, objectives: list[torch.nn.Module]):
         self.objectives = objectives
@@ -287,9 +287,8 @@ class LossGroups:
         return {n: torch.stack([b[n] for b in buffers]) for n in buffers[0]}
 
     def begin_step(self, step: int) -> None:
-        for g in self.groups:
-            if any([self.objectives[k].begin_step(step) for k in g["rows"]]):
-                g["buffers"] = self._stacked(g["rows"])
+        for obj in self.objectives:  # a schedule flips plain attributes (DRW's `weighted`), never a buffer
+            obj.begin_step(step)
 
     def __call__(self, z: torch.Tensor, t: torch.Tensor, rows: list[int] | None = None) -> torch.Tensor:
         """Each member's loss (K,) on its own z[k], t[k] (rows: the stack rows that z and t hold)."""
