@@ -17,8 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lossbench.logger import read_scalars, tb_tag  # noqa: E402
-from lossbench.plots import loss_color  # noqa: E402
+from lossbench.runs.logger import read_scalars, tb_tag  # noqa: E402
+from lossbench.analysis.plots import loss_color  # noqa: E402
 
 KEYS = ("train/loss", "numerics/saturated_frac", "numerics/dead_frac", "numerics/clamped_frac")
 

@@ -11,7 +11,7 @@ def _started_as_cli() -> bool:
 
 
 if _started_as_cli():
-    from lossbench.signals import install_cli_handlers
+    from lossbench.runs.signals import install_cli_handlers
 
     install_cli_handlers(multirun=any(a in ("-m", "--multirun") for a in sys.argv[1:]))
 
@@ -38,7 +38,7 @@ OmegaConf.register_new_resolver("lossbench.direction", _direction, replace=True)
 
 def _bookkeeping() -> list[str]:
     """${lossbench.bookkeeping:} (hydra.job.config.override_dirname.exclude_keys): the keys with role BOOKKEEPING."""
-    from lossbench.keys import Role, keys_with
+    from lossbench.config.keys import Role, keys_with
 
     return list(keys_with(Role.BOOKKEEPING))
 
@@ -48,11 +48,11 @@ OmegaConf.register_new_resolver("lossbench.bookkeeping", _bookkeeping, replace=T
 
 def _job_dir(*, _root_) -> str:
     """${lossbench.job_dir:} (hydra.sweep.subdir in configs/hydra/default.yaml): a sweep job's directory name,
-    from its number, its overrides and its sweep (lossbench.sweep.job_dir_name)."""
+    from its number, its overrides and its sweep (lossbench.sweeps.sweep.job_dir_name)."""
     from pathlib import Path
 
-    from lossbench.rundir import note_job_dir
-    from lossbench.sweep import job_dir_name
+    from lossbench.runs.rundir import note_job_dir
+    from lossbench.sweeps.sweep import job_dir_name
 
     h = _root_.hydra
     params = OmegaConf.select(h, "sweeper.params")
@@ -69,9 +69,7 @@ def _help_groups(kind: str) -> str:
     """${lossbench.help_groups:user|study} (hydra.help.template): the config groups a run is composed from (the
     groups configs/config.yaml's defaults choose, the presets and the search spaces), or those only the study
     presets use, one `group: options` line each, from the files in configs/ (schema/ is internal)."""
-    from pathlib import Path
-
-    configs = Path(__file__).resolve().parents[1] / "configs"
+    from lossbench.config import CONFIGS as configs
     defaults = OmegaConf.to_container(OmegaConf.load(configs / "config.yaml").defaults)
     user = {next(iter(d)) for d in defaults if isinstance(d, dict)} - {"hydra"}
     lines = []
@@ -84,19 +82,7 @@ def _help_groups(kind: str) -> str:
 OmegaConf.register_new_resolver("lossbench.help_groups", _help_groups, replace=True)
 
 
-class LossbenchError(Exception):
-    """A user-facing error: the message says what was wrong, what is allowed and how to fix it."""
-
-
-class ConfigError(LossbenchError):
-    """An invalid configuration, detected before training."""
-
-
-class DataError(LossbenchError):
-    """A dataset that cannot be found, read or built as asked."""
-
-
-from lossbench import schema as _schema  # noqa: E402 (the config types, registered before any composition)
+from lossbench.config import schema as _schema  # noqa: E402 (the config types, registered before any composition)
 
 _schema.register()
 
@@ -105,11 +91,11 @@ def __getattr__(name: str):
     """``lossbench.watch`` and ``lossbench.check_setup``, imported on first use: ``import lossbench`` stays
     free of torch and TensorBoard."""
     if name == "watch":
-        from lossbench.watcher import watch
+        from lossbench.tools.watcher import watch
 
         return watch
     if name == "check_setup":
-        from lossbench.doctor import check_setup
+        from lossbench.tools.doctor import check_setup
 
         return check_setup
     raise AttributeError(f"module 'lossbench' has no attribute {name!r}")

@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 
-from lossbench.signals import guard, install_cli_handlers
+from lossbench.runs.signals import guard, install_cli_handlers
 
 # The stop signals before anything heavy is imported: a Ctrl-C while torch imports is handled too (`python -m
 # lossbench` installed them already, in the package's __init__; runpy.run_module reaches here first). In a
@@ -26,12 +26,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lossbench import LossbenchError, diagnosis
-from lossbench.config import preflight
-from lossbench.signals import Interrupted, hand_over, note, stop_requested
-from lossbench.store import DiskFull
-
-CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")  # absolute: the same when imported in-process
+from lossbench.config import CONFIGS, preflight
+from lossbench.engine import diagnosis
+from lossbench.errors import LossbenchError
+from lossbench.runs.signals import Interrupted, hand_over, note, stop_requested
+from lossbench.runs.store import DiskFull
 
 
 def parallel_jobs(hc) -> int:
@@ -93,9 +92,9 @@ def outcome(summary: dict) -> str:
     return text + diagnosis.short(summary)
 
 
-@hydra.main(config_path=CONFIGS, config_name="config", version_base="1.3")
+@hydra.main(config_path=str(CONFIGS), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    from lossbench import rundir
+    from lossbench.runs import rundir
 
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
@@ -104,8 +103,8 @@ def main(cfg: DictConfig) -> float | None:
         print(f"lossbench sweep: job {hc.job.num} not started: the sweep was interrupted first", file=sys.stderr)
         return None
     try:
-        from lossbench import train  # torch is imported here, after Hydra has parsed the command line
-        from lossbench.member import record_failure
+        from lossbench.engine import train  # torch is imported here, after Hydra has parsed the command line
+        from lossbench.engine.member import record_failure
 
         summary = train.run(cfg, out_dir, jobs=parallel_jobs(hc))
     except Interrupted:  # a single run stopped before training: it leaves nothing behind
@@ -157,7 +156,8 @@ def main(cfg: DictConfig) -> float | None:
 def refuse_job(out_dir: Path, hc, error: str) -> None:
     """A sweep job that did not run because its directory holds another run: the directory is left byte-identical
     (Hydra's .hydra record and log put back) and the sweep lists the job as refused."""
-    from lossbench import rundir, sweep
+    from lossbench.runs import rundir
+    from lossbench.sweeps import sweep
 
     rundir.restore_job(out_dir, hc.output_subdir)
     sweep.mark_refused(Path(str(hc.sweep.dir)), out_dir, error)
@@ -167,19 +167,20 @@ def cli() -> None:
     """`python -m lossbench`: a command line Hydra or lossbench would refuse is refused here, in one line with
     exit 2, before Hydra creates any directory (config.preflight); then Hydra runs `main`. A stop signal before
     training ends it with one line (signals.install_cli_handlers)."""
-    from lossbench import signals, sweep
+    from lossbench.runs import signals
+    from lossbench.sweeps import sweep
 
     sweep.refused = 0  # set by this command's sweep, if it runs one
     try:
         signals.guard()
-        preflight(sys.argv[1:], main, CONFIGS, "config")
+        preflight(sys.argv[1:], main, str(CONFIGS), "config")
         main()
     except LossbenchError as e:
         print(f"lossbench: error: {e}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as e:
-        if "lossbench.rundir" in sys.modules:  # stopped while Hydra set up the run: it leaves nothing behind
-            from lossbench import rundir
+        if "lossbench.runs.rundir" in sys.modules:  # stopped while Hydra set up the run: it leaves nothing behind
+            from lossbench.runs import rundir
 
             rundir.discard_current()
         print(e.message(), file=sys.stderr)

@@ -74,8 +74,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from lossbench import ConfigError
 from lossbench.config import KD_LOSSES
+from lossbench.errors import ConfigError
 
 SIGMOID_FAMILY = ("bce", "bce_logits", "bce_manual")
 CLAMP = -100.0  # BCELoss's floor on each log term
@@ -796,7 +796,7 @@ class AUCMargin(Objective):
         F = (1-p) E[(h-a)^2 1{y=1}] + p E[(h-b)^2 1{y=0}]
             + 2 alpha (p(1-p) m + E[p h 1{y=0} - (1-p) h 1{y=1}]) - p(1-p) alpha^2
 
-    minimised over the model, a and b, maximised over alpha >= 0 (``optim=pesg``, :mod:`lossbench.pesg`). At the
+    minimised over the model, a and b, maximised over alpha >= 0 (``optim=pesg``, :mod:`lossbench.engine.pesg`). At the
     optimum a and b are the classes' mean scores and alpha = max(0, m - (E[h|y=1] - E[h|y=0])): a square loss on
     the gap between the classes' mean scores with margin m, plus each class's score variance. ``margin`` m = 1;
     p: ``prior=train`` the training split's positive rate (the paper's; fixed), ``prior=batch`` each batch's

@@ -25,7 +25,7 @@ class CosineLinear(nn.Module):
     """Normalised output layer (``model.cosine_head=true``): z_c = <h / |h|, W_c / |W_c|>, a cosine in [-1, 1],
     no bias. The layer of the LDAM-DRW reference code (``NormedLinear``, used with loss=ldam, whose scale s
     restores the logit range); weights initialised as nn.Linear's (only their direction matters). Not a subclass
-    of nn.Linear, so that code special-casing nn.Linear (the stacked forward, lossbench/stack.py) cannot take it
+    of nn.Linear, so that code special-casing nn.Linear (the stacked forward, lossbench/engine/stack.py) cannot take it
     for a plain linear layer.
 
     The logits cannot overflow, whatever the weights: under an exploding learning rate the weights grow instead,

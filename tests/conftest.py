@@ -22,7 +22,7 @@ def make_cfg(*overrides: str):
 
 
 def run_cfg(tmp_path: Path, *overrides: str) -> dict:
-    from lossbench import train
+    from lossbench.engine import train
 
     return train.run(make_cfg(*overrides), tmp_path)
 

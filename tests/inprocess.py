@@ -20,7 +20,7 @@ class Result:
 def run_cli(*args: str) -> Result:
     """lossbench.__main__.cli() with sys.argv = ['lossbench', *args]; its exit code and output."""
     from lossbench.__main__ import cli
-    from lossbench.signals import reset
+    from lossbench.runs.signals import reset
 
     reset()  # a fresh process: no stop signal from an earlier test in this one (they raise some on purpose)
     out, err = io.StringIO(), io.StringIO()

@@ -11,11 +11,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lossbench import ConfigError, data, losses, train
+from lossbench import data, losses
 from lossbench.config import validate
-from lossbench.logger import read_scalars, tb_tag
-from lossbench.numerics import Monitor
-from lossbench.pesg import PESG
+from lossbench.engine import train
+from lossbench.engine.numerics import Monitor
+from lossbench.engine.pesg import PESG
+from lossbench.errors import ConfigError
+from lossbench.runs.logger import read_scalars, tb_tag
 from tests.conftest import make_cfg, run_cfg
 
 TINY = ["trainer.threads=1", "model.hidden=[16]", "data=imbalanced", "data.imbalance_ratio=10", "data.n_train=600",
@@ -259,7 +261,7 @@ def test_every_method_of_the_study_composes_and_validates(study):
 
 
 def test_a_tiny_study_runs_and_is_reported(tmp_path):
-    from lossbench import studies
+    from lossbench.analysis import studies
 
     init = tmp_path / "init" / "seed0"
     run_cfg(init, "experiment=auc", "+auc_method=bce_logits", "trainer.max_steps=6", "trainer.eval_every=3",

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lossbench import ConfigError, DataError, store
+from lossbench.errors import ConfigError, DataError
+from lossbench.runs import store
 from tests.conftest import cli, mnist_root, needs_mnist, run_cfg
 from tests.inprocess import run_cli
 
@@ -343,9 +344,9 @@ def test_cli_data_error_leaves_nothing_behind(tmp_path):
 
 
 def test_report_on_a_path_without_runs(tmp_path):
-    pytest.importorskip("lossbench.report")
+    pytest.importorskip("lossbench.analysis.report")
     (tmp_path / "empty").mkdir()
-    r = cli("-m", "lossbench.report", str(tmp_path / "empty"))
+    r = cli("-m", "lossbench.analysis.report", str(tmp_path / "empty"))
     assert_clean_error(r, 2, "no runs found under")
 
 

@@ -9,8 +9,8 @@ import re
 import pytest
 import torch
 
-from lossbench import bench
-from lossbench.numerics import BUFFER, Monitor
+from lossbench.engine.numerics import BUFFER, Monitor
+from lossbench.tools import bench
 from tests.conftest import cli, run_cfg
 
 TINY = ["--steps", "3", "--repeats", "1", "--warmup-steps", "2", "--n-train", "512", "--n-val", "256",
@@ -36,7 +36,7 @@ def test_bench_runs_all_four_loops_and_ends_with_the_ratio_line(tmp_path, capsys
 
 
 def test_bench_cli_with_options(tmp_path):
-    r = cli("-m", "lossbench.bench", *TINY, "--model", "linear", "--precision", "bf16", "--batch-size", "64",
+    r = cli("-m", "lossbench.tools.bench", *TINY, "--model", "linear", "--precision", "bf16", "--batch-size", "64",
             "--clock", "cpu", "--data-root", str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert "precision=bf16" in r.stdout and "clock=cpu" in r.stdout

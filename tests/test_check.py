@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lossbench import check
+from lossbench.tools import check
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Every key of every config group has a type (lossbench/schema.py) and a rule (lossbench/config.py), and a bad
+"""Every key of every config group has a type (lossbench/config/schema.py) and a rule (lossbench/config/__init__.py), and a bad
 value for any of them is refused the way the CLI promises: exit 2, one line naming the key, no traceback,
 nothing created.
 
@@ -23,8 +23,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from lossbench import config, schema
-from lossbench.config import Range
+from lossbench import config
+from lossbench.config import Range, schema
 from tests.conftest import CONFIGS
 from tests.inprocess import run_cli
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lossbench import ConfigError, losses, metrics
+from lossbench import losses, metrics
 from lossbench.config import NATURAL_HEAD, VALID_PAIRS, validate
 from lossbench.data import load
+from lossbench.errors import ConfigError
 from tests.conftest import cli, loss_overrides, make_cfg, needs_mnist, run_cfg
 
 SMALL = ["data.n_train=2000", "data.n_val=1000", "logger.enabled=false"]
@@ -232,7 +233,7 @@ def test_every_summary_says_which_code_produced_it(tmp_path):
     import torch
 
     import lossbench
-    from lossbench import provenance
+    from lossbench.runs import provenance
     from tests.conftest import ROOT, run_cfg
 
     s = run_cfg(tmp_path, "trainer.max_steps=5", "data.n_train=200", "data.n_val=100", "trainer.eval_every=5")

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lossbench import ConfigError
-from lossbench.numerics import Monitor
+from lossbench.engine.numerics import Monitor
+from lossbench.errors import ConfigError
 from tests.conftest import run_cfg
 
 pytestmark = pytest.mark.skipif(

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
-from lossbench import diagnosis, report, stats
+from lossbench.analysis import report, stats
+from lossbench.engine import diagnosis
 from tests.conftest import ROOT, cli, run_cfg
 
 SMALL = ["data.n_train=2000", "data.n_val=1000", "trainer.max_steps=200", "trainer.threads=1"]

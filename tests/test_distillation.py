@@ -11,8 +11,11 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from lossbench import ConfigError, data, losses, models, store, teacher
+from lossbench import data, losses, models
 from lossbench.config import KD_LOSSES, validate
+from lossbench.engine import teacher
+from lossbench.errors import ConfigError
+from lossbench.runs import store
 from tests.conftest import cli, make_cfg, run_cfg
 
 C3 = ["data.n_classes=3", "data.n_train=1200", "data.n_val=600", "logger.enabled=false"]

@@ -341,7 +341,7 @@ def test_bce_clipped_upper_clip_vanishes_in_bf16():
 
 
 def test_bce_clipped_on_softmax_is_the_tutorials_one_hot_example():
-    from lossbench.check import TUTORIAL_CLIPPED
+    from lossbench.tools.check import TUTORIAL_CLIPPED
 
     obj = objective("bce_clipped", "softmax", torch.tensor([1, 1, 1]), "loss.eps=1e-5", "loss.reduction=sum")
     for probs, quoted in TUTORIAL_CLIPPED[1:]:  # softmax cannot give exact 0s and 1s

@@ -1,4 +1,4 @@
-"""lossbench.keys: every config key has a role, and the five places that read roles agree with the table."""
+"""lossbench.config.keys: every config key has a role, and the five places that read roles agree with the table."""
 
 from pathlib import Path
 
@@ -6,10 +6,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lossbench import keys, report, sweep, teacher
-from lossbench.config import flatten
-from lossbench.keys import Role
-from lossbench.schema import leaves
+from lossbench.analysis import report
+from lossbench.config import flatten, keys
+from lossbench.config.keys import Role
+from lossbench.config.schema import leaves
+from lossbench.engine import teacher
+from lossbench.sweeps import sweep
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PRESETS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
@@ -17,7 +19,7 @@ PRESETS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 
 @pytest.mark.parametrize("key", sorted({k for _, _, k, _ in leaves()}))
 def test_every_schema_key_has_a_role(key):
-    assert keys.role(key) is not None, f"{key} has no entry in lossbench.keys.ROLES: give it its role there"
+    assert keys.role(key) is not None, f"{key} has no entry in lossbench.config.keys.ROLES: give it its role there"
 
 
 @pytest.mark.parametrize("preset", PRESETS)

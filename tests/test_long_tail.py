@@ -11,9 +11,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from lossbench import ConfigError, studies
+from lossbench.analysis import studies
 from lossbench.config import IMBALANCE_LOSSES, NATURAL_HEAD, VALID_PAIRS, validate
 from lossbench.data import load, long_tail_counts, profile_shares
+from lossbench.errors import ConfigError
 from tests.conftest import CONFIGS, cli, make_cfg, needs_mnist, run_cfg
 
 TINY = ["data.n_train=1000", "data.n_val=500", "trainer.max_steps=60", "trainer.eval_every=30",

@@ -23,8 +23,9 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from lossbench import ConfigError, data, losses, metrics
+from lossbench import data, losses, metrics
 from lossbench.config import MULTILABEL_PAIRS, validate
+from lossbench.errors import ConfigError
 from tests.conftest import cli, make_cfg, needs_mnist, run_cfg
 
 ML = ["data.task=multilabel", "data.n_classes=6", "data.n_train=1500", "data.n_val=800"]

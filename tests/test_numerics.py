@@ -8,10 +8,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lossbench import ConfigError, config, losses
-from lossbench.logger import Logger, tb_tag
-from lossbench.numerics import Monitor
-from lossbench.train import check_precision
+from lossbench import config, losses
+from lossbench.engine.numerics import Monitor
+from lossbench.engine.train import check_precision
+from lossbench.errors import ConfigError
+from lossbench.runs.logger import Logger, tb_tag
 from tests.conftest import cli, make_cfg, run_cfg
 
 SMALL = ["data.n_train=2000", "data.n_val=1000", "trainer.max_steps=300", "logger.enabled=false"]

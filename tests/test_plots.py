@@ -1,4 +1,4 @@
-"""lossbench.plots: rows per regime, few lines a panel, one colour per loss, legends of what varies, and
+"""lossbench.analysis.plots: rows per regime, few lines a panel, one colour per loss, legends of what varies, and
 curves that coincide named rather than hidden."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgb
 
-from lossbench import config, plots, report
+from lossbench import config
+from lossbench.analysis import plots, report
 
 COMING = ("focal", "ldam", "logit_adjusted", "balanced_softmax", "poly1", "bce_clipped", "asl", "kd")
 

@@ -1,4 +1,4 @@
-"""Real data (lossbench/real.py): a user's files through the CLI, every bad-file class refused in one line, the
+"""Real data (lossbench/data/real.py): a user's files through the CLI, every bad-file class refused in one line, the
 bundled sets' shapes and class counts, OpenML from a cache built here, and real data in a stacked sweep."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from lossbench import DataError, store
 from lossbench import data as data_mod
+from lossbench.errors import DataError
+from lossbench.runs import store
 from tests.conftest import make_cfg
 from tests.inprocess import run_cli
 
@@ -365,11 +366,11 @@ def test_a_real_set_in_a_stacked_sweep_holds_its_data_once(tmp_path):
     summaries = [store.read_json(p) for p in sorted(sweep.glob("*/summary.json"))]
     assert {s["stack"]["size"] for s in summaries} == {4}
     assert {s["data"]["n_test"] for s in summaries} == {114}
-    from lossbench import report
+    from lossbench.analysis import report
 
     assert report.main([str(sweep), "--out", str(tmp_path / "report")]) == 0
     assert (tmp_path / "report" / "table.md").read_text().startswith("# lossbench report: 4 runs in 2 groups")
-    from lossbench import member, train
+    from lossbench.engine import member, train
 
     datasets: dict = {}
     cfgs = [make_cfg("data=breast_cancer", f"seed={k}", "trainer.max_steps=2") for k in (0, 1)]

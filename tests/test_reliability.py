@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lossbench import ConfigError, store
-from lossbench.logger import EVENTS, event_dir, has_events
-from lossbench.numerics import Monitor
+from lossbench.engine.numerics import Monitor
+from lossbench.errors import ConfigError
+from lossbench.runs import store
+from lossbench.runs.logger import EVENTS, event_dir, has_events
 from tests.conftest import ROOT, cli, run_cfg
 
 # Small and single-threaded (the thread count changes float reductions, so it is part of "same config").
@@ -113,7 +114,7 @@ def test_sigint_stops_cleanly_and_resume_matches_an_uninterrupted_run(tmp_path):
 def test_second_sigint_exits_at_once():
     code = (
         "import signal\n"
-        "from lossbench.signals import StopRequest\n"
+        "from lossbench.runs.signals import StopRequest\n"
         "with StopRequest() as stop:\n"
         "    signal.raise_signal(signal.SIGINT)\n"
         "    assert stop.requested and stop.exit_code == 130\n"
@@ -129,7 +130,7 @@ def test_second_sigint_exits_at_once():
 def test_under_submitit_its_preemption_signal_stops_the_run_and_is_handed_over(monkeypatch):
     """submitit ignores SIGTERM and sends USR2 before a timeout or preemption; lossbench stops on USR2,
     saves, then calls submitit's handler (which requeues the job and exits)."""
-    from lossbench.signals import StopRequest, hand_over
+    from lossbench.runs.signals import StopRequest, hand_over
 
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
     calls = []
@@ -255,7 +256,7 @@ def test_rerun_with_skip_completed_trains_only_what_is_missing(tmp_path, monkeyp
     for j in jobs:
         same_results(store.read_json(j / store.SUMMARY), store.read_json(tmp_path / "ref" / store.SUMMARY))
     assert scalars(jobs[2]) == scalars(tmp_path / "ref")  # the failed attempt's curves are dropped
-    report = pytest.importorskip("lossbench.report")
+    report = pytest.importorskip("lossbench.analysis.report")
     runs = report.find_runs(jobs)  # what python -m lossbench.report would tabulate: every job, all completed
     assert [(r.dir, r.status) for r in runs] == [(j, "completed") for j in jobs]
 

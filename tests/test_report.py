@@ -1,4 +1,4 @@
-"""lossbench.report on real (tiny, in-process) runs (the TensorBoard dashboards: tests/test_tensorboard.py)."""
+"""lossbench.analysis.report on real (tiny, in-process) runs (the TensorBoard dashboards: tests/test_tensorboard.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lossbench import report
-from lossbench.member import record_failure
+from lossbench.analysis import report
+from lossbench.engine.member import record_failure
 from tests.conftest import make_cfg, run_cfg
 
 TINY = ["trainer.max_steps=30", "trainer.eval_every=15", "trainer.log_every=15", "data.n_train=500", "data.n_val=200"]
@@ -161,7 +161,7 @@ def test_summaries_that_are_not_runs_are_skipped_with_one_warning_each(sweep, tm
     for name in NOT_RUNS:
         assert sum(f"skipping {root / name / 'summary.json'}: " in line for line in lines) == 1
     assert "the JSON is an array, not an object" in err and "the JSON is null, not an object" in err
-    assert lines[-1] == (f"lossbench.report: error: no usable runs under {root}: every summary.json found was "
+    assert lines[-1] == (f"lossbench.analysis.report: error: no usable runs under {root}: every summary.json found was "
                          "skipped (see the warnings)")
 
     shutil.copytree(sweep / "0", root / "good")  # one real run among them

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import lossbench
-from lossbench import store
+from lossbench.runs import store
 from tests.conftest import ROOT, cli
 
 TINY = ["trainer.threads=1", "model.hidden=[16]", "data.n_train=400", "data.n_val=200", "trainer.max_steps=50"]
@@ -33,7 +33,7 @@ IN_PHASE = textwrap.dedent("""
         load = d.load
         d.load = lambda dc: (os.kill(os.getpid(), sig), time.sleep(0.5), load(dc))[-1]
     if phase == "final_eval":
-        import lossbench.train as t
+        import lossbench.engine.train as t
         evaluate = t.evaluate
         def last(stack, batches, rows, step, rt):
             if step == stack.members[0].max_steps:

@@ -11,8 +11,10 @@ import torch.nn.functional as F
 from scipy.special import softmax as sp_softmax
 from scipy.stats import multivariate_normal
 
-from lossbench import ConfigError, check, data, losses, models
+from lossbench import data, losses, models
 from lossbench.config import validate
+from lossbench.errors import ConfigError
+from lossbench.tools import check
 from tests.conftest import make_cfg, run_cfg
 
 C3 = ["data.n_classes=3", "data.n_train=1200", "data.n_val=600"]

@@ -8,9 +8,10 @@ import signal
 
 import pytest
 
-from lossbench import store, train
-from lossbench.numerics import Monitor
-from lossbench.sweep import job_dirs
+from lossbench.engine import train
+from lossbench.engine.numerics import Monitor
+from lossbench.runs import store
+from lossbench.sweeps.sweep import job_dirs
 from tests.conftest import cli, make_cfg, needs_mnist
 
 SMALL = ["trainer.threads=1", "model.hidden=[16]", "data.n_train=400", "data.n_val=200", "trainer.max_steps=60",
@@ -129,7 +130,7 @@ def test_the_stacked_launcher_from_the_command_line(tmp_path):
     assert len(summaries) == 6 and {s["stack"]["size"] for s in summaries} == {6}
     assert all((d / ".hydra" / "config.yaml").exists() for d in dirs)
     assert r.stdout.count("lossbench: completed 60 steps") == 6
-    rep = cli("-m", "lossbench.report", str(sweep))
+    rep = cli("-m", "lossbench.analysis.report", str(sweep))
     assert rep.returncode == 0, rep.stderr
 
 
@@ -177,7 +178,7 @@ def test_same_as_compares_content():
 def test_members_hold_equal_data_once_and_different_data_apart(tmp_path):
     """The full MNIST under two run seeds is the same data: one copy in memory (a stack of K seeds does not
     hold K copies); a random subset per seed is different data and is never shared."""
-    from lossbench import member
+    from lossbench.engine import member
     datasets: dict = {}
     grid = [["seed=0"], ["seed=1", "loss=nll"], ["seed=1", "data.n_train=500"], ["seed=2", "data.n_train=500"]]
     cfgs = [make_cfg("data=mnist", "loss=ce", "trainer.max_steps=2", *ov) for ov in grid]
@@ -211,7 +212,7 @@ def test_a_run_alone_and_a_stack_meet_the_same_engine_contract(tmp_path):
 
     import torch
 
-    from lossbench import member, stack
+    from lossbench.engine import member, stack
 
     for cls in (stack.Alone, stack.Stacked):
         for name, fn in inspect.getmembers(stack.Engine, inspect.isfunction):

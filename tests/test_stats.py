@@ -1,4 +1,4 @@
-"""lossbench.stats: the percentile-bootstrap interval of a mean, checked against independent computations."""
+"""lossbench.analysis.stats: the percentile-bootstrap interval of a mean, checked against independent computations."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from lossbench import stats
+from lossbench.analysis import stats
 
 
 def exact_percentile_interval(x: list[float]) -> tuple[float, float]:

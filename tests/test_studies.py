@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from lossbench import studies
+from lossbench.analysis import studies
 from lossbench.config import validate
 from tests.conftest import CONFIGS, cli, needs_mnist, run_cfg
 
@@ -121,7 +121,7 @@ def test_study_tables_give_intervals_and_the_paired_comparison(tmp_path):
     loss.class_weight within each imbalance ratio, and the per-class recall plot with one panel per ratio."""
     import numpy as np
 
-    from lossbench.store import write_json
+    from lossbench.runs.store import write_json
 
     rng = np.random.default_rng(0)
     sweep = tmp_path / "sweep"

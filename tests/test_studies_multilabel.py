@@ -9,7 +9,7 @@ import json
 import pytest
 from hydra import compose, initialize_config_dir
 
-from lossbench import studies
+from lossbench.analysis import studies
 from lossbench.config import validate
 from tests.conftest import CONFIGS, cli, needs_mnist, run_cfg
 

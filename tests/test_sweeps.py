@@ -37,7 +37,7 @@ def test_basic_multirun_records_every_job_even_a_failed_one(tmp_path):
     assert [s["status"] for s in by_pw[2]] == ["completed", "completed"]
     assert [s["status"] for s in by_pw[-1]] == ["failed", "failed"]
     assert all("loss.pos_weight" in s["error"] and "positive number" in s["error"] for s in by_pw[-1])
-    # The failed job's config is resolved like a trained one's, so lossbench.report can group it.
+    # The failed job's config is resolved like a trained one's, so lossbench.analysis.report can group it.
     assert sorted(s["config"]["data"]["seed"] for s in by_pw[-1]) == [0, 1]
     assert all(s["threads"] == (os.cpu_count() or 1) for s in by_pw[2])  # basic launcher: one job at a time
 

@@ -19,7 +19,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from lossbench import config
-from lossbench.logger import (
+from lossbench.runs.logger import (
     HPARAM_METRICS,
     MIN_HISTOGRAMS,
     custom_layout,
@@ -28,7 +28,7 @@ from lossbench.logger import (
     read_scalars,
     tb_tag,
 )
-from lossbench.sweep import BOOKKEEPING, MAX_NAME, job_dir_name, job_dirs, varied_keys
+from lossbench.sweeps.sweep import BOOKKEEPING, MAX_NAME, job_dir_name, job_dirs, varied_keys
 from tests.conftest import CONFIGS, ROOT, cli, make_cfg, run_cfg
 
 TINY = ["trainer.max_steps=30", "trainer.eval_every=15", "trainer.log_every=15", "data.n_train=500", "data.n_val=200"]

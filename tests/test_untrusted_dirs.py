@@ -29,7 +29,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lossbench import ConfigError, LossbenchError, config, member, report, store, teacher, train
+from lossbench import config
+from lossbench.analysis import report
+from lossbench.engine import member, teacher, train
+from lossbench.errors import ConfigError, LossbenchError
+from lossbench.runs import store
 from tests.conftest import ROOT, make_cfg, run_cfg
 from tests.inprocess import run_cli
 
@@ -406,7 +410,8 @@ def test_multilabel_generation_is_validated_and_bounded():
         config.validate(make_cfg("data.task=multilabel", "data.n_classes=3", "data.n_labels=50"))
     import numpy as np
 
-    from lossbench import DataError, data
+    from lossbench import data
+    from lossbench.errors import DataError
 
     with time_limit(30), pytest.raises(DataError, match="rejection sampling"):  # past validation: still ends
         data._documents(np.random.default_rng(0), 10, np.full(3, 1 / 3), np.full((5, 3), 0.2), 50, 5, False)

@@ -15,7 +15,7 @@ from torch import nn
 
 import lossbench
 from lossbench import losses
-from lossbench.watcher import STALL_DEAD, STALL_LOSS_CHANGE, STALL_SATURATED, WatchWarning, diagnose
+from lossbench.tools.watcher import STALL_DEAD, STALL_LOSS_CHANGE, STALL_SATURATED, WatchWarning, diagnose
 
 
 def read_events(log_dir) -> dict[str, dict[int, float]]:

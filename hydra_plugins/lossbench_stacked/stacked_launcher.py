@@ -1,7 +1,7 @@
-"""`hydra/launcher=stacked`: a sweep's jobs trained together in stacks (lossbench/stack.py).
+"""`hydra/launcher=stacked`: a sweep's jobs trained together in stacks (lossbench/engine/stack.py).
 
 Each job is composed exactly as Hydra's basic launcher composes it (its own config, directory, `.hydra/`
-record, callbacks and return value), but the training runs through `lossbench.train.run_jobs`, which groups
+record, callbacks and return value), but the training runs through `lossbench.engine.train.run_jobs`, which groups
 the jobs that can share a stack and trains each stack in one loop. With `executor=submitit_local` or
 `submitit_slurm`, each stack is one submitit job (a cluster's GPU node trains a stack of runs; submitit's
 preemption requeue resumes the whole stack from its members' checkpoints).
@@ -53,7 +53,7 @@ def task_config(config: DictConfig) -> DictConfig:
 class StackedLauncher(Launcher):
     def __init__(self, max_members: int = 64, max_memory_gb: float = 8.0, stacked: bool = True,
                  executor: str | None = None, submitit: Any = None) -> None:
-        from lossbench.launch import check_launcher_options
+        from lossbench.sweeps.launch import check_launcher_options
 
         check_launcher_options(max_members, max_memory_gb, executor, stacked)  # each named, before any conversion
         self.max_members, self.max_memory_gb, self.stacked = max_members, float(max_memory_gb), stacked
@@ -67,9 +67,9 @@ class StackedLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from lossbench.launch import Result, run_stacks
-        from lossbench.signals import stop_requested
-        from lossbench.train import NOT_STARTED
+        from lossbench.engine.train import NOT_STARTED
+        from lossbench.runs.signals import stop_requested
+        from lossbench.sweeps.launch import Result, run_stacks
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None

@@ -15,8 +15,9 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from lossbench import diagnosis, keys
-from lossbench.store import SUMMARY, read_json, write_json
+from lossbench.config import keys
+from lossbench.engine import diagnosis
+from lossbench.runs.store import SUMMARY, read_json, write_json
 
 # Overrides that say where or how a job runs, not what it trains: left out of job directory names
 # (configs/hydra/default.yaml lists the same keys under override_dirname.exclude_keys) and of HPARAMS, so that

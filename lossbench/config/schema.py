@@ -114,7 +114,7 @@ class MnistData:
 
 @dataclass
 class RealData:
-    """Real data (lossbench/real.py): the named sets breast_cancer, digits, yeast and shuttle as they are."""
+    """Real data (lossbench/data/real.py): the named sets breast_cancer, digits, yeast and shuttle as they are."""
 
     name: str = MISSING
     task: str | None = MISSING  # null = inferred from the labels

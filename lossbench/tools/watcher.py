@@ -8,7 +8,7 @@ r"""``lossbench.watch``: lossbench's numerics monitors around a criterion in a u
 
 The wrapper returns what the wrapped criterion returns (it is called as it is: its weight, pos_weight,
 reduction, ignore_index, label_smoothing and log_target apply) and records, with lossbench's own
-:class:`lossbench.numerics.Monitor`, the tags a lossbench run writes (``train/loss`` and ``watch/*``, whose
+:class:`lossbench.engine.numerics.Monitor`, the tags a lossbench run writes (``train/loss`` and ``watch/*``, whose
 summary keys are ``numerics/*``):
 
 - every call (while gradients are enabled: calls under ``torch.no_grad()``, e.g. validation, are passed
@@ -67,12 +67,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from lossbench.diagnosis import STALL_DEAD, STALL_SATURATED
+from lossbench.engine.diagnosis import STALL_DEAD, STALL_SATURATED
+from lossbench.engine.numerics import DETAIL, Monitor
 from lossbench.losses import CLAMP, DRW, Objective
-from lossbench.numerics import DETAIL, Monitor
 
 # --- the diagnoses (see diagnose) ---------------------------------------------------------------------------
-# The stall's saturation and dead-sample thresholds are a lossbench run's (lossbench.diagnosis); a user's loop
+# The stall's saturation and dead-sample thresholds are a lossbench run's (lossbench.engine.diagnosis); a user's loop
 # has no validation AUC, so "at chance" becomes "the loss no longer moves".
 STALL_LOSS_CHANGE = 0.01  # |relative change| of the window's mean loss since the previous window, at most
 CLAMP_HIT = 0.0  # share of BCE log terms at BCELoss's -100 floor above which "clamped" is flagged
@@ -367,7 +367,7 @@ class Watched(nn.Module):
                   or k in ("numerics/nonfinite_loss", "numerics/nonfinite_grad")}
         window, self.logged_at = self.calls - self.logged_at, self.calls
         if self.writer is not None:
-            from lossbench.logger import add_scalars
+            from lossbench.runs.logger import add_scalars
 
             add_scalars(self.writer, values, self.calls)
         for name in diagnose(values, self.previous_loss):

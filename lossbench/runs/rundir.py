@@ -22,8 +22,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from lossbench import ConfigError
-from lossbench.store import (
+from lossbench.errors import ConfigError
+from lossbench.runs.store import (
     LOCK,
     SUMMARY,
     check_run_dir,

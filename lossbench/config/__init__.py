@@ -1,7 +1,7 @@
 """Up-front validation: a bad command line or config fails here, in one line, before anything is created.
 
 Three layers, each naming the key:
-- types: every key's type is part of the config (lossbench/schema.py), so Hydra refuses `seed=abc` while
+- types: every key's type is part of the config (lossbench/config/schema.py), so Hydra refuses `seed=abc` while
   composing; `preflight` composes the command line as `hydra.main` will and turns Hydra's message into one
   ConfigError;
 - ranges and choices of single keys (RANGES, the *_CHOICES tuples) and cross-key rules: `validate`;
@@ -16,11 +16,15 @@ import os
 import re
 from dataclasses import dataclass
 from numbers import Number
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lossbench import ConfigError, schema
+from lossbench.config import schema
+from lossbench.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # the YAML configs, beside the package
 
 KD_LOSSES = ("kd", "kd_mean", "kd_prob", "kd_no_t2")  # distillation and its bad examples
 # Losses for imbalanced data (focal, LDAM, logit adjustment, balanced softmax, poly-1) and a third hand-written BCE.
@@ -106,7 +110,7 @@ WHY_NOT_MULTILABEL = {
     **{("softmax", kd): "distillation here matches a teacher's softmax distribution over mutually exclusive "
        "classes; a multi-label teacher has per-label sigmoids" for kd in KD_LOSSES},
 }
-REAL_DATASETS = ("arrays", "openml", "breast_cancer", "digits", "yeast", "shuttle")  # lossbench/real.py
+REAL_DATASETS = ("arrays", "openml", "breast_cancer", "digits", "yeast", "shuttle")  # lossbench/data/real.py
 DATASETS = ("synthetic", "imbalanced", "longtail", "mnist", *REAL_DATASETS)
 MODELS = ("mlp", "linear", "cnn")
 OPTIMS = ("sgd", "adam", "adamw", "pesg")
@@ -163,7 +167,7 @@ COUNT = Range(1, INT64_MAX)
 NON_NEGATIVE_INT = Range(0, INT64_MAX)
 POSITIVE = Range(0, lo_open=True)
 # The range of every number in the config (a list's entries each), checked whenever the key is set. A test
-# (tests/test_config_schema.py) fails for a number in lossbench/schema.py without an entry here.
+# (tests/test_config_schema.py) fails for a number in lossbench/config/schema.py without an entry here.
 RANGES: dict[str, Range] = {
     "seed": NON_NEGATIVE_INT,
     "data.n_classes": Range(2, INT64_MAX),
@@ -212,7 +216,7 @@ RANGES: dict[str, Range] = {
     "data.unlabeled_frac": Range(0, 1, hi_open=True),
     "data.digits_per_image": COUNT,  # [lo, hi] within the grid's cells (a cross-key rule below)
     "data.grid": COUNT,
-    # real data (lossbench/real.py)
+    # real data (lossbench/data/real.py)
     "data.val_frac": Range(0, 1, lo_open=True, hi_open=True),
     "data.test_frac": Range(0, 1, hi_open=True),
     "data.id": COUNT,
@@ -556,7 +560,7 @@ def check_task(cfg: DictConfig, task: str) -> None:
 
 
 def _path_problem(path: str) -> str | None:
-    from lossbench.store import path_problem
+    from lossbench.runs.store import path_problem
 
     return path_problem(path)
 
@@ -690,7 +694,7 @@ def _compose_command_line(hydra: Any, args: Any, name: str) -> None:
         _check_added_keys(compose([o.input_line for o in fixed if o not in adds]), [o.key_or_group for o in adds])
     cfg = compose([o.input_line for o in fixed])
     if args.multirun or cfg.hydra.mode == RunMode.MULTIRUN:
-        from lossbench.launch import check_launcher
+        from lossbench.sweeps.launch import check_launcher
 
         check_launcher(cfg.hydra.launcher)
     if args.cfg or not (args.multirun or cfg.hydra.mode == RunMode.MULTIRUN):
@@ -791,7 +795,7 @@ def _omegaconf_message(e: Any) -> str:
 
 def _validate_labels(cfg: DictConfig, head: str) -> None:
     """data.task=multilabel, data.label_noise / soft_labels / unlabeled_frac, loss=kd*: the rules across keys.
-    (A distillation teacher's directory is checked when the run starts: lossbench.teacher.check.)"""
+    (A distillation teacher's directory is checked when the run starts: lossbench.engine.teacher.check.)"""
     dc, loss = cfg.data, cfg.loss.name
     task = dc.get("task", "multiclass")
     if task is None:  # data=arrays|openml: inferred from the labels, checked again once loaded (check_task)

@@ -27,10 +27,9 @@ from tensorboard.plugins.hparams import metadata as hp_metadata
 from torch.utils.tensorboard import SummaryWriter
 
 from lossbench import config
-from lossbench.config import flatten
+from lossbench.config import CONFIGS, flatten
 
 EVENTS = "events.out.tfevents.*"
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # HPARAMS metric columns in this order; TensorBoard shows the first five until more are ticked.
 # The diagnosis and the numerics summary among the first five (watch/stalled, watch/saturated_frac, ...).
 HPARAM_METRICS = ("val/auc", "numerics/stalled", "numerics/saturated_frac", "numerics/dead_frac",
@@ -128,13 +127,13 @@ def hparam_columns(params: dict, overrides: list[str], varied: list[str] | None)
     Columns: each override of the run by the key it names (a config group by its choice: `loss=bce`,
     `+regime=scale50`, `data=imbalanced`), loss, head and seed, and every other config value (dotted keys).
     TensorBoard orders the columns by (not differs, name) and shows the first five: the keys that the sweep
-    varies (`varied`: lossbench.sweep.varied_keys) and loss, head and seed are marked differs, so they lead.
+    varies (`varied`: lossbench.sweeps.sweep.varied_keys) and loss, head and seed are marked differs, so they lead.
 
     TensorBoard takes the columns (names, domains, differs) from one run's declaration for every run it shows:
     all runs declare the same config keys and complete domains, and a single run (varied=None) marks only
     loss, head and seed, so a logdir mixing sweeps and runs still shows every run in every column.
     """
-    from lossbench.sweep import parse_overrides
+    from lossbench.sweeps.sweep import parse_overrides
 
     flat, columns = hparam_values(params), {}
     for key, value in parse_overrides(overrides):
@@ -233,7 +232,7 @@ class Logger:
         """Histograms of logits and probabilities; non-finite values are counted, never histogrammed."""
         if not self.writer:
             return
-        from lossbench.numerics import finite_part
+        from lossbench.engine.numerics import finite_part
 
         for name, t in (("logits", z), ("probs", p)):
             values, bad = finite_part(t)
@@ -250,7 +249,7 @@ class Logger:
         (SummaryWriter.add_hparams would make a sub-run)."""
         if not self.writer:
             return
-        from lossbench.sweep import job_overrides, varied_keys
+        from lossbench.sweeps.sweep import job_overrides, varied_keys
 
         columns, lead = hparam_columns(params, job_overrides(self.run_dir), varied_keys(self.run_dir))
         metrics = {k: (v if math.isfinite(v) else float("nan")) for k, v in metrics.items()}

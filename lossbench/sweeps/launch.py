@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from lossbench import ConfigError, LossbenchError
+from lossbench.errors import ConfigError, LossbenchError
 
 EXECUTORS = (None, "submitit_local", "submitit_slurm")
 
@@ -72,7 +72,7 @@ class Result:
         if self.summary.get("skipped"):
             from hydra.core.hydra_config import HydraConfig
 
-            from lossbench import rundir
+            from lossbench.runs import rundir
 
             hc = HydraConfig.get()
             rundir.restore_job(Path(hc.runtime.output_dir), hc.output_subdir)
@@ -81,7 +81,7 @@ class Result:
 
 
 def _result(r: dict | BaseException) -> Result:
-    from lossbench.train import Refused
+    from lossbench.engine.train import Refused
 
     if isinstance(r, dict):
         return Result(summary=r)
@@ -97,8 +97,8 @@ class StackJob:
         self.jobs, self.max_members, self.max_memory_gb, self.stacked = jobs, max_members, max_memory_gb, stacked
 
     def __call__(self) -> list[Result]:
-        from lossbench import train
-        from lossbench.signals import hand_over, stop_requested
+        from lossbench.engine import train
+        from lossbench.runs.signals import hand_over, stop_requested
 
         results = [_result(r) for r in train.run_jobs(self.jobs, self.max_members, self.max_memory_gb, self.stacked)]
         if stop_requested():
@@ -114,7 +114,7 @@ class StackJob:
 def run_stacks(jobs: list[tuple[DictConfig, Path]], max_members: int = 64, max_memory_gb: float = 8.0,
                stacked: bool = True, executor: str | None = None, submitit: dict | None = None,
                folder: Path | None = None) -> list[Result]:
-    from lossbench import train
+    from lossbench.engine import train
 
     if executor is None:
         return [_result(r) for r in train.run_jobs(jobs, max_members, max_memory_gb, stacked)]

@@ -44,12 +44,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from lossbench import ConfigError, LossbenchError, data, diagnosis, keys, losses, metrics, models, teacher
-from lossbench.config import KD_LOSSES, LOWER_IS_BETTER, check_task, flatten, resolve_head
-from lossbench.logger import Logger, has_events, histogram_every
-from lossbench.numerics import Monitor
-from lossbench.provenance import code as code_provenance
-from lossbench.store import (
+from lossbench import data, losses, metrics, models
+from lossbench.config import KD_LOSSES, LOWER_IS_BETTER, check_task, flatten, keys, resolve_head
+from lossbench.engine import diagnosis, teacher
+from lossbench.engine.numerics import Monitor
+from lossbench.errors import ConfigError, LossbenchError
+from lossbench.runs.logger import Logger, has_events, histogram_every
+from lossbench.runs.provenance import code as code_provenance
+from lossbench.runs.store import (
     CHECKPOINT,
     SUMMARY,
     check_run_dir,
@@ -67,7 +69,7 @@ CHECKPOINT_FORMAT = 2  # 2: loaded with weights_only=True; 1 (no "format" key): 
 
 
 def config_changes(old: dict, new: dict) -> list[str]:
-    """The keys without role RESUME (lossbench.keys) whose values differ: 'key: old -> new'."""
+    """The keys without role RESUME (lossbench.config.keys) whose values differ: 'key: old -> new'."""
     old, new = flatten(old), flatten(new)
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys())
             if old.get(k) != new.get(k) and not keys.has(k, keys.Role.RESUME)]
@@ -288,7 +290,7 @@ def record_failure(out_dir: Path, cfg: DictConfig, error: str, locked: bool = Fa
     """A job that could not run leaves a summary saying why, in a directory that holds no other run's files
     (nothing yet, or only an earlier failed attempt's summary). locked: the caller holds the run's lock.
     Returns whether it wrote one (False: the directory is another run's, and nothing in it was touched)."""
-    from lossbench.store import run_lock
+    from lossbench.runs.store import run_lock
 
     path = out_dir / SUMMARY
     try:
@@ -339,7 +341,7 @@ def make_optimizer(oc: DictConfig, params, objective: nn.Module | None = None) -
     """The run's optimiser over the model's parameters (and, for optim=pesg, the loss's dual variables)."""
     lr, momentum, weight_decay = _float32(oc.lr), _float32(oc.momentum), _float32(oc.weight_decay)
     if oc.name == "pesg":
-        from lossbench.pesg import PESG
+        from lossbench.engine.pesg import PESG
 
         duals = dict(objective.named_parameters()) if objective is not None else {}  # auc_margin: a, b, alpha
         return PESG(params, duals, getattr(objective, "margin", 1.0), lr=lr, momentum=momentum,

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig
 
-from lossbench import DataError
 from lossbench.data import Dataset, default_data_root, imbalance_subset
+from lossbench.errors import DataError
 
 SPLITS = ("train", "val", "test")
 FORMATS = (".npz", ".csv", ".csv.gz", ".parquet", ".pt")

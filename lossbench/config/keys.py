@@ -3,14 +3,14 @@
 A key's role says what changing it means, and five parts of lossbench read it from here:
 
 - ``STACK``: may differ between the members of one stack (`hydra/launcher=stacked`); runs that differ in any
-  other key train in separate stacks (``lossbench.stack.stack_key``).
+  other key train in separate stacks (``lossbench.engine.stack.stack_key``).
 - ``RESUME``: may change when a run resumes from its checkpoint (how long, how often, where it logs); any
-  other change is refused (``lossbench.member.config_changes``).
+  other change is refused (``lossbench.engine.member.config_changes``).
 - ``BOOKKEEPING``: where or how a job runs, not what it trains: left out of sweep job directory names and
-  Hydra's ``override_dirname``, so a rerun finds the same directories (``lossbench.sweep``).
+  Hydra's ``override_dirname``, so a rerun finds the same directories (``lossbench.sweeps.sweep``).
 - ``REPLICATE``: not a difference between methods: the report pools runs that differ only in these keys
-  (seeds, paths, threads) into one group (``lossbench.report``).
-- ``TASK``: defines the inputs and labels; a distillation teacher must share it (``lossbench.teacher``).
+  (seeds, paths, threads) into one group (``lossbench.analysis.report``).
+- ``TASK``: defines the inputs and labels; a distillation teacher must share it (``lossbench.engine.teacher``).
 
 A key with none of them (``RUN``) is part of what the run is: equal within a stack, fixed on resume, a
 column of its own in the report. Every key a schema declares must be listed (``tests/test_keys.py``), either

@@ -10,9 +10,17 @@ from pathlib import Path
 
 import torch
 
-import lossbench
+CHECKOUT = Path(__file__).resolve().parents[2]
 
-CHECKOUT = Path(__file__).resolve().parents[1]
+
+def _version() -> str | None:
+    """The installed distribution's version (pyproject.toml's), None when run without installing."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lossbench")
+    except PackageNotFoundError:
+        return None
 
 
 @functools.cache
@@ -46,5 +54,5 @@ def code(device: torch.device) -> dict:
     """summary.json's ``code``: lossbench's version, the git commit and whether the tree was dirty (from a
     checkout), torch's version, the device's name."""
     commit, dirty = git_state()
-    return {"lossbench": lossbench.__version__, "git_commit": commit, "git_dirty": dirty,
+    return {"lossbench": _version(), "git_commit": commit, "git_dirty": dirty,
             "torch": torch.__version__, "device_name": device_name(device)}

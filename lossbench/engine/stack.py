@@ -19,12 +19,12 @@ single run is exactly what it was before stacks existed. Members of a stack agre
 floating-point rounding (batched matmuls and the hand-written update group operations differently): the tests
 check every evaluation within 1e-4.
 
-Which runs stack: runs whose resolved configs are equal except for the keys with role STACK (lossbench.keys),
+Which runs stack: runs whose resolved configs are equal except for the keys with role STACK (lossbench.config.keys),
 and whose data, once loaded, have the same shapes (:func:`shape_key`). Everything else (model shape, optimiser
 type, batch size, number of steps, precision, device, threads, cadences of logging, evaluation and monitors)
 separates stacks; fp16 runs are never stacked, since one GradScaler per stack would skip every member's step
 when one member overflows; nor are optim=pesg runs (PESG's update and auc_margin's a, b, alpha live in the run's
-own optimiser and loss, lossbench/pesg.py): each trains alone, in the same sweep.
+own optimiser and loss, lossbench/engine/pesg.py): each trains alone, in the same sweep.
 """
 
 from __future__ import annotations
@@ -37,11 +37,10 @@ from typing import Protocol
 import torch
 from torch.func import functional_call, vmap
 
-from lossbench import keys
-from lossbench.config import flatten
+from lossbench.config import flatten, keys
 from lossbench.data import share_order
-from lossbench.member import Member
-from lossbench.numerics import Monitor
+from lossbench.engine.member import Member
+from lossbench.engine.numerics import Monitor
 
 # Config keys whose values may differ between the members of one stack (prefixes end with '.').
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lossbench import ConfigError, LossbenchError
+from lossbench.errors import ConfigError, LossbenchError
 
 SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint.pt"
@@ -182,7 +182,7 @@ def read_json(path: Path, follow: bool = False) -> dict | None:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    import torch  # here, not at the top: lossbench.report reads summaries without paying for torch
+    import torch  # here, not at the top: lossbench.analysis.report reads summaries without paying for torch
 
     buffer = io.BytesIO()  # serialised first, so that a full disk is an OSError of the write itself
     torch.save(state, buffer)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from lossbench import ConfigError, DataError
+from lossbench.errors import ConfigError, DataError
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 IGNORE_INDEX = -100  # what data.unlabeled_frac writes; PyTorch's default ignore_index
@@ -45,7 +45,7 @@ class Dataset:
     t_val: torch.Tensor | None = None
     task: str = "multiclass"  # multiclass (binary included) | multilabel
     info: dict = field(default_factory=dict)  # label statistics for summary.json's "data" section
-    # A held-out test split (the real-data sets, lossbench/real.py), loaded and checked but not evaluated yet:
+    # A held-out test split (the real-data sets, lossbench/data/real.py), loaded and checked but not evaluated yet:
     # validation is what training evaluates and selects on. Kept on the CPU until something reports it.
     x_test: torch.Tensor | None = None
     y_test: torch.Tensor | None = None
@@ -101,8 +101,8 @@ class Dataset:
 
 
 def load(dc: DictConfig) -> Dataset:
-    from lossbench import real
     from lossbench.config import REAL_DATASETS
+    from lossbench.data import real
 
     multilabel = dc.get("task") == "multilabel"
     if dc.name in ("synthetic", "imbalanced", "longtail"):

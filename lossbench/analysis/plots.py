@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lossbench import stats
+from lossbench.analysis import stats
 
 if TYPE_CHECKING:
-    from lossbench.report import Group
+    from lossbench.analysis.report import Group
 
 # One colour per loss across every plot of the project, from colour-blind-safe palettes: Okabe & Ito's eight
 # (Color Universal Design; its yellow is too pale for shades) for the losses most studies compare, then Paul
@@ -107,7 +107,7 @@ def determined_by(key: str, keys: list[str], params: list[dict]) -> list[str]:
 
 def split_keys(params: list[dict]) -> tuple[list[str], list[str]]:
     """(row keys, line keys) for groups with these params (see the module docstring)."""
-    from lossbench.report import differing_keys
+    from lossbench.analysis.report import differing_keys
 
     keys = differing_keys(params)
     study = [k for k in keys if k.startswith("study.")]
@@ -128,7 +128,7 @@ def split_keys(params: list[dict]) -> tuple[list[str], list[str]]:
 def layout(groups: list[Group]) -> tuple[list[Row], str]:
     """Rows of lines, and the legend title (the line keys). A line keeps its colour, shade and dashes in
     every row: they follow its loss and its place among the line-key values of the whole plot."""
-    from lossbench.report import short_key, short_value
+    from lossbench.analysis.report import short_key, short_value
 
     params = [g.runs[0].params for g in groups]
     row_keys, line_keys = split_keys(params)
@@ -162,7 +162,7 @@ def layout(groups: list[Group]) -> tuple[list[Row], str]:
 
 def line_label(params: dict, line_keys: list[str]) -> str:
     """'ce' for the legend titled 'loss'; the other line keys follow as 'ce (head=softmax)'."""
-    from lossbench.report import short_key, short_value
+    from lossbench.analysis.report import short_key, short_value
 
     if not line_keys:
         return ""
