@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from lossbench.engine.numerics import Monitor
 from lossbench.errors import ConfigError
 from lossbench.runs import store
-from lossbench.runs.logger import EVENTS, event_dir, has_events
+from lossbench.runs.logger import EVENTS, has_events
 from tests.conftest import ROOT, cli, run_cfg
 
 # Small and single-threaded (the thread count changes float reductions, so it is part of "same config").
@@ -33,7 +33,7 @@ def same_results(a: dict, b: dict) -> None:
 
 
 def scalars(run_dir: Path, skip=("watch/samples_per_sec",)) -> dict[str, list[tuple[int, float]]]:
-    ea = EventAccumulator(str(event_dir(run_dir)), size_guidance={"scalars": 0})
+    ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     ea.Reload()
     return {t: [(e.step, e.value) for e in ea.Scalars(t)] for t in ea.Tags()["scalars"] if not t.startswith(skip)}
 
