@@ -17,7 +17,6 @@ elif os.environ.get("SUBMITIT_EXECUTOR"):
     install_cli_handlers(multirun=True, signals=(signal.SIGINT,))
     guard()  # no cli() in a submitit job: its Ctrl-C is recorded, as in a sweep, never an exit on the spot
 
-import math
 import traceback
 from pathlib import Path
 
@@ -27,10 +26,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from lossbench.config import CONFIGS, preflight
-from lossbench.engine import diagnosis
 from lossbench.errors import LossbenchError
 from lossbench.runs.signals import Interrupted, hand_over, note, stop_requested
-from lossbench.runs.store import DiskFull
+from lossbench.store import DiskFull
+from lossbench.sweeps.launch import result_line, sweep_value
+from lossbench.sweeps.sweep import refuse_job
 
 
 def parallel_jobs(hc) -> int:
@@ -54,42 +54,12 @@ def parallel_jobs(hc) -> int:
     return 1
 
 
-def sweep_value(summary: dict, metric: str) -> float | None:
-    """What a sweeper sees: the metric of a completed run; None for a failed or diverged one, or a NaN.
-
-    Not NaN: hydra-optuna-sweeper 1.3.0 with optuna 2.10 aborts the whole study on a NaN (hydra issue
-    #2237: it tells Optuna FAIL together with the NaN, which Optuna refuses), while a value that is not
-    float-castable is told as a FAIL trial and the study goes on.
-    """
-    value = (summary.get("final") or {}).get(metric)
-    if summary.get("status") != "completed" or value is None or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def result_line(summary: dict, out_dir: Path) -> str:
-    """The line a finished run prints: status (and diagnosis), steps, the headline validation metrics, its
-    directory; a stalled run's diagnosis follows on its own line, with its numbers and the fix."""
-    values = " ".join(f"{k}={v:.4f}" for k, v in summary["final"].items()
-                      if k in ("val/loss", "val/auc", "val/accuracy", "val/nll") and v is not None)
-    line = f"lossbench: {outcome(summary)} -> {values}  [{out_dir}]"
-    d = summary.get("diagnosis")
-    return line + (f"\nlossbench: {d['message']}" if isinstance(d, dict) and d.get("message") else "")
-
-
 def resume_command(overrides: list[str], out_dir: Path) -> str:
     """The command that continues this run: its own overrides, its directory, trainer.resume=true."""
     import shlex
 
     keep = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("hydra.run.dir", "trainer.resume")]
     return shlex.join(["python", "-m", "lossbench", *keep, f"hydra.run.dir={out_dir}", "trainer.resume=true"])
-
-
-def outcome(summary: dict) -> str:
-    """'completed 200 steps', 'completed 200 steps, STALLED', 'diverged at step 25', ..."""
-    status, steps = summary.get("status"), summary.get("steps")
-    text = f"diverged at step {steps}" if status == "diverged" else f"{status} {steps} steps"
-    return text + diagnosis.short(summary)
 
 
 @hydra.main(config_path=str(CONFIGS), config_name="config", version_base="1.3")
@@ -104,7 +74,7 @@ def main(cfg: DictConfig) -> float | None:
         return None
     try:
         from lossbench.engine import train  # torch is imported here, after Hydra has parsed the command line
-        from lossbench.engine.member import record_failure
+        from lossbench.engine.plan import record_failure
 
         summary = train.run(cfg, out_dir, jobs=parallel_jobs(hc))
     except Interrupted:  # a single run stopped before training: it leaves nothing behind
@@ -151,16 +121,6 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(code)
     print(result_line(summary, out_dir))
     return sweep_value(summary, cfg.objective_metric)
-
-
-def refuse_job(out_dir: Path, hc, error: str) -> None:
-    """A sweep job that did not run because its directory holds another run: the directory is left byte-identical
-    (Hydra's .hydra record and log put back) and the sweep lists the job as refused."""
-    from lossbench.runs import rundir
-    from lossbench.sweeps import sweep
-
-    rundir.restore_job(out_dir, hc.output_subdir)
-    sweep.mark_refused(Path(str(hc.sweep.dir)), out_dir, error)
 
 
 def cli() -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lossbench import store
 from lossbench.errors import ConfigError, DataError
-from lossbench.runs import store
 from tests.conftest import cli, mnist_root, needs_mnist, run_cfg
 from tests.inprocess import run_cli
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lossbench.analysis import report, stats
-from lossbench.runs.store import write_json
+from lossbench.store import write_json
 
 METRICS = ("auc", "ap", "accuracy", "balanced_accuracy", "nll", "ece")
 

@@ -11,11 +11,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from lossbench import data, losses, models
+from lossbench import data, losses, models, store
 from lossbench.config import KD_LOSSES, validate
 from lossbench.engine import teacher
 from lossbench.errors import ConfigError
-from lossbench.runs import store
 from tests.conftest import cli, make_cfg, run_cfg
 
 C3 = ["data.n_classes=3", "data.n_train=1200", "data.n_val=600", "logger.enabled=false"]

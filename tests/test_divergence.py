@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from lossbench import config
+from lossbench import config, store
 from lossbench.engine import train
-from lossbench.runs import store
 from tests.conftest import cli, loss_overrides, make_cfg, run_cfg
 
 TINY = ["trainer.threads=1", "model.hidden=[16]", "data.n_train=300", "data.n_val=100", "trainer.max_steps=60",

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from lossbench import data as data_mod
+from lossbench import store
 from lossbench.errors import DataError
-from lossbench.runs import store
 from tests.conftest import make_cfg
 from tests.inprocess import run_cli
 
@@ -370,11 +370,11 @@ def test_a_real_set_in_a_stacked_sweep_holds_its_data_once(tmp_path):
 
     assert report.main([str(sweep), "--out", str(tmp_path / "report")]) == 0
     assert (tmp_path / "report" / "table.md").read_text().startswith("# lossbench report: 4 runs in 2 groups")
-    from lossbench.engine import member, train
+    from lossbench.engine import member, plan, train
 
     datasets: dict = {}
     cfgs = [make_cfg("data=breast_cancer", f"seed={k}", "trainer.max_steps=2") for k in (0, 1)]
-    ms = [member.build(c, member.plan(c, tmp_path / str(i)), train.torch.device("cpu"), datasets, "fp32")
+    ms = [member.build(c, plan.plan(c, tmp_path / str(i)), train.torch.device("cpu"), datasets, "fp32")
           for i, c in enumerate(cfgs)]
     assert ms[0].ds is ms[1].ds  # equal data under two seeds: one copy
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from lossbench import store
 from lossbench.engine.numerics import Monitor
 from lossbench.errors import ConfigError
-from lossbench.runs import store
 from lossbench.runs.logger import EVENTS, has_events
 from tests.conftest import ROOT, cli, run_cfg
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lossbench.analysis import report
-from lossbench.engine.member import record_failure
+from lossbench.engine.plan import record_failure
 from tests.conftest import make_cfg, run_cfg
 
 TINY = ["trainer.max_steps=30", "trainer.eval_every=15", "trainer.log_every=15", "data.n_train=500", "data.n_val=200"]

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from lossbench import store
 from lossbench.engine import train
 from lossbench.errors import ConfigError
-from lossbench.runs import store
 from tests.conftest import cli, make_cfg, run_cfg
 
 SMALL = ["trainer.threads=1", "model.hidden=[16]", "data.n_train=400", "data.n_val=200", "trainer.max_steps=40",

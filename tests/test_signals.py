@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import lossbench
-from lossbench.runs import store
+from lossbench import store
 from tests.conftest import ROOT, cli
 
 TINY = ["trainer.threads=1", "model.hidden=[16]", "data.n_train=400", "data.n_val=200", "trainer.max_steps=50"]

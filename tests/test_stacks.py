@@ -8,9 +8,9 @@ import signal
 
 import pytest
 
+from lossbench import store
 from lossbench.engine import train
 from lossbench.engine.numerics import Monitor
-from lossbench.runs import store
 from lossbench.sweeps.sweep import job_dirs
 from tests.conftest import cli, make_cfg, needs_mnist
 
@@ -178,11 +178,11 @@ def test_same_as_compares_content():
 def test_members_hold_equal_data_once_and_different_data_apart(tmp_path):
     """The full MNIST under two run seeds is the same data: one copy in memory (a stack of K seeds does not
     hold K copies); a random subset per seed is different data and is never shared."""
-    from lossbench.engine import member
+    from lossbench.engine import member, plan
     datasets: dict = {}
     grid = [["seed=0"], ["seed=1", "loss=nll"], ["seed=1", "data.n_train=500"], ["seed=2", "data.n_train=500"]]
     cfgs = [make_cfg("data=mnist", "loss=ce", "trainer.max_steps=2", *ov) for ov in grid]
-    ms = [member.build(c, member.plan(c, tmp_path / str(i)), train.torch.device("cpu"), datasets, "fp32")
+    ms = [member.build(c, plan.plan(c, tmp_path / str(i)), train.torch.device("cpu"), datasets, "fp32")
           for i, c in enumerate(cfgs)]
     assert ms[0].ds is ms[1].ds
     assert ms[2].ds is not ms[3].ds and ms[2].ds is not ms[0].ds
@@ -212,7 +212,7 @@ def test_a_run_alone_and_a_stack_meet_the_same_engine_contract(tmp_path):
 
     import torch
 
-    from lossbench.engine import member, stack
+    from lossbench.engine import member, plan, stack
 
     for cls in (stack.Alone, stack.Stacked):
         for name, fn in inspect.getmembers(stack.Engine, inspect.isfunction):
@@ -220,7 +220,7 @@ def test_a_run_alone_and_a_stack_meet_the_same_engine_contract(tmp_path):
                 assert inspect.signature(getattr(cls, name)).parameters.keys() == \
                     inspect.signature(fn).parameters.keys(), (cls.__name__, name)
     cfgs = [make_cfg(*SMALL, f"seed={s}") for s in (0, 1)]
-    ms = [member.build(c, member.plan(c, tmp_path / str(i)), torch.device("cpu"), {}, "fp32")
+    ms = [member.build(c, plan.plan(c, tmp_path / str(i)), torch.device("cpu"), {}, "fp32")
           for i, c in enumerate(cfgs)]
     for engine in (stack.make(ms[:1]), stack.make(ms)):
         k = len(engine.members)

@@ -121,7 +121,7 @@ def test_study_tables_give_intervals_and_the_paired_comparison(tmp_path):
     loss.class_weight within each imbalance ratio, and the per-class recall plot with one panel per ratio."""
     import numpy as np
 
-    from lossbench.runs.store import write_json
+    from lossbench.store import write_json
 
     rng = np.random.default_rng(0)
     sweep = tmp_path / "sweep"

@@ -14,7 +14,8 @@ import pytest
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from lossbench.__main__ import parallel_jobs, sweep_value
+from lossbench.__main__ import parallel_jobs
+from lossbench.sweeps.launch import sweep_value
 from tests.conftest import CONFIGS, ROOT, cli
 
 TINY = ["trainer.max_steps=30", "trainer.eval_every=15", "data.n_train=500", "data.n_val=200"]

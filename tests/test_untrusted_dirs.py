@@ -29,11 +29,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lossbench import config
+from lossbench import config, store
 from lossbench.analysis import report
-from lossbench.engine import member, teacher, train
+from lossbench.engine import plan, teacher, train
 from lossbench.errors import ConfigError, LossbenchError
-from lossbench.runs import store
+from lossbench.runs import record
 from tests.conftest import ROOT, make_cfg, run_cfg
 from tests.inprocess import run_cli
 
@@ -104,11 +104,11 @@ WRONG = [1.5, "x", [1], None]  # values of the wrong type for some entry
 SUMMARY_KINDS = st.one_of(
     st.sampled_from(["absent"] * VALID + ["completed"] * VALID + ["failed", "interrupted", "diverged", "truncated",
                                                                   "link", "fifo", "dir"]),
-    st.tuples(st.sampled_from(list(member.SUMMARY_SCHEMA)), st.sampled_from([*WRONG, "missing"])),
+    st.tuples(st.sampled_from(list(record.SUMMARY_SCHEMA)), st.sampled_from([*WRONG, "missing"])),
 )
 CHECKPOINT_KINDS = st.one_of(
     st.sampled_from(["absent"] * VALID + ["final"] * VALID + ["mid"] * VALID + ["truncated", "link", "fifo", "dir"]),
-    st.tuples(st.sampled_from(list(member.CHECKPOINT_SCHEMA)), st.sampled_from([*WRONG, "missing"])),
+    st.tuples(st.sampled_from(list(record.CHECKPOINT_SCHEMA)), st.sampled_from([*WRONG, "missing"])),
 )
 LOCK_KINDS = st.sampled_from(["absent"] * VALID + ["file"] * VALID + ["link", "fifo", "dir"])
 # Hydra's record and the TensorBoard directory: as written, or with a link, FIFO or file where they belong
@@ -211,7 +211,7 @@ def test_every_run_directory_gives_a_result_or_one_line(tmp_path_factory, parts,
         cfg.trainer[key.split(".")[1]] = True if value == "true" else str(d)
     with time_limit(20):
         try:
-            p = member.plan(cfg, d, cfg.trainer.max_steps)
+            p = plan.plan(cfg, d, cfg.trainer.max_steps)
             with store.run_lock(p.out_dir):  # what train.run does next
                 pass
         except ConfigError as e:

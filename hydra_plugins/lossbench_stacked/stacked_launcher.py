@@ -53,7 +53,7 @@ def task_config(config: DictConfig) -> DictConfig:
 class StackedLauncher(Launcher):
     def __init__(self, max_members: int = 64, max_memory_gb: float = 8.0, stacked: bool = True,
                  executor: str | None = None, submitit: Any = None) -> None:
-        from lossbench.sweeps.launch import check_launcher_options
+        from lossbench.config import check_launcher_options
 
         check_launcher_options(max_members, max_memory_gb, executor, stacked)  # each named, before any conversion
         self.max_members, self.max_memory_gb, self.stacked = max_members, float(max_memory_gb), stacked

@@ -31,7 +31,7 @@ from lossbench.analysis import stats
 from lossbench.config import flatten, keys
 from lossbench.engine import diagnosis
 from lossbench.errors import LossbenchError
-from lossbench.runs.store import SUMMARY, read_regular
+from lossbench.store import SUMMARY, read_regular
 
 # Config keys that do not change what a run computes (seeds, paths, resuming, bookkeeping): runs that differ
 # only in these belong to one group.

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lossbench.config import schema
 from lossbench.errors import ConfigError
+from lossbench.store import path_problem
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # the YAML configs, beside the package
 
@@ -378,7 +379,7 @@ def validate(cfg: DictConfig) -> None:
                           "initialises float32 weights, which would be infinite. Use a smaller value.")
     for key in PATH_KEYS:
         value = OmegaConf.select(cfg, key)
-        if isinstance(value, str) and (why := _path_problem(value)):
+        if isinstance(value, str) and (why := path_problem(value)):
             raise ConfigError(f"{key}={value[:60]}{'...' if len(value) > 60 else ''} cannot be a path: {why}.")
     _validate_cosine_head(cfg, hb)
 
@@ -559,10 +560,33 @@ def check_task(cfg: DictConfig, task: str) -> None:
     _validate_labels(c, resolve_head(c))
 
 
-def _path_problem(path: str) -> str | None:
-    from lossbench.runs.store import path_problem
+EXECUTORS = (None, "submitit_local", "submitit_slurm")
 
-    return path_problem(path)
+
+def check_launcher_options(max_members: Any, max_memory_gb: Any, executor: Any, stacked: Any = True) -> None:
+    """The stacked launcher's options (hydra.launcher.*), each named when refused."""
+    if isinstance(max_members, bool) or not isinstance(max_members, int) or max_members < 1:
+        raise ConfigError(f"hydra.launcher.max_members must be an integer >= 1, got {max_members!r}.")
+    if isinstance(max_memory_gb, bool) or not isinstance(max_memory_gb, (int, float)) or \
+            not 0 < max_memory_gb < float("inf"):
+        raise ConfigError(f"hydra.launcher.max_memory_gb must be a finite number > 0, got {max_memory_gb!r}.")
+    if executor not in EXECUTORS:
+        raise ConfigError(f"Unknown hydra.launcher.executor={executor!r}. Valid choices: null (this process), "
+                          "submitit_local, submitit_slurm.")
+    if not isinstance(stacked, bool):
+        raise ConfigError(f"hydra.launcher.stacked must be true or false, got {stacked!r}.")
+
+
+def check_launcher(launcher: Any) -> None:
+    """A sweep's launcher options (the composed hydra.launcher node), checked before anything is created: the
+    stacked launcher's, and joblib's n_jobs (joblib refuses 0 only once the sweep has started)."""
+    target = str(launcher.get("_target_") or "")
+    if target.endswith("StackedLauncher"):
+        check_launcher_options(launcher.get("max_members"), launcher.get("max_memory_gb"), launcher.get("executor"),
+                               launcher.get("stacked"))
+    if "joblib" in target and launcher.get("n_jobs") == 0:
+        raise ConfigError("hydra.launcher.n_jobs must not be 0: give the number of parallel jobs (>= 1), or a "
+                          "negative number counting back from the cores (-1 = one job per core).")
 
 
 def _memory_bytes() -> int | None:
@@ -694,8 +718,6 @@ def _compose_command_line(hydra: Any, args: Any, name: str) -> None:
         _check_added_keys(compose([o.input_line for o in fixed if o not in adds]), [o.key_or_group for o in adds])
     cfg = compose([o.input_line for o in fixed])
     if args.multirun or cfg.hydra.mode == RunMode.MULTIRUN:
-        from lossbench.sweeps.launch import check_launcher
-
         check_launcher(cfg.hydra.launcher)
     if args.cfg or not (args.multirun or cfg.hydra.mode == RunMode.MULTIRUN):
         if len(fixed) < len(given):

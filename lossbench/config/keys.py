@@ -5,7 +5,7 @@ A key's role says what changing it means, and five parts of lossbench read it fr
 - ``STACK``: may differ between the members of one stack (`hydra/launcher=stacked`); runs that differ in any
   other key train in separate stacks (``lossbench.engine.stack.stack_key``).
 - ``RESUME``: may change when a run resumes from its checkpoint (how long, how often, where it logs); any
-  other change is refused (``lossbench.engine.member.config_changes``).
+  other change is refused (``lossbench.engine.plan.config_changes``).
 - ``BOOKKEEPING``: where or how a job runs, not what it trains: left out of sweep job directory names and
   Hydra's ``override_dirname``, so a rerun finds the same directories (``lossbench.sweeps.sweep``).
 - ``REPLICATE``: not a difference between methods: the report pools runs that differ only in these keys

@@ -302,8 +302,3 @@ def _new_totals() -> dict:
             "detail_steps": 0, "grad_steps": 0, "steps": 0}
 
 
-def finite_part(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """The finite values of x (flattened, float32, on the host) and how many were not finite."""
-    x = x.detach().float().flatten().cpu()
-    ok = torch.isfinite(x)
-    return x[ok], int((~ok).sum())

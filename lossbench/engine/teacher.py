@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lossbench.config import KD_LOSSES, keys
 from lossbench.errors import ConfigError
-from lossbench.runs.store import CHECKPOINT, SUMMARY, check_run_dir, read_json
+from lossbench.store import CHECKPOINT, SUMMARY, check_run_dir, read_json
 
 # Data keys that define the inputs and labels: a teacher trained with other values saw another task.
 SAME_TASK = tuple(k.removeprefix("data.") for k in keys.keys_with(keys.Role.TASK))
@@ -32,7 +32,7 @@ def check(cfg: DictConfig) -> dict:
             f"loss={cfg.loss.name} needs a teacher: set loss.teacher=<run dir> to the directory of a completed "
             "lossbench run on the same data (e.g. python -m lossbench data=mnist loss=ce "
             "hydra.run.dir=outputs/teacher, then loss.teacher=outputs/teacher).")
-    from lossbench.engine.member import summary_problem
+    from lossbench.runs.record import summary_problem
 
     run_dir = Path(str(path))
     try:
@@ -80,7 +80,7 @@ def attach(cfg: DictConfig, ds, device, batch_size: int = 8192):
 
     from lossbench import losses, models
     from lossbench.data import IGNORE_INDEX
-    from lossbench.engine.member import read_checkpoint
+    from lossbench.runs.record import read_checkpoint
 
     summary = check(cfg)
     run_dir = Path(str(cfg.loss.teacher))

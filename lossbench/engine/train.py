@@ -26,12 +26,13 @@ from omegaconf import DictConfig, OmegaConf
 from lossbench import losses, metrics
 from lossbench.config import validate
 from lossbench.engine import stack as stack_mod
-from lossbench.engine.member import Member, Plan, build, discard, plan, record_failure
+from lossbench.engine.member import Member, build
+from lossbench.engine.plan import Plan, discard, plan, record_failure
 from lossbench.engine.stack import Batches, Engine, memory_bytes, shape_key, stack_key
 from lossbench.errors import ConfigError, LossbenchError
 from lossbench.runs.progress import Progress
 from lossbench.runs.signals import Interrupted, StopRequest, stops_received
-from lossbench.runs.store import DiskFull, run_lock
+from lossbench.store import DiskFull, run_lock
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 BCE_AUTOCAST_REFUSAL = (

@@ -232,8 +232,6 @@ class Logger:
         """Histograms of logits and probabilities; non-finite values are counted, never histogrammed."""
         if not self.writer:
             return
-        from lossbench.engine.numerics import finite_part
-
         for name, t in (("logits", z), ("probs", p)):
             values, bad = finite_part(t)
             self.writer.add_scalar(tb_tag(f"numerics/{name}_nonfinite"), bad, step)
@@ -268,3 +266,10 @@ class Logger:
     def close(self) -> None:
         if self.writer:
             self.writer.close()
+
+
+def finite_part(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The finite values of x (flattened, float32, on the host) and how many were not finite."""
+    x = x.detach().float().flatten().cpu()
+    ok = torch.isfinite(x)
+    return x[ok], int((~ok).sum())

@@ -23,7 +23,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from lossbench.errors import ConfigError
-from lossbench.runs.store import (
+from lossbench.store import (
     LOCK,
     SUMMARY,
     check_run_dir,

@@ -8,6 +8,7 @@ and its members resume from their own checkpoints (under submitit, trainer.skip_
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,35 +16,38 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from lossbench.errors import ConfigError, LossbenchError
-
-EXECUTORS = (None, "submitit_local", "submitit_slurm")
-
-
-def check_launcher_options(max_members: Any, max_memory_gb: Any, executor: Any, stacked: Any = True) -> None:
-    """The stacked launcher's options (hydra.launcher.*), each named when refused."""
-    if isinstance(max_members, bool) or not isinstance(max_members, int) or max_members < 1:
-        raise ConfigError(f"hydra.launcher.max_members must be an integer >= 1, got {max_members!r}.")
-    if isinstance(max_memory_gb, bool) or not isinstance(max_memory_gb, (int, float)) or \
-            not 0 < max_memory_gb < float("inf"):
-        raise ConfigError(f"hydra.launcher.max_memory_gb must be a finite number > 0, got {max_memory_gb!r}.")
-    if executor not in EXECUTORS:
-        raise ConfigError(f"Unknown hydra.launcher.executor={executor!r}. Valid choices: null (this process), "
-                          "submitit_local, submitit_slurm.")
-    if not isinstance(stacked, bool):
-        raise ConfigError(f"hydra.launcher.stacked must be true or false, got {stacked!r}.")
+from lossbench.engine import diagnosis
+from lossbench.errors import LossbenchError
 
 
-def check_launcher(launcher: Any) -> None:
-    """A sweep's launcher options (the composed hydra.launcher node), checked before anything is created: the
-    stacked launcher's, and joblib's n_jobs (joblib refuses 0 only once the sweep has started)."""
-    target = str(launcher.get("_target_") or "")
-    if target.endswith("StackedLauncher"):
-        check_launcher_options(launcher.get("max_members"), launcher.get("max_memory_gb"), launcher.get("executor"),
-                               launcher.get("stacked"))
-    if "joblib" in target and launcher.get("n_jobs") == 0:
-        raise ConfigError("hydra.launcher.n_jobs must not be 0: give the number of parallel jobs (>= 1), or a "
-                          "negative number counting back from the cores (-1 = one job per core).")
+def sweep_value(summary: dict, metric: str) -> float | None:
+    """What a sweeper sees: the metric of a completed run; None for a failed or diverged one, or a NaN.
+
+    Not NaN: hydra-optuna-sweeper 1.3.0 with optuna 2.10 aborts the whole study on a NaN (hydra issue
+    #2237: it tells Optuna FAIL together with the NaN, which Optuna refuses), while a value that is not
+    float-castable is told as a FAIL trial and the study goes on.
+    """
+    value = (summary.get("final") or {}).get(metric)
+    if summary.get("status") != "completed" or value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def result_line(summary: dict, out_dir: Path) -> str:
+    """The line a finished run prints: status (and diagnosis), steps, the headline validation metrics, its
+    directory; a stalled run's diagnosis follows on its own line, with its numbers and the fix."""
+    values = " ".join(f"{k}={v:.4f}" for k, v in summary["final"].items()
+                      if k in ("val/loss", "val/auc", "val/accuracy", "val/nll") and v is not None)
+    line = f"lossbench: {outcome(summary)} -> {values}  [{out_dir}]"
+    d = summary.get("diagnosis")
+    return line + (f"\nlossbench: {d['message']}" if isinstance(d, dict) and d.get("message") else "")
+
+
+def outcome(summary: dict) -> str:
+    """'completed 200 steps', 'completed 200 steps, STALLED', 'diverged at step 25', ..."""
+    status, steps = summary.get("status"), summary.get("steps")
+    text = f"diverged at step {steps}" if status == "diverged" else f"{status} {steps} steps"
+    return text + diagnosis.short(summary)
 
 
 @dataclass
@@ -57,14 +61,12 @@ class Result:
     def task(self, cfg: DictConfig) -> float | None:
         """What the job's task returns to Hydra (the sweep value), printing its line as `python -m lossbench`
         does. A failed job returns None: its summary says failed, and the sweep goes on."""
-        from lossbench.__main__ import result_line, sweep_value
-
         if self.summary is None:
             print(f"lossbench: error: {self.error}", file=sys.stderr)
             if self.refused:
                 from hydra.core.hydra_config import HydraConfig
 
-                from lossbench.__main__ import refuse_job
+                from lossbench.sweeps.sweep import refuse_job
 
                 hc = HydraConfig.get()
                 refuse_job(Path(hc.runtime.output_dir), hc, self.error or "")

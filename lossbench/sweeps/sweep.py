@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lossbench.config import keys
 from lossbench.engine import diagnosis
-from lossbench.runs.store import SUMMARY, read_json, write_json
+from lossbench.store import SUMMARY, read_json, write_json
 
 # Overrides that say where or how a job runs, not what it trains: left out of job directory names
 # (configs/hydra/default.yaml lists the same keys under override_dirname.exclude_keys) and of HPARAMS, so that
@@ -194,3 +194,12 @@ def write_status(root: Path) -> None:
     notes = f" Diagnosed: {json.dumps(dict(diagnosed))} (see each job's summary.json)." if diagnosed else ""
     print(f"lossbench sweep: {len(jobs)} jobs in {root}: {json.dumps(dict(counts))}.{notes} "
           f"Compare them with: python -m lossbench.report {root}")
+
+
+def refuse_job(out_dir: Path, hc, error: str) -> None:
+    """A sweep job that did not run because its directory holds another run: the directory is left byte-identical
+    (Hydra's .hydra record and log put back) and the sweep lists the job as refused."""
+    from lossbench.runs import rundir
+
+    rundir.restore_job(out_dir, hc.output_subdir)
+    mark_refused(Path(str(hc.sweep.dir)), out_dir, error)

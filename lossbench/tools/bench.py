@@ -63,7 +63,7 @@ from lossbench.config import CONFIGS
 from lossbench.engine import train
 from lossbench.engine.member import make_optimizer
 from lossbench.errors import LossbenchError
-from lossbench.runs.store import read_json
+from lossbench.store import read_json
 
 
 def positive(text: str) -> int:
@@ -347,7 +347,7 @@ def watch_bench(args: argparse.Namespace) -> dict[str, float]:
     (TensorBoard events to a temporary directory), back to back in each round, in alternating order; the
     overhead 1 - watched/plain per round and its median. Criteria: CrossEntropyLoss on the logits, and (fp32)
     BCELoss on sigmoid probabilities against one-hot targets."""
-    import lossbench
+    from lossbench.tools.watcher import watch
 
     device = train.pick_device(args.device)
     threads = args.threads or os.cpu_count() or 1
@@ -368,7 +368,7 @@ def watch_bench(args: argparse.Namespace) -> dict[str, float]:
             rate = {}
             for mode in ("plain", "watched") if rnd % 2 else ("watched", "plain"):
                 with tempfile.TemporaryDirectory() as tmp:
-                    criterion = cls() if mode == "plain" else lossbench.watch(
+                    criterion = cls() if mode == "plain" else watch(
                         cls(), log_dir=tmp, detail_every=args.watch_detail_every)
                     torch.set_num_threads(threads)
                     w, c = bare_loop(args, cfg, device, x, targets, n, lambda z, t: criterion(head(z), t))  # noqa: B023
