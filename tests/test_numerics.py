@@ -1,15 +1,17 @@
-"""Each numerics monitor fires where it must and stays quiet where it must not, from real training runs."""
+"""lossbench.engine.numerics: the buffered Monitor keeps a step-by-step account's exact semantics, and each monitor
+fires where it must and stays quiet where it must not, from real training runs."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from lossbench import config, losses
-from lossbench.engine.numerics import Monitor
+from lossbench.engine.numerics import BUFFER, Monitor
 from lossbench.engine.train import check_precision
 from lossbench.errors import ConfigError
 from lossbench.runs.logger import Logger, tb_tag
@@ -166,3 +168,86 @@ def test_the_logits_check_survives_a_checkpoint_of_the_unread_window():
     legacy.observe(torch.tensor(1.0), torch.full((4, 1), inf))
     legacy.read_all()
     assert legacy.first_nonfinite_step == 5
+
+
+@pytest.mark.parametrize("scaled_grads", [False, True])
+def test_buffered_monitor_matches_a_step_by_step_account(scaled_grads):
+    """Loss finiteness every step, sampled gradient norms, the first bad step: across buffer reductions and
+    reads, against a plain step-by-step account."""
+    gen = torch.Generator().manual_seed(0)
+    steps, reads = 3 * BUFFER + 7, {10, BUFFER, BUFFER + 1, 150, 3 * BUFFER + 7}
+    bad_loss_at, bad_grad_at = {BUFFER + 5, 170}, {BUFFER + 2, 100}
+    sampled = {s for s in range(steps) if s % 3 == 0} | bad_grad_at | {BUFFER + 5}
+    m = Monitor(torch.device("cpu"), None, enabled=True, scaled_grads=scaled_grads)
+    ref = {"loss": 0.0, "nonfinite_loss": 0, "nonfinite_grad": 0, "grad_norm": 0.0, "max_grad_norm": 0.0, "n": 0,
+           "ng": 0}
+    first = None
+    for step in range(steps):
+        loss = torch.rand((), generator=gen) * 3
+        grads = [torch.randn(5, 4, generator=gen), torch.randn(4, generator=gen) * 10]
+        if step in bad_loss_at:
+            loss = torch.tensor(math.inf)
+        if step in bad_grad_at:
+            grads[1][2] = math.nan
+        assert m.observe(loss).item() == loss.item()
+        ref["loss"] += loss.item()
+        ref["n"] += 1
+        ref["nonfinite_loss"] += step in bad_loss_at
+        if step in sampled:
+            assert bool(torch.isfinite(m.observe_grads(grads)).all()) == (step not in bad_grad_at)
+            gnorm = torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]).double()).item()
+            ref["ng"] += 1
+            if math.isfinite(gnorm):
+                ref["grad_norm"] += gnorm
+                ref["max_grad_norm"] = max(ref["max_grad_norm"], gnorm)
+            else:
+                ref["nonfinite_grad"] += 1
+        if first is None and (step in bad_loss_at or (step in bad_grad_at and not scaled_grads)):
+            first = step
+        if step + 1 in reads:
+            out = m.read()
+            assert out["numerics/nonfinite_loss"] == ref["nonfinite_loss"]
+            assert out["numerics/nonfinite_grad"] == ref["nonfinite_grad"]
+            if ref["ng"]:
+                assert out["numerics/grad_norm"] == pytest.approx(ref["grad_norm"] / ref["ng"], rel=1e-5)
+                assert out["numerics/max_grad_norm"] == pytest.approx(ref["max_grad_norm"], rel=1e-5)
+            else:  # a window without a gradient sample (the read at BUFFER + 1)
+                assert "numerics/grad_norm" not in out
+            if math.isfinite(ref["loss"]):
+                assert out["train/loss"] == pytest.approx(ref["loss"] / ref["n"], rel=1e-5)
+            else:
+                assert out["train/loss"] == math.inf
+            assert m.first_nonfinite_step == first
+            ref = dict.fromkeys(ref, 0) | {"loss": 0.0, "grad_norm": 0.0, "max_grad_norm": 0.0}
+    s = m.summary()
+    assert s["steps"] == steps and s["grad_steps"] == len(sampled) and s["nonfinite_loss"] == len(bad_loss_at)
+    assert s["nonfinite_grad"] == len(bad_grad_at) and s["first_nonfinite_step"] == (BUFFER + 5 if scaled_grads else BUFFER + 2)
+
+
+def test_a_window_without_gradient_samples_logs_no_gradient_norm():
+    m = Monitor(torch.device("cpu"), None, enabled=True, every=100)
+    for _ in range(10):
+        m.observe(torch.tensor(1.0))
+    out = m.read()
+    assert out["train/loss"] == 1.0 and "numerics/grad_norm" not in out
+
+
+def test_monitor_state_round_trips_mid_buffer():
+    """A checkpoint taken with losses still buffered resumes to the same window (same sums, same order)."""
+    gen = torch.Generator().manual_seed(1)
+    seq = [(torch.rand((), generator=gen), [torch.randn(3, generator=gen)]) for _ in range(90)]
+
+    def feed(m: Monitor, part: list, start: int) -> None:
+        for step, (loss, g) in enumerate(part, start):
+            m.observe(loss)
+            if step % 4 == 0:
+                m.observe_grads(g)
+
+    a = Monitor(torch.device("cpu"), None)
+    feed(a, seq, 0)
+    b = Monitor(torch.device("cpu"), None)
+    feed(b, seq[:70], 0)
+    c = Monitor(torch.device("cpu"), None)
+    c.load_state_dict(b.state_dict())
+    feed(c, seq[70:], 70)
+    assert a.read() == c.read() and a.summary() == c.summary()
