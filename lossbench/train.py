@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from lossbench import ConfigError, LossbenchError, losses, metrics
 from lossbench import stack as stack_mod
 from lossbench.config import validate
+from lossbench.losses import registry as loss_registry
 from lossbench.member import Member, Plan, build, discard, plan, record_failure
 from lossbench.progress import Progress
 from lossbench.signals import Interrupted, StopRequest, stops_received
@@ -82,8 +83,8 @@ def check_precision(precision: str, device: torch.device, loss: str) -> None:
                 f"trainer.precision=bf16 but {torch.cuda.get_device_name(device)} has no bfloat16 support. "
                 "Use trainer.precision=fp16 or fp32."
             )
-        if loss == "bce":
-            raise ConfigError(f"trainer.precision={precision} with loss=bce on CUDA: {BCE_AUTOCAST_REFUSAL}")
+        if not loss_registry.get(loss).cuda_autocast:
+            raise ConfigError(f"trainer.precision={precision} with loss={loss} on CUDA: {BCE_AUTOCAST_REFUSAL}")
     if not torch.amp.is_autocast_available(device.type):
         raise ConfigError(
             f"trainer.precision={precision}: autocast is not available on {device.type}. Use trainer.precision=fp32."
