@@ -46,8 +46,8 @@ from torch import nn
 
 from lossbench import ConfigError, LossbenchError, data, diagnosis, losses, metrics, models, teacher
 from lossbench.config import LOWER_IS_BETTER, check_task, flatten, resolve_head
-from lossbench.losses import registry as loss_registry
 from lossbench.logger import Logger, has_events, histogram_every
+from lossbench.losses import registry as loss_registry
 from lossbench.numerics import Monitor
 from lossbench.provenance import code as code_provenance
 from lossbench.store import (

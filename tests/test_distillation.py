@@ -12,8 +12,11 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from lossbench import ConfigError, data, losses, models, store, teacher
-from lossbench.config import KD_LOSSES, validate
+from lossbench.config import validate
+from lossbench.losses import registry
 from tests.conftest import cli, make_cfg, run_cfg
+
+KD_LOSSES = tuple(s.name for s in registry.specs() if s.teacher)
 
 C3 = ["data.n_classes=3", "data.n_train=1200", "data.n_val=600", "logger.enabled=false"]
 
