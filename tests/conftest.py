@@ -67,10 +67,10 @@ def teacher_dir(tmp_path_factory) -> Path:
 def loss_overrides(loss: str, request: pytest.FixtureRequest, *data: str) -> list[str]:
     """What a loss needs beyond its name in a test run: optim=pesg for auc_margin; for the distillation losses, a teacher trained on the
     task the data overrides give (only those that define the task matter: n_classes, n_features, scale, ...)."""
-    from lossbench.config import KD_LOSSES
+    from lossbench.losses import registry
 
     if loss == "auc_margin":
         return ["optim=pesg"]  # a min-max objective: only its primal-dual optimiser trains it
-    if loss not in KD_LOSSES:
+    if not registry.get(loss).teacher:
         return []
     return [f"loss.teacher={teacher_run(request.getfixturevalue('tmp_path_factory'), *data)}"]

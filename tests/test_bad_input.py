@@ -355,13 +355,13 @@ def test_deterministic_run_hitting_an_op_without_a_deterministic_kernel_is_a_cle
     trainer.deterministic=true PyTorch raises mid-run. Simulated on the CPU with put_, which has none here."""
     from lossbench import losses
 
-    forward = losses.Objective.forward
+    forward = losses.BCEWithLogits.forward  # the default loss, bce_logits
 
     def with_put(self, z, y):
         torch.zeros(3).put_(torch.tensor([0]), torch.tensor([1.0]))
         return forward(self, z, y)
 
-    monkeypatch.setattr(losses.Objective, "forward", with_put)
+    monkeypatch.setattr(losses.BCEWithLogits, "forward", with_put)
     try:
         with pytest.raises(ConfigError, match=r"trainer.deterministic=true.*put_ does not have a deterministic "
                                               r"implementation.*trainer.deterministic=false") as info:

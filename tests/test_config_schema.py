@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 
 from lossbench import config
 from lossbench.config import Range, schema
+from lossbench.losses import registry
 from tests.conftest import CONFIGS
 from tests.inprocess import run_cli
 
@@ -126,13 +127,13 @@ def out_of_range(rng: Range, integer: bool) -> st.SearchStrategy:
     return st.one_of(*parts)
 
 
-def bad_values(key: str, t: Any) -> dict[str, st.SearchStrategy[str]]:
-    """{category: strategy} of the bad values of one key."""
+def bad_values(key: str, t: Any, option: str | None = None) -> dict[str, st.SearchStrategy[str]]:
+    """{category: strategy} of the bad values of one key (loss keys: of loss=<option>, whose range it is)."""
     inner, _ = base_type(t)
     out = {} if t is Any else {"type": wrong_type(t)}
-    if key in config.RANGES:
+    if (rng := config.range_of(key, option)) is not None:
         element = typing.get_args(inner)[0] if typing.get_origin(inner) is list else inner
-        values = out_of_range(config.RANGES[key], element is int)
+        values = out_of_range(rng, element is int)
         out["range"] = values.map(lambda v: arg([v])) if typing.get_origin(inner) is list else values.map(arg)
     if key in config.CHOICES:
         valid = set(config.CHOICES[key])
@@ -147,14 +148,14 @@ def bad_values(key: str, t: Any) -> dict[str, st.SearchStrategy[str]]:
 def cases() -> list:
     """One test case per (key, category of bad value)."""
     return [pytest.param(group, option, key, category, strategy, id=f"{key}-{category}")
-            for group, option, key, t in keys() for category, strategy in bad_values(key, t).items()]
+            for group, option, key, t in keys() for category, strategy in bad_values(key, t, option).items()]
 
 
 # --- coverage: every key has a type and a rule ----------------------------------------------------------------
 
 
 def test_every_option_of_every_group_is_typed_by_its_schema():
-    assert (set(config.DATASETS), set(config.MODELS), set(config.LOSSES), set(config.OPTIMS)) == tuple(
+    assert (set(config.DATASETS), set(config.MODELS), set(registry.names()), set(config.OPTIMS)) == tuple(
         set(schema.SCHEMAS[g]) for g in ("data", "model", "loss", "optim"))
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         for group, options in schema.SCHEMAS.items():
@@ -169,16 +170,17 @@ def test_every_option_of_every_group_is_typed_by_its_schema():
 
 
 def test_every_number_has_a_range_and_every_string_a_rule():
-    for _, _, key, t in keys():
+    for _, option, key, t in keys():
         inner, _ = base_type(t)
         element = typing.get_args(inner)[0] if typing.get_origin(inner) is list else inner
+        rng = config.range_of(key, option)
         if element in (int, float):
-            assert key in config.RANGES, f"{key} ({t}) has no range in lossbench.config.RANGES"
+            assert rng is not None, f"{key} ({t}) has no range in lossbench.config.RANGES or its loss's registration"
         elif element is str:
             assert key in config.CHOICES or key in config.FREE_STRINGS, f"{key}: add it to CHOICES or FREE_STRINGS"
         elif t is Any:
             assert key in ANY_BAD, f"{key} takes values of several types: list bad ones in ANY_BAD"
-        assert key in config.RANGES or key in config.CHOICES or key in ANY_BAD or key in config.FREE_STRINGS \
+        assert rng is not None or key in config.CHOICES or key in ANY_BAD or key in config.FREE_STRINGS \
             or element is bool, f"{key}: no rule beyond its type"
     assert set(config.RANGES) <= {k for _, _, k, _ in keys()}, "a range for a key that does not exist"
 

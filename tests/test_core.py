@@ -10,15 +10,16 @@ import torch
 from omegaconf import OmegaConf
 
 from lossbench import losses, metrics
-from lossbench.config import NATURAL_HEAD, VALID_PAIRS, validate
+from lossbench.config import validate
 from lossbench.data import load
 from lossbench.errors import ConfigError
+from lossbench.losses import registry
 from tests.conftest import cli, loss_overrides, make_cfg, needs_mnist, run_cfg
 
 SMALL = ["data.n_train=2000", "data.n_val=1000", "logger.enabled=false"]
 
 
-@pytest.mark.parametrize(("head", "loss"), sorted(VALID_PAIRS))
+@pytest.mark.parametrize(("head", "loss"), sorted(registry.valid_pairs()))
 def test_every_valid_pair_learns(tmp_path, head, loss, request):
     s = run_cfg(tmp_path, f"loss={loss}", f"head={head}", *SMALL, *loss_overrides(loss, request))
     assert s["status"] == "completed"
@@ -31,7 +32,7 @@ def test_every_valid_pair_learns(tmp_path, head, loss, request):
 @pytest.mark.parametrize("head", ["sigmoid", "softmax"])
 def test_invalid_pairs_are_refused_before_training(head, loss):
     cfg = make_cfg(f"loss={loss}", f"head={head}")
-    if (head, loss) in VALID_PAIRS:
+    if (head, loss) in registry.valid_pairs():
         validate(cfg)
         return
     with pytest.raises(ConfigError, match=r"Invalid head/loss pair.*Valid pairs: .*head=softmax loss=ce"):
@@ -44,7 +45,7 @@ def test_ce_on_single_logit_message_says_why():
 
 
 def test_natural_head_is_used_when_head_is_unset(request):
-    for loss, head in NATURAL_HEAD.items():
+    for loss, head in ((s.name, s.natural_head) for s in registry.specs()):
         cfg = make_cfg(f"loss={loss}", *loss_overrides(loss, request))
         assert cfg.head is None
         validate(cfg)

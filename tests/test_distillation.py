@@ -12,10 +12,13 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from lossbench import data, losses, models, store
-from lossbench.config import KD_LOSSES, validate
+from lossbench.config import validate
 from lossbench.engine import teacher
 from lossbench.errors import ConfigError
+from lossbench.losses import registry
 from tests.conftest import cli, make_cfg, run_cfg
+
+KD_LOSSES = tuple(s.name for s in registry.specs() if s.teacher)
 
 C3 = ["data.n_classes=3", "data.n_train=1200", "data.n_val=600", "logger.enabled=false"]
 

@@ -1,13 +1,14 @@
 """A run that diverges is a result, for every loss and head: an exploding learning rate ends 'diverged' at the
 log point after its first non-finite step, with its summary and events written, exit code 0, alone or in a
-stack. New losses are covered by being listed in config.VALID_PAIRS."""
+stack. New losses are covered by being registered (lossbench.losses.registry)."""
 
 from __future__ import annotations
 
 import pytest
 
-from lossbench import config, store
+from lossbench import store
 from lossbench.engine import train
+from lossbench.losses import registry
 from tests.conftest import cli, loss_overrides, make_cfg, run_cfg
 
 TINY = ["trainer.threads=1", "model.hidden=[16]", "data.n_train=300", "data.n_val=100", "trainer.max_steps=60",
@@ -19,8 +20,8 @@ NEEDS: dict[str, list[str]] = {
     # chance, 'completed'; tests/test_long_tail.py). On a plain linear head it diverges like every other loss.
     "ldam": ["model.cosine_head=false"],
 }
-BINARY_ONLY = set(config.AUC_LOSSES)  # the stack test's 3-class task is binary for these
-PAIRS = sorted(config.VALID_PAIRS)
+BINARY_ONLY = {s.name for s in registry.specs() if s.binary_only}  # the stack test's 3-class task is binary for these
+PAIRS = sorted(registry.valid_pairs())
 
 
 def overrides(head: str, loss: str, request: pytest.FixtureRequest, *data: str) -> list[str]:

@@ -12,14 +12,16 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from lossbench.analysis import studies
-from lossbench.config import IMBALANCE_LOSSES, NATURAL_HEAD, VALID_PAIRS, validate
+from lossbench.config import validate
 from lossbench.data import load, long_tail_counts, profile_shares
 from lossbench.errors import ConfigError
+from lossbench.losses import registry
 from tests.conftest import CONFIGS, cli, make_cfg, needs_mnist, run_cfg
 
 TINY = ["data.n_train=1000", "data.n_val=500", "trainer.max_steps=60", "trainer.eval_every=30",
         "trainer.log_every=10", "logger.enabled=false"]
-NEW_PAIRS = sorted(p for p in VALID_PAIRS if p[1] in IMBALANCE_LOSSES)
+IMBALANCE_LOSSES = ("focal", "ldam", "logit_adjusted", "balanced_softmax", "poly1", "bce_clipped")
+NEW_PAIRS = sorted(p for p in registry.valid_pairs() if p[1] in IMBALANCE_LOSSES)
 
 
 # --- data ---------------------------------------------------------------------------------------------------------
@@ -58,8 +60,10 @@ def test_mnist_step_profile_keeps_the_test_set():
 @pytest.mark.parametrize(("overrides", "message"), [
     (["loss=focal", "loss.gamma=-1"], "loss.gamma must be >= 0"),
     (["loss=focal", "loss.impl=fast"], "Valid choices: naive, stable"),
-    (["loss=focal", "loss.alpha=1.5"], r"loss.alpha must be in \[-1, 1\], got 1.5"),
+    # loss.alpha and loss.eps have a range per loss (their registrations), named with the loss
+    (["loss=focal", "loss.alpha=1.5"], r"loss.alpha must be in \[-1, 1\] for loss=focal, got 1.5"),
     (["loss=kd", "loss.alpha=-1"], r"loss.alpha must be in \[0, 1\] for loss=kd"),
+    (["loss=kd", "loss.alpha=1.5"], r"loss.alpha must be in \[0, 1\] for loss=kd, got 1.5"),
     (["loss=focal", "loss.alpha=-0.5"], r"loss.alpha must be in \[0, 1\], or -1 \(off\)"),
     (["loss=focal", "head=softmax", "loss.alpha=0.25"], "give per-class weights instead: loss.class_weight"),
     (["loss=focal", "loss.pos_weight=auto"], "loss=focal weighs positives with loss.alpha"),
@@ -75,9 +79,10 @@ def test_mnist_step_profile_keeps_the_test_set():
     (["loss=ce", "loss.drw_step=10", "loss.beta=1"], "loss.beta must be in"),
     (["loss=bce", "loss.posthoc_tau=1"], "posthoc_tau=1.0 is post-hoc logit adjustment.*head=softmax"),
     (["loss=poly1", "loss.epsilon=-2"], "loss.epsilon must be >= -1"),
-    (["loss=bce_clipped", "loss.eps=0"], r"loss.eps must be in \(0, 1\), got 0.0"),  # the range shared with asl
-    (["loss=bce_clipped", "loss.eps=0.5"], r"loss.eps must be in \(0, 0.5\) for loss=bce_clipped.*Keras uses 1e-7"),
-    (["loss=focal", "loss.alpha=2"], r"loss.alpha must be in \[-1, 1\], got 2.0"),
+    (["loss=bce_clipped", "loss.eps=0"], r"loss.eps must be in \(0, 0.5\) for loss=bce_clipped, got 0.0"),
+    (["loss=bce_clipped", "loss.eps=0.5"], r"loss.eps must be in \(0, 0.5\) for loss=bce_clipped, got 0.5"),
+    (["loss=asl", "loss.eps=0.7"], r"loss.eps must be in \(0, 1\) for loss=asl, got 0.7"),
+    (["loss=focal", "loss.alpha=2"], r"loss.alpha must be in \[-1, 1\] for loss=focal, got 2.0"),
     (["loss=ce", "model.cosine_head=true"], "only loss=ldam scales them"),
     (["loss=ldam", "model.head_bias=prior"], "no output bias"),
     (["data=longtail", "data.imbalance_profile=linear"], "Valid choices: exp, step"),
@@ -273,6 +278,6 @@ def test_long_tail_binary_sweep_end_to_end(tmp_path):
 
 
 def test_natural_heads_of_the_new_losses():
-    assert {k: NATURAL_HEAD[k] for k in IMBALANCE_LOSSES} == {
+    assert {k: registry.natural_head(k) for k in IMBALANCE_LOSSES} == {
         "focal": "sigmoid", "ldam": "softmax", "logit_adjusted": "softmax", "balanced_softmax": "softmax",
         "poly1": "softmax", "bce_clipped": "sigmoid"}

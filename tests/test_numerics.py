@@ -10,10 +10,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lossbench import config, losses
+from lossbench import losses
 from lossbench.engine.numerics import BUFFER, Monitor
 from lossbench.engine.train import check_precision
 from lossbench.errors import ConfigError
+from lossbench.losses import registry
 from lossbench.runs.logger import Logger, tb_tag
 from tests.conftest import cli, make_cfg, run_cfg
 
@@ -129,7 +130,7 @@ def test_histograms_survive_all_nan_tensors(tmp_path):
     assert [e.step for e in ea.Histograms(tb_tag("hist/logits"))] == [2]
 
 
-@pytest.mark.parametrize(("head", "loss"), sorted(config.VALID_PAIRS))
+@pytest.mark.parametrize(("head", "loss"), sorted(registry.valid_pairs()))
 def test_overflowed_logits_count_as_a_nonfinite_step_for_every_loss(head, loss):
     """Logits at +-inf without a NaN (what an exploding step gives when the CPU's summation order happens to avoid
     inf - inf) are a divergence for every loss, also those whose loss stays finite there (BCELoss's clamp, asl's
@@ -138,7 +139,7 @@ def test_overflowed_logits_count_as_a_nonfinite_step_for_every_loss(head, loss):
     obj = losses.build(cfg.loss, head, 2, counts=torch.tensor([10.0, 10.0]))
     y = torch.tensor([0, 1, 1, 0])
     k = 1 if head == "sigmoid" else 2  # one logit for a sigmoid binary head
-    if loss in config.KD_LOSSES:
+    if registry.get(loss).teacher:
         y = losses.pack_teacher(y, torch.randn(4, 2, generator=torch.Generator().manual_seed(0)))
     inf = float("inf")
     for z, first in ((torch.tensor([[inf, -inf], [-inf, inf]] * 2)[:, :k], 0), (torch.zeros(4, k), None)):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgb
 
-from lossbench import config
 from lossbench.analysis import plots, report
+from lossbench.losses import registry
 
 COMING = ("focal", "ldam", "logit_adjusted", "balanced_softmax", "poly1", "bce_clipped", "asl", "kd")
 
@@ -31,9 +31,9 @@ def saturation_like() -> list[report.Group]:
 
 
 def test_every_loss_has_its_own_fixed_colour():
-    names = list(dict.fromkeys([*config.LOSSES, *COMING]))  # COMING losses may be in LOSSES already
+    names = list(dict.fromkeys([*registry.names(), *COMING]))  # COMING losses may be in LOSSES already
     colours = [plots.loss_color(n) for n in names]
-    assert set(names) <= set(plots.LOSS_COLORS)
+    assert set(names) <= set(registry.colors())
     assert len({to_rgb(c) for c in colours}) == len(names)
 
 
@@ -44,7 +44,7 @@ def test_unknown_losses_get_the_same_fallback_colour_in_every_process():
            for seed in (1, 2)}
     assert len(out) == 1
     a, b = out.pop().split()
-    assert a in plots.FALLBACK_COLORS and a not in plots.LOSS_COLORS.values()
+    assert a in plots.FALLBACK_COLORS and a not in registry.colors().values()
 
 
 def test_one_row_per_regime_lines_per_loss_and_legends_of_what_varies():
@@ -56,7 +56,7 @@ def test_one_row_per_regime_lines_per_loss_and_legends_of_what_varies():
                                        "data.scale=1, model.head_bias=-100, trainer.precision=fp32"]
     for r in rows:
         assert [ln.label for ln in r.lines] == ["bce", "bce_logits", "bce_manual", "nll"]  # no optim.lr: constant
-        assert [ln.color for ln in r.lines] == [to_rgb(plots.LOSS_COLORS[n]) for n in ("bce", "bce_logits", "bce_manual", "nll")]
+        assert [ln.color for ln in r.lines] == [to_rgb(registry.colors()[n]) for n in ("bce", "bce_logits", "bce_manual", "nll")]
         assert len({str(ln.dash) for ln in r.lines}) == 4
     assert [str(ln.dash) for ln in rows[0].lines] == [str(ln.dash) for ln in rows[2].lines]  # the same in every row
 
@@ -70,7 +70,7 @@ def test_without_a_loss_axis_rows_follow_the_first_key_and_shades_tell_lines_apa
     colours = [ln.color for ln in rows[0].lines]
     assert [ln.label for ln in rows[0].lines] == ["null", "auto", "sqrt_auto"]
     assert len(set(colours)) == 3 and colours == [ln.color for ln in rows[1].lines]
-    base = np.array(to_rgb(plots.LOSS_COLORS["bce_logits"]))
+    base = np.array(to_rgb(registry.colors()["bce_logits"]))
     for c in map(np.array, colours):  # shades of bce_logits' orange: between white and it, or it and black
         toward_white = (c - base)[base < 1] / (1 - base)[base < 1]
         toward_black = c[base > 0] / base[base > 0]

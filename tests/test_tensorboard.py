@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from lossbench import config
+from lossbench.losses import registry
 from lossbench.runs.logger import (
     HPARAM_METRICS,
     MIN_HISTOGRAMS,
@@ -153,7 +153,7 @@ def test_a_runs_events_hparams_layout_and_pr_curve(tmp_path):
     exp = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     assert [m.name.tag for m in exp.metric_infos][: len(HPARAM_METRICS)] == [tb_tag(k) for k in HPARAM_METRICS]
     info = {h.name: h for h in exp.hparam_infos}
-    assert list(info["loss"].domain_discrete) == list(config.LOSSES) and info["loss"].differs
+    assert list(info["loss"].domain_discrete) == list(registry.names()) and info["loss"].differs
     assert not info["optim.lr"].HasField("domain_discrete") and not info["optim.lr"].differs
     # Each metric's last event is its final value at the last step (none written back at step 0).
     for tag in ("val/auc", "val/diverged", "val/steps_to_target"):
@@ -282,7 +282,7 @@ def test_server_hparams_columns_order_and_filters(server):
         True, True, True, False]
     assert len(names) > 20 and names[3:] == sorted(names[3:])  # the constant ones after
     loss = next(h for h in exp["hparamInfos"] if h["name"] == "loss")
-    assert loss["domainDiscrete"] == list(config.LOSSES)
+    assert loss["domainDiscrete"] == list(registry.names())
     assert [m["name"]["tag"] for m in exp["metricInfos"]][: len(HPARAM_METRICS)] == [tb_tag(k) for k in HPARAM_METRICS]
 
     def groups(**filters) -> list[dict]:

@@ -6,7 +6,7 @@ Layout (``layout``): the keys that vary between groups are split into
   - row keys: the rest (a "regime", e.g. data.scale + trainer.precision), or the first swept key.
 Each row of panels holds the groups of one regime, at most ``MAX_LINES`` of them (more go to extra rows, each
 with the regime's first line, the baseline, drawn again).
-A line's colour is its loss's (``LOSS_COLORS``, the same in every plot of the project); lines of one loss in
+A line's colour is its loss's (``loss_color``: its registration's, the same in every plot of the project); lines of one loss in
 one panel get lighter to darker shades of it and distinct dash patterns. Legends name only the keys that vary.
 Curves that coincide are drawn with different dashes and merged in the legend ("bce = bce_logits, lines
 overlap") instead of one hiding the other.
@@ -24,34 +24,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lossbench.analysis import stats
+from lossbench.losses import registry as loss_registry
 
 if TYPE_CHECKING:
     from lossbench.analysis.report import Group
 
-# One colour per loss across every plot of the project, from colour-blind-safe palettes: Okabe & Ito's eight
-# (Color Universal Design; its yellow is too pale for shades) for the losses most studies compare, then Paul
-# Tol's "muted" scheme; lines of one colour in a panel differ in shade and dash pattern.
-LOSS_COLORS: dict[str, str] = {
-    "bce": "#0072B2",               # blue (Okabe-Ito)
-    "bce_logits": "#E69F00",        # orange
-    "ce": "#009E73",                # bluish green
-    "nll": "#CC79A7",               # reddish purple
-    "bce_manual": "#D55E00",        # vermillion
-    "bce_clipped": "#56B4E9",       # sky blue
-    "nll_manual": "#000000",        # black
-    "focal": "#882255",             # wine (Tol muted)
-    "ldam": "#332288",              # indigo
-    "logit_adjusted": "#117733",    # green
-    "balanced_softmax": "#44AA99",  # teal
-    "poly1": "#999933",             # olive
-    "asl": "#AA4499",               # purple
-    "kd": "#CC6677",                # rose
-    "kd_mean": "#DDCC77",           # sand (bad examples of kd)
-    "kd_prob": "#88CCEE",           # cyan
-    "kd_no_t2": "#555555",          # dark grey
-    "auc_margin": "#EE6677",        # red (Tol bright)
-    "auc_pairwise": "#4477AA",      # blue (Tol bright)
-}
 # Unknown losses: a colour picked from the loss name's CRC32 (the same in every process, unlike hash()).
 FALLBACK_COLORS = ("#7f7f7f", "#843c39", "#5254a3", "#8ca252", "#bd9e39", "#ad494a", "#6b6ecf", "#31a354",
                    "#756bb1", "#636363")
@@ -63,8 +40,10 @@ OVERLAP = 0.005  # curves closer than this share of the panel's height everywher
 
 
 def loss_color(name: str | None) -> str:
-    if name in LOSS_COLORS:
-        return LOSS_COLORS[name]
+    """The loss's colour: the one its registration gives (colour-blind-safe palettes; lossbench/losses/catalog.py),
+    the same in every plot of the project."""
+    if color := loss_registry.colors().get(name):
+        return color
     return FALLBACK_COLORS[zlib.crc32(str(name).encode()) % len(FALLBACK_COLORS)]
 
 

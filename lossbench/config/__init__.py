@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import fields
 from numbers import Number
 from pathlib import Path
 from typing import Any
@@ -23,94 +24,16 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lossbench.config import schema
 from lossbench.errors import ConfigError
+from lossbench.losses import registry as loss_registry
 from lossbench.store import path_problem
+from lossbench.values import COUNT, INT64_MAX, NON_NEGATIVE_INT, POSITIVE, Range, show
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # the YAML configs, beside the package
 
-KD_LOSSES = ("kd", "kd_mean", "kd_prob", "kd_no_t2")  # distillation and its bad examples
-# Losses for imbalanced data (focal, LDAM, logit adjustment, balanced softmax, poly-1) and a third hand-written BCE.
-IMBALANCE_LOSSES = ("focal", "ldam", "logit_adjusted", "balanced_softmax", "poly1", "bce_clipped")
-# Losses that optimise the AUC directly (binary tasks, sigmoid scores): LibAUC's AUC-margin and pairwise surrogates.
-AUC_LOSSES = ("auc_margin", "auc_pairwise")
-LOSSES = ("bce", "bce_logits", "ce", "nll", "bce_manual", "nll_manual", "asl", *KD_LOSSES, *IMBALANCE_LOSSES,
-          *AUC_LOSSES)
-HEADS = ("sigmoid", "softmax")
-NATURAL_HEAD = {
-    "bce": "sigmoid",
-    "bce_logits": "sigmoid",
-    "bce_manual": "sigmoid",
-    "ce": "softmax",
-    "nll": "softmax",
-    "nll_manual": "softmax",
-    "asl": "sigmoid",
-    **dict.fromkeys(KD_LOSSES, "softmax"),
-    "focal": "sigmoid",  # torchvision's sigmoid_focal_loss, the paper's form; head=softmax for (1 - p_y)^gamma CE
-    "ldam": "softmax",
-    "logit_adjusted": "softmax",
-    "balanced_softmax": "softmax",
-    "poly1": "softmax",  # Poly-1 cross-entropy, the paper's main form; head=sigmoid for Poly-1 BCE
-    "bce_clipped": "sigmoid",
-    **dict.fromkeys(AUC_LOSSES, "sigmoid"),
-}
-# (head, loss) pairs that train something meaningful.
-VALID_PAIRS = {
-    ("sigmoid", "bce"),
-    ("sigmoid", "bce_logits"),
-    ("sigmoid", "bce_manual"),
-    ("softmax", "ce"),
-    ("softmax", "nll"),
-    ("softmax", "nll_manual"),
-    ("softmax", "bce"),  # BCE on softmax probabilities against one-hot targets
-    ("sigmoid", "asl"),
-    *(("softmax", kd) for kd in KD_LOSSES),
-    ("sigmoid", "focal"),
-    ("softmax", "focal"),
-    ("softmax", "ldam"),
-    ("softmax", "logit_adjusted"),
-    ("softmax", "balanced_softmax"),
-    ("sigmoid", "poly1"),
-    ("softmax", "poly1"),
-    ("sigmoid", "bce_clipped"),
-    ("softmax", "bce_clipped"),  # clipped BCE on softmax probabilities, as the tutorial's one-hot example
-    *(("sigmoid", auc) for auc in AUC_LOSSES),
-}
-WHY_INVALID = {
-    ("sigmoid", "ce"): "CrossEntropyLoss normalises over the outputs with a softmax; on a binary sigmoid head "
-    "(1 logit) softmax([z]) = 1 and the loss is always 0, so nothing trains",
-    ("sigmoid", "nll"): "NLLLoss expects log-probabilities that sum to 1 over classes (LogSoftmax); "
-    "a sigmoid head does not give them",
-    ("sigmoid", "nll_manual"): "log(softmax(z)) needs a softmax head",
-    ("softmax", "bce_logits"): "BCEWithLogitsLoss applies its own sigmoid to each output, i.e. it defines a "
-    "sigmoid head; use head=sigmoid (or loss=bce for BCE on softmax probabilities)",
-    ("softmax", "bce_manual"): "bce_manual is the hand-written sigmoid + BCE example; use head=sigmoid",
-    ("softmax", "asl"): "the asymmetric loss is a per-output sigmoid loss (it focuses each label's sigmoid "
-    "probability); use head=sigmoid",
-    **{("sigmoid", kd): "distillation matches the teacher's and the student's softmax distributions at "
-       "temperature T; use head=softmax" for kd in KD_LOSSES},
-    ("sigmoid", "ldam"): "LDAM subtracts a margin from the true class's logit inside a softmax cross-entropy, so the "
-    "true class must beat the other classes' logits; a binary sigmoid head has one logit and nothing to beat it "
-    "with. Use head=softmax (2 logits for a binary task)",
-    ("sigmoid", "logit_adjusted"): "the logit adjustment tau*log(pi) shifts softmax logits relative to each other; "
-    "on a sigmoid head the shift of each output is only a bias (for a prior-matched start use model.head_bias=prior)",
-    ("sigmoid", "balanced_softmax"): "balanced softmax adds log n_c to softmax logits; it is defined for a softmax "
-    "head only",
-    **{("softmax", auc): "the AUC losses rank one score per sample, h = sigmoid(z) of a single logit (LibAUC's "
-       "scores); a 2-logit softmax head's score would be softmax(z)_1 = sigmoid(z_1 - z_0), the same model with a "
-       "redundant logit. Use head=sigmoid" for auc in AUC_LOSSES},
-}
-# On multi-label tasks (data.task=multilabel) only these (head, loss) pairs apply; the rest say why not.
-MULTILABEL_PAIRS = {
-    ("sigmoid", "bce"), ("sigmoid", "bce_logits"), ("sigmoid", "bce_manual"), ("sigmoid", "asl"),
-    ("softmax", "ce"),  # the tutorials' mistake, kept as a comparison: CE against the normalised multi-hot target
-}
-WHY_NOT_MULTILABEL = {
-    ("softmax", "nll"): "NLLLoss takes one class index per sample, and a multi-label sample has several",
-    ("softmax", "nll_manual"): "NLLLoss takes one class index per sample, and a multi-label sample has several",
-    ("softmax", "bce"): "softmax probabilities sum to 1, so two present labels can never both reach p = 1; "
-    "use head=sigmoid (per-label sigmoids) with loss=bce or bce_logits",
-    **{("softmax", kd): "distillation here matches a teacher's softmax distribution over mutually exclusive "
-       "classes; a multi-label teacher has per-label sigmoids" for kd in KD_LOSSES},
-}
+# The losses' tables (names, natural heads, valid and multi-label pairs with their reasons, ranges of their keys,
+# their own rules) derive from their registrations: lossbench.losses.registry, the built-in ones in
+# lossbench/losses/catalog.py.
+HEADS = loss_registry.HEADS
 REAL_DATASETS = ("arrays", "openml", "breast_cancer", "digits", "yeast", "shuttle")  # lossbench/data/real.py
 DATASETS = ("synthetic", "imbalanced", "longtail", "mnist", *REAL_DATASETS)
 MODELS = ("mlp", "linear", "cnn")
@@ -123,7 +46,7 @@ TASKS_OF = {"synthetic": ("multiclass", "multilabel"), "imbalanced": ("multiclas
             "longtail": ("multiclass",), "mnist": TASKS,  # binary is data.n_classes=2 for the synthetic sets
             "breast_cancer": ("binary",), "digits": ("multiclass",), "yeast": ("multilabel",), "shuttle": ("binary",)}
 SOFT_LABELS = ("noise_aware", "bayes")
-SURROGATES = ("squared", "squared_hinge", "logistic")  # loss=auc_pairwise (LibAUC's surrogate losses)
+SURROGATES = ("squared", "squared_hinge", "logistic")  # loss=auc_pairwise (lossbench.losses.auc)
 AUC_PRIORS = ("train", "batch")  # loss=auc_margin: p from the training split, or each batch (LibAUC's auto=True)
 METRICS = ("loss", "nll", "auc", "ap", "accuracy", "balanced_accuracy", "ece")
 # multi-label runs also have these (metrics.evaluate_multilabel); there accuracy is the subset accuracy
@@ -132,43 +55,14 @@ LOWER_IS_BETTER = {"val/loss", "val/nll", "val/ece", "val/hamming_loss", "val/po
 BOUNDED_METRICS = {"val/auc", "val/ap", "val/accuracy", "val/balanced_accuracy", "val/ece",
                    *(f"val/{m}" for m in MULTILABEL_METRICS)}  # in [0, 1]
 IMBALANCE_PROFILES = ("exp", "step")
-FOCAL_IMPLS = ("stable", "naive")
+FOCAL_IMPLS = ("stable", "naive")  # loss=focal (lossbench.losses.imbalance)
 MNIST_LABELS = 10
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-INT64_MAX = 2**63 - 1  # torch keeps integers (seeds, sizes, steps) in 64 bits
 
 
-@dataclass(frozen=True)
-class Range:
-    """An interval of finite numbers; None = unbounded on that side."""
-
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-    hi_open: bool = False
-
-    def __contains__(self, x: float) -> bool:
-        return math.isfinite(x) and not (
-            (self.lo is not None and (x < self.lo or (self.lo_open and x == self.lo)))
-            or (self.hi is not None and (x > self.hi or (self.hi_open and x == self.hi)))
-        )
-
-    def __str__(self) -> str:
-        hi = None if self.hi == INT64_MAX else self.hi  # the int64 cap is said only when it is hit
-        if self.lo is not None and hi is not None:
-            return f"in {'(' if self.lo_open else '['}{self.lo:g}, {hi:g}{')' if self.hi_open else ']'}"
-        if self.lo is not None:
-            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
-        if hi is not None:
-            return f"{'<' if self.hi_open else '<='} {hi:g}"
-        return "finite"
-
-
-COUNT = Range(1, INT64_MAX)
-NON_NEGATIVE_INT = Range(0, INT64_MAX)
-POSITIVE = Range(0, lo_open=True)
-# The range of every number in the config (a list's entries each), checked whenever the key is set. A test
-# (tests/test_config_schema.py) fails for a number in lossbench/config/schema.py without an entry here.
+# The range of every number in the config (a list's entries each), checked whenever the key is set; the loss keys'
+# ranges are in each loss's registration (range_of). A test (tests/test_config_schema.py) fails for a number in
+# lossbench/config/schema.py without a range.
 RANGES: dict[str, Range] = {
     "seed": NON_NEGATIVE_INT,
     "data.n_classes": Range(2, INT64_MAX),
@@ -184,17 +78,6 @@ RANGES: dict[str, Range] = {
     "model.init_scale": POSITIVE,
     "model.hidden": COUNT,  # a width of 0 would train a constant model
     "model.channels": COUNT,
-    "loss.beta": Range(0, 1, lo_open=True, hi_open=True),
-    "loss.label_smoothing": Range(0, 1, hi_open=True),
-    "loss.ignore_index": Range(-INT64_MAX - 1, INT64_MAX),
-    # the imbalance losses' own keys, and the options of every softmax loss
-    "loss.gamma": Range(0),  # focal: 0 = cross-entropy
-    "loss.max_m": Range(0),  # ldam: 0 = CE on s z
-    "loss.s": POSITIVE,
-    "loss.tau": Range(0),  # logit_adjusted: 0 = CE
-    "loss.epsilon": Range(-1),  # poly1: the paper's range
-    "loss.drw_step": NON_NEGATIVE_INT,
-    "loss.posthoc_tau": Range(0),
     "optim.lr": POSITIVE,
     "optim.weight_decay": Range(0),
     "optim.momentum": Range(0),  # adam/adamw: beta1, in [0, 1) (a cross-key rule below)
@@ -210,7 +93,7 @@ RANGES: dict[str, Range] = {
     "numerics.every": COUNT,
     "numerics.hist_every": NON_NEGATIVE_INT,
     "logger.flush_secs": Range(1, 86_400),
-    # multi-label tasks, training labels, asl and distillation
+    # multi-label tasks, training labels
     "data.n_labels": COUNT,
     "data.length": COUNT,
     "data.label_noise": Range(0, 1, hi_open=True),
@@ -222,20 +105,24 @@ RANGES: dict[str, Range] = {
     "data.test_frac": Range(0, 1, hi_open=True),
     "data.id": COUNT,
     "data.version": COUNT,
-    "loss.gamma_neg": Range(0),
-    "loss.gamma_pos": Range(0),
-    "loss.clip": Range(0, 1, hi_open=True),
-    "loss.eps": Range(0, 1, lo_open=True, hi_open=True),  # asl; bce_clipped: below 0.5 (a cross-key rule)
-    "loss.T": POSITIVE,
-    "loss.alpha": Range(-1, 1),  # kd: in [0, 1]; focal: [0, 1] or -1 = off, as torchvision (cross-key rules)
-    # AUC losses, PESG and the positive-share sampler
-    "loss.margin": POSITIVE,
+    # PESG and the positive-share sampler
     "optim.epoch_decay": Range(0),
     "optim.clip_value": POSITIVE,
     "optim.decay_steps": COUNT,
     "optim.decay_factor": Range(1),
     "trainer.pos_share": Range(0, 1, lo_open=True, hi_open=True),
+    **{f"loss.{k}": r for k, r in loss_registry.BASE_RANGES.items()},  # the keys every loss has
 }
+class LossNames(Sequence):
+    """loss.name's choices: every registered loss, also one registered after this module was imported."""
+
+    def __getitem__(self, i):
+        return loss_registry.names()[i]
+
+    def __len__(self) -> int:
+        return len(loss_registry.names())
+
+
 # The valid values of every string key (a test checks that each string key has a rule).
 METRIC_CHOICES = tuple(f"val/{m}" for m in (*METRICS, *MULTILABEL_METRICS))
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -244,7 +131,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.name": DATASETS,
     "data.task": TASKS,
     "model.name": MODELS,
-    "loss.name": LOSSES,
+    "loss.name": LossNames(),
     "loss.reduction": REDUCTIONS,
     "loss.impl": FOCAL_IMPLS,
     "data.imbalance_profile": IMBALANCE_PROFILES,
@@ -281,18 +168,7 @@ def choices(items) -> str:
 
 def resolve_head(cfg: DictConfig) -> str:
     """The head that will be used: the configured one, or the loss's natural head."""
-    return cfg.head if cfg.head is not None else NATURAL_HEAD[cfg.loss.name]
-
-
-def show(value: Any) -> str:
-    """A value as it is written on the command line: null, true, 'abc', [1, 2]."""
-    if isinstance(value, (DictConfig, ListConfig)):
-        value = OmegaConf.to_container(value)
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    if isinstance(value, list):
-        return "[" + ", ".join(show(v) for v in value) + "]"
-    return repr(value)
+    return cfg.head if cfg.head is not None else loss_registry.natural_head(cfg.loss.name)
 
 
 def _is_number(x: Any) -> bool:
@@ -321,19 +197,20 @@ def _past_float32(key: str, value: Any) -> bool:
     return key not in DIVERGE_WHEN_HUGE and _is_number(value) and math.isfinite(value) and abs(value) > FLOAT32_MAX
 
 
-def _check_number(key: str, value: Any, rng: Range) -> None:
-    """A number, or each entry of a list of numbers, in its range (and, for a float, within float32's)."""
+def _check_number(key: str, value: Any, rng: Range, where: str = "") -> None:
+    """A number, or each entry of a list of numbers, in its range (and, for a float, within float32's). where:
+    ' for loss=<name>' when the range is that loss's and another loss gives the key another."""
     integer = key in schema.integer_keys()
     if not isinstance(value, (list, ListConfig)):
         if why := _out_of_range(value, rng, integer):
-            raise ConfigError(f"{key} must be {why}, got {show(value)}.")
+            raise ConfigError(f"{key} must be {why}{where}, got {show(value)}.")
         if not integer and _past_float32(key, value):
             raise ConfigError(f"{key}={show(value)} is past float32's range (|x| <= {FLOAT32_MAX:.4g}), in which "
                               "lossbench computes; it would be infinite. Use a smaller value.")
         return
     for v in value:
         if why := _out_of_range(v, rng, integer):
-            raise ConfigError(f"each {key} entry must be {why}, got {show(v)} in {key}={show(value)}.")
+            raise ConfigError(f"each {key} entry must be {why}{where}, got {show(v)} in {key}={show(value)}.")
         if not integer and _past_float32(key, v):
             raise ConfigError(f"each {key} entry must be within float32's range (|x| <= {FLOAT32_MAX:.4g}), got "
                               f"{show(v)} in {key}={show(value)}.")
@@ -342,9 +219,10 @@ def _check_number(key: str, value: Any, rng: Range) -> None:
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError with a one-line message if the config cannot train."""
     flat = {k: v for k, v in _leaves(cfg)}
+    loss = cfg.loss.get("name")
     for key, value in flat.items():
-        if key in RANGES and value is not None:
-            _check_number(key, value, RANGES[key])
+        if (rng := range_of(key, loss)) is not None and value is not None:
+            _check_number(key, value, rng, _range_owner(key, loss))
     for key, valid in CHOICES.items():
         if flat.get(key) is not None and flat[key] not in valid:
             raise ConfigError(f"Unknown {key}={flat[key]!r}. Valid choices: {_choices_of(key)}.")
@@ -356,11 +234,10 @@ def validate(cfg: DictConfig) -> None:
                 f"with {group}=<name> (valid choices: {choices(options)}), not with {group}.name."
             )
 
-    loss = cfg.loss.name
     head = resolve_head(cfg)
-    if (head, loss) not in VALID_PAIRS:
-        why = WHY_INVALID.get((head, loss), "this pair is not supported")
-        valid = ", ".join(f"head={h} loss={lo}" for h, lo in sorted(VALID_PAIRS))
+    if (head, loss) not in (pairs := loss_registry.valid_pairs()):
+        why = loss_registry.why_invalid(head, loss) or "this pair is not supported"
+        valid = ", ".join(f"head={h} loss={lo}" for h, lo in sorted(pairs))
         raise ConfigError(f"Invalid head/loss pair head={head} loss={loss}: {why}. Valid pairs: {valid}.")
 
     if cfg.model.name == "cnn" and cfg.data.name != "mnist":
@@ -383,7 +260,7 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value[:60]}{'...' if len(value) > 60 else ''} cannot be a path: {why}.")
     _validate_cosine_head(cfg, hb)
 
-    _validate_loss(cfg.loss, head)
+    _validate_loss(cfg, head)
     _validate_data(cfg.data)
     _validate_labels(cfg, head)
     _validate_auc(cfg)
@@ -432,7 +309,26 @@ def _choices_of(key: str) -> str:
     return choices(CHOICES[key])
 
 
-def _validate_loss(lc: DictConfig, head: str) -> None:
+def range_of(key: str, loss: str | None = None) -> Range | None:
+    """The range of a dotted key; loss.<key>: the one loss=<loss>'s registration gives it (its own, else the one
+    every loss shares)."""
+    if key.startswith("loss.") and loss in loss_registry.names():
+        return loss_registry.get(loss).range_of(key.removeprefix("loss."))
+    return RANGES.get(key)
+
+
+def _range_owner(key: str, loss: str | None) -> str:
+    """' for loss=<loss>' when another loss gives this key another range (loss.alpha: kd's [0, 1], focal's
+    [-1, 1]), else ''."""
+    if not key.startswith("loss.") or loss not in loss_registry.names():
+        return ""
+    k, mine = key.removeprefix("loss."), range_of(key, loss)
+    shared = any(k in s.ranges and s.ranges[k] != mine for s in loss_registry.specs())
+    return f" for loss={loss}" if shared else ""
+
+
+def _validate_loss(cfg: DictConfig, head: str) -> None:
+    lc = cfg.loss
     pw = lc.pos_weight
     if pw is not None:
         if head == "softmax":
@@ -458,36 +354,17 @@ def _validate_loss(lc: DictConfig, head: str) -> None:
             f"Unknown loss.class_weight={show(cw)}. Valid choices: null, inverse, effective, or a list with "
             "one non-negative weight per class, e.g. loss.class_weight=[1.0,5.0]."
         )
-    if lc.label_smoothing > 0 and lc.name in ("nll", "nll_manual"):
-        raise ConfigError(
-            f"loss={lc.name} (NLLLoss) has no label_smoothing. Use loss=ce, whose label_smoothing is "
-            "the same objective computed from logits."
-        )
-    _validate_imbalance_loss(lc, head)
+    spec = loss_registry.get(lc.name)
+    if spec.binary_only and not _binary(cfg):
+        raise ConfigError(f"loss={lc.name} ranks positives above negatives of a binary task; this task is not "
+                          f"binary. Use {BINARY_HINT}.")
+    if spec.check is not None:  # the loss's own cross-key rules, in its registration
+        spec.check(cfg, head)
+    _validate_softmax_options(lc, head)
 
 
-# --- cross-key rules of the imbalance losses, DRW and post-hoc logit adjustment (ranges: RANGES) -----------------
-def _validate_imbalance_loss(lc: DictConfig, head: str) -> None:
-    if lc.name in KD_LOSSES and lc.alpha < 0:  # loss.alpha's range is shared with focal's -1 (off)
-        raise ConfigError(f"loss.alpha must be in [0, 1] for loss={lc.name}, got {show(lc.alpha)}.")
-    if lc.name == "bce_clipped" and lc.eps >= 0.5:
-        raise ConfigError(f"loss.eps must be in (0, 0.5) for loss=bce_clipped (p is clipped to [eps, 1 - eps]), got "
-                          f"{show(lc.eps)}. Keras uses 1e-7 (the default), the tutorial 1e-5.")
-    if lc.name == "focal":
-        alpha = lc.alpha
-        if alpha is not None and head == "softmax":
-            raise ConfigError(
-                f"loss.alpha={show(alpha)} weighs positive against negative terms of a sigmoid head; on head=softmax "
-                "give per-class weights instead: loss.class_weight=effective|inverse|[w_0,...], and loss.alpha=null."
-            )
-        if alpha is not None and alpha != -1 and not 0 <= alpha <= 1:
-            raise ConfigError(f"loss.alpha must be in [0, 1], or -1 (off) as in torchvision, or null, got {show(alpha)}.")
-        if lc.pos_weight is not None:
-            raise ConfigError("loss=focal weighs positives with loss.alpha (and classes with loss.class_weight); "
-                              "pos_weight is BCEWithLogitsLoss's. Use loss.pos_weight=null.")
-        if lc.label_smoothing > 0:
-            raise ConfigError("loss=focal has no label_smoothing: its p_t is defined for 0/1 targets. Use "
-                              "loss.label_smoothing=0, or loss=ce|poly1 with label smoothing.")
+def _validate_softmax_options(lc: DictConfig, head: str) -> None:
+    """Deferred re-weighting and post-hoc logit adjustment: options of every loss on a softmax head."""
     for key, what in (("drw_step", "deferred re-weighting: class weights of a softmax loss from this step on"),
                       ("posthoc_tau", "post-hoc logit adjustment, argmax(z - tau log pi), of a softmax head")):
         value = lc.get(key)
@@ -499,11 +376,12 @@ def _validate_imbalance_loss(lc: DictConfig, head: str) -> None:
 def _validate_cosine_head(cfg: DictConfig, head_bias: Any) -> None:
     if not cfg.model.get("cosine_head", False):
         return
-    if cfg.loss.name != "ldam":
+    scaled = [s.name for s in loss_registry.specs() if "cosine_head" in {f.name for f in fields(s.schema)}]
+    if cfg.loss.name not in scaled:
         raise ConfigError(
-            f"model.cosine_head=true bounds the logits to cosines in [-1, 1]; only loss=ldam scales them back up "
-            f"(loss.s), so loss={cfg.loss.name} could never reach confident probabilities. Use "
-            "model.cosine_head=false, or loss=ldam."
+            f"model.cosine_head=true bounds the logits to cosines in [-1, 1]; only loss={'|'.join(scaled)} scales "
+            f"them back up (loss.s), so loss={cfg.loss.name} could never reach confident probabilities. Use "
+            f"model.cosine_head=false, or loss={'|'.join(scaled)}."
         )
     if head_bias is not None:
         raise ConfigError("model.cosine_head=true has no output bias: use model.head_bias=null.")
@@ -819,6 +697,7 @@ def _validate_labels(cfg: DictConfig, head: str) -> None:
     """data.task=multilabel, data.label_noise / soft_labels / unlabeled_frac, loss=kd*: the rules across keys.
     (A distillation teacher's directory is checked when the run starts: lossbench.engine.teacher.check.)"""
     dc, loss = cfg.data, cfg.loss.name
+    spec = loss_registry.get(loss)
     task = dc.get("task", "multiclass")
     if task is None:  # data=arrays|openml: inferred from the labels, checked again once loaded (check_task)
         task = "any"
@@ -840,11 +719,12 @@ def _validate_labels(cfg: DictConfig, head: str) -> None:
                                   + ", ".join(f"val/{m}" for m in METRICS) + ".")
     noise, frac, soft = dc.get("label_noise") or 0.0, dc.get("unlabeled_frac") or 0.0, dc.get("soft_labels")
     if soft is not None:
-        if loss != "ce":
+        if not spec.soft_targets:
+            takers = "|".join(s.name for s in loss_registry.specs() if s.soft_targets)
             raise ConfigError(
-                f"data.soft_labels={soft} gives probability targets, which loss=ce takes (CrossEntropyLoss accepts "
-                f"class probabilities); loss={loss} "
-                + ("takes the teacher's targets." if loss in KD_LOSSES else "does not. Use loss=ce."))
+                f"data.soft_labels={soft} gives probability targets, which loss={takers} takes (CrossEntropyLoss "
+                f"accepts class probabilities); loss={loss} "
+                + ("takes the teacher's targets." if spec.teacher else f"does not. Use loss={takers}."))
         if soft == "bayes" and dc.name not in ("synthetic", "imbalanced"):
             raise ConfigError(
                 "data.soft_labels=bayes is the generating model's class posterior p(y | x), which only the synthetic "
@@ -858,10 +738,12 @@ def _validate_labels(cfg: DictConfig, head: str) -> None:
                 "data.soft_labels with data.unlabeled_frac > 0: CrossEntropyLoss has no ignore_index for probability "
                 "targets, so unlabelled samples cannot be skipped. Use one or the other.")
     if frac > 0:
-        if loss in IMBALANCE_LOSSES or loss in AUC_LOSSES:
+        if not spec.skips_unlabelled:
+            skip = ", ".join(s.name for s in loss_registry.specs()
+                             if s.skips_unlabelled and not s.bad_example and not s.teacher)
             raise ConfigError(
                 f"data.unlabeled_frac marks unlabelled samples with -100, and loss={loss} does not skip them (it has "
-                "no ignore_index). Use data.unlabeled_frac=0, or a loss that skips them: bce, bce_logits, ce, nll, asl.")
+                f"no ignore_index). Use data.unlabeled_frac=0, or a loss that skips them: {skip}.")
         ignore = cfg.loss.get("ignore_index", -100)
         if ignore != -100:
             raise ConfigError(
@@ -876,9 +758,9 @@ def _validate_multilabel(cfg: DictConfig, head: str) -> None:
         # each sample draws Poisson(n_labels) labels, redrawn until at most n_classes: past that, almost never
         raise ConfigError(f"data.n_labels={dc.n_labels} (the mean number of labels per sample) must be at most "
                           f"data.n_classes={dc.n_classes}: a sample cannot have more labels than there are classes.")
-    if (head, lc.name) not in MULTILABEL_PAIRS:
-        why = WHY_NOT_MULTILABEL.get((head, lc.name), "this pair is not supported on multi-label tasks")
-        valid = ", ".join(f"head={h} loss={lo}" for h, lo in sorted(MULTILABEL_PAIRS))
+    if (head, lc.name) not in (pairs := loss_registry.multilabel_pairs()):
+        why = loss_registry.why_not_multilabel(head, lc.name) or "this pair is not supported on multi-label tasks"
+        valid = ", ".join(f"head={h} loss={lo}" for h, lo in sorted(pairs))
         raise ConfigError(f"data.task=multilabel with head={head} loss={lc.name}: {why}. Valid on multi-label "
                           f"tasks: {valid} (softmax + ce is kept as the tutorials' mistake).")
     if lc.get("class_weight") is not None:
@@ -890,9 +772,6 @@ def _validate_multilabel(cfg: DictConfig, head: str) -> None:
     if dc.get("label_noise") or dc.get("soft_labels") is not None:
         raise ConfigError("data.label_noise and data.soft_labels apply to single-label tasks (one class per "
                           "sample), not to data.task=multilabel.")
-    if lc.name == "ce" and (dc.get("unlabeled_frac") or 0) > 0:
-        raise ConfigError("loss=ce on a multi-label task normalises each sample's label set, which has no meaning "
-                          "with some of its labels unknown (data.unlabeled_frac). Use a sigmoid loss.")
 
 
 def _check_all_unlabelled_batches(cfg: DictConfig, frac: float, multilabel: bool) -> None:
@@ -914,6 +793,9 @@ def _check_all_unlabelled_batches(cfg: DictConfig, frac: float, multilabel: bool
 # --- AUC losses, PESG and the positive-share sampler ----------------------------------------------------------
 
 
+BINARY_HINT = "data.n_classes=2 (data=imbalanced is 1:100) or data=mnist data.task=binary"
+
+
 def _binary(cfg: DictConfig) -> bool:
     """A single-label binary task: data.n_classes=2 (synthetic sets) or data.task=binary (MNIST)."""
     dc = cfg.data
@@ -923,30 +805,13 @@ def _binary(cfg: DictConfig) -> bool:
 
 
 def _validate_auc(cfg: DictConfig) -> None:
-    lc, oc, share = cfg.loss, cfg.optim, cfg.trainer.get("pos_share")
-    binary_hint = "data.n_classes=2 (data=imbalanced is 1:100) or data=mnist data.task=binary"
-    if lc.name in AUC_LOSSES:
-        if not _binary(cfg):
-            raise ConfigError(f"loss={lc.name} ranks positives above negatives of a binary task; this task is not "
-                              f"binary. Use {binary_hint}.")
-        extra = [k for k, off in (("pos_weight", None), ("class_weight", None)) if lc.get(k) is not off]
-        extra += ["label_smoothing"] if lc.label_smoothing else []
-        extra += ["reduction"] if lc.reduction != "mean" else []
-        if extra:
-            raise ConfigError(f"loss={lc.name} has no {', '.join(f'loss.{k}' for k in extra)}: it is a mean over "
-                              "(positive, negative) pairs or classes, not over weighted samples. Leave them at "
-                              "null / 0 / mean; to change the share of positives per batch use trainer.pos_share.")
-    if lc.name == "auc_margin" and oc.name != "pesg":
-        raise ConfigError(
-            f"loss=auc_margin is a min-max objective: the model, a and b are minimised and alpha maximised, which "
-            f"optim={oc.name} cannot do (it would descend on alpha too, driving the margin term's weight to -inf). "
-            "Use optim=pesg (LibAUC's primal-dual optimiser).")
+    oc, share = cfg.optim, cfg.trainer.get("pos_share")
     if oc.name == "pesg" and sorted(oc.decay_steps) != list(oc.decay_steps):
         raise ConfigError(f"optim.decay_steps={show(oc.decay_steps)} must be in increasing order.")
     if share is not None:
         if not _binary(cfg):
             raise ConfigError(f"trainer.pos_share={share:g} sets the share of positives in each batch of a binary "
-                              f"task; this task is not binary. Use {binary_hint}, or trainer.pos_share=null.")
+                              f"task; this task is not binary. Use {BINARY_HINT}, or trainer.pos_share=null.")
         bs = cfg.trainer.batch_size
         n_pos = round(share * bs)
         if not 1 <= n_pos <= bs - 1:

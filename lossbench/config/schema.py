@@ -13,20 +13,15 @@ so a value of the wrong type, from the command line or a preset, fails while Hyd
 name (`lossbench.config.preflight` turns that into one `lossbench: error:` line). Ranges, choices and
 cross-key rules are checked in `lossbench.config.validate`.
 
-Adding a loss (the same for a dataset or a model):
-1. a dataclass with its own keys, subclassing the family it belongs to (`Loss` for the keys every loss
-   has, `SoftmaxLoss` for class-index losses), e.g.
-
-       @dataclass
-       class FocalLoss(Loss):
-           gamma: float = MISSING
-           alpha: float | None = MISSING
-
-   (a loss without keys of its own uses `Loss` or `SoftmaxLoss` as it is);
-2. one line in SCHEMAS: `"focal": FocalLoss`;
-3. configs/loss/focal.yaml starting with `defaults: [/schema/loss/focal@_here_, _self_]`, then the keys
-   with their defaults and comments;
+Adding a dataset or a model:
+1. a dataclass with its own keys, subclassing the family it belongs to;
+2. one line in SCHEMAS: `"<option>": TheSchema`;
+3. configs/<group>/<option>.yaml starting with `defaults: [/schema/<group>/<option>@_here_, _self_]`, then the
+   keys with their defaults and comments;
 4. the range of each new number in `lossbench.config.RANGES` (a test fails for a number without one).
+
+A loss's schema is part of its one registration (lossbench.losses.registry.LossSpec: schema, ranges, heads, ...;
+the built-in ones in lossbench/losses/catalog.py), plus configs/loss/<name>.yaml as above.
 
 Types OmegaConf 2.3 supports: int, float, bool, str, `X | None`, `list[X]`. A key that takes values
 of several types (pos_weight: null | auto | a number) is `Any` here and checked in config.py.
@@ -43,6 +38,8 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from lossbench.losses import registry as loss_registry
 
 GROUP = "schema"  # ConfigStore group holding the schemas: /schema/<group>/<option>
 
@@ -175,106 +172,6 @@ class CnnModel(LinearModel):
     hidden: int = MISSING
 
 
-# --- loss ---------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Loss:
-    """The keys every loss has."""
-
-    name: str = MISSING
-    pos_weight: Any = MISSING  # null | auto | sqrt_auto | a number
-    class_weight: Any = MISSING  # null | inverse | effective | a list of numbers
-    beta: float = MISSING
-    label_smoothing: float = MISSING
-    reduction: str = MISSING
-
-
-@dataclass
-class SoftmaxHeadLoss(Loss):
-    """Losses that can run on a softmax head: deferred re-weighting and post-hoc logit adjustment."""
-
-    drw_step: int | None = MISSING
-    posthoc_tau: float | None = MISSING
-
-
-@dataclass
-class SoftmaxLoss(Loss):
-    """Losses on class indices (CrossEntropyLoss, NLLLoss)."""
-
-    ignore_index: int = MISSING
-
-
-@dataclass
-class ClassIndexLoss(SoftmaxLoss, SoftmaxHeadLoss):
-    """ce, nll, nll_manual: class-index losses, with deferred re-weighting and post-hoc logit adjustment."""
-
-
-# the losses for imbalanced data, and bce_clipped (lossbench/losses.py)
-@dataclass
-class FocalLoss(SoftmaxHeadLoss):
-    gamma: float = MISSING
-    alpha: float | None = MISSING
-    impl: str = MISSING
-
-
-@dataclass
-class LdamLoss(SoftmaxHeadLoss):
-    max_m: float = MISSING
-    s: float = MISSING
-    cosine_head: bool = MISSING
-
-
-@dataclass
-class LogitAdjustedLoss(SoftmaxHeadLoss):
-    tau: float = MISSING
-
-
-@dataclass
-class Poly1Loss(SoftmaxHeadLoss):
-    epsilon: float = MISSING
-
-
-@dataclass
-class ClippedBceLoss(SoftmaxHeadLoss):
-    eps: float = MISSING
-
-
-@dataclass
-class AsymmetricLoss(Loss):
-    """loss=asl (Ridnik et al. 2021)."""
-
-    gamma_neg: float = MISSING
-    gamma_pos: float = MISSING
-    clip: float = MISSING
-    eps: float = MISSING
-
-
-@dataclass
-class AucMarginLoss(Loss):
-    """loss=auc_margin (Yuan et al. 2021, LibAUC's AUCMLoss)."""
-
-    margin: float = MISSING
-    prior: str = MISSING
-
-
-@dataclass
-class AucPairwiseLoss(Loss):
-    """loss=auc_pairwise (LibAUC's PairwiseAUCLoss)."""
-
-    margin: float = MISSING
-    surrogate: str = MISSING
-
-
-@dataclass
-class DistillationLoss(SoftmaxLoss):
-    """loss=kd and its bad examples: the teacher run, temperature and soft-term weight."""
-
-    teacher: str | None = MISSING
-    T: float = MISSING
-    alpha: float = MISSING
-
-
 # --- optimiser, trainer, numerics, logger -------------------------------------------------------------------
 
 
@@ -339,24 +236,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
              "arrays": ArraysData, "openml": OpenmlData, **dict.fromkeys(("breast_cancer", "digits", "yeast", "shuttle"),
                                                                           RealData)},
     "model": {"linear": LinearModel, "mlp": MlpModel, "cnn": CnnModel},
-    "loss": {
-        "bce": SoftmaxHeadLoss,
-        "bce_logits": Loss,
-        "bce_manual": Loss,
-        "ce": ClassIndexLoss,
-        "nll": ClassIndexLoss,
-        "nll_manual": ClassIndexLoss,
-        "focal": FocalLoss,
-        "ldam": LdamLoss,
-        "logit_adjusted": LogitAdjustedLoss,
-        "balanced_softmax": SoftmaxHeadLoss,
-        "poly1": Poly1Loss,
-        "bce_clipped": ClippedBceLoss,
-        "asl": AsymmetricLoss,
-        **dict.fromkeys(("kd", "kd_mean", "kd_prob", "kd_no_t2"), DistillationLoss),
-        "auc_margin": AucMarginLoss,
-        "auc_pairwise": AucPairwiseLoss,
-    },
+    "loss": loss_registry.SCHEMAS,  # each loss's registration (lossbench/losses/catalog.py) names its schema
     "optim": {"sgd": Optim, "adam": Optim, "adamw": Optim, "pesg": PesgOptim},
     "trainer": {"default": Trainer},
     "numerics": {"default": Numerics, "off": Numerics},
@@ -388,9 +268,13 @@ def leaves() -> list[tuple[str, str, str, Any]]:
     return out
 
 
-@functools.cache
 def integer_keys() -> frozenset[str]:
     """The keys whose values (or list entries) are integers, in any option."""
+    return _integer_keys(len(loss_registry.SCHEMAS))  # again after a loss is registered
+
+
+@functools.cache
+def _integer_keys(n_losses: int) -> frozenset[str]:
     def element(t: Any) -> Any:
         t = next((a for a in typing.get_args(t) if a is not type(None)), t) if type(None) in typing.get_args(t) else t
         return typing.get_args(t)[0] if typing.get_origin(t) is list else t

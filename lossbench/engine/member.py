@@ -13,11 +13,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from lossbench import data, losses, metrics, models
-from lossbench.config import KD_LOSSES, LOWER_IS_BETTER, check_task, resolve_head
+from lossbench.config import LOWER_IS_BETTER, check_task, resolve_head
 from lossbench.engine import diagnosis, teacher
 from lossbench.engine.numerics import Monitor
 from lossbench.engine.plan import Plan, check_resumable
 from lossbench.errors import ConfigError
+from lossbench.losses import registry as loss_registry
 from lossbench.runs.logger import Logger, has_events, histogram_every
 from lossbench.runs.provenance import code as code_provenance
 from lossbench.runs.record import CHECKPOINT_FORMAT, load_entry, read_checkpoint
@@ -256,7 +257,8 @@ def build(cfg: DictConfig, plan: Plan, device: torch.device, datasets: dict, pre
     """Data (shared with the stack's other members when the data config is the same), loss, model, optimiser,
     monitor and logger of one run; restored from its checkpoint when resuming. Writes the 'running' summary."""
     tc, head = cfg.trainer, resolve_head(cfg)
-    if cfg.loss.name in KD_LOSSES:
+    spec = loss_registry.get(cfg.loss.name)
+    if spec.teacher:
         teacher.check(cfg)  # a missing, unfinished or foreign teacher: refused before the data is loaded
     key = str(OmegaConf.to_container(cfg.data, resolve=True))
     if key not in datasets:
@@ -268,7 +270,7 @@ def build(cfg: DictConfig, plan: Plan, device: torch.device, datasets: dict, pre
     counts, n_labelled = ds.class_counts(), ds.n_labelled()
     objective = losses.build(cfg.loss, head, ds.n_classes, counts, n_labelled, multilabel=ds.multilabel,
                              partial=ds.partial()).to(device)
-    if cfg.loss.name in KD_LOSSES:  # the teacher's logits as targets, computed once per teacher and data
+    if spec.teacher:  # the teacher's logits as targets, computed once per teacher and data
         key = (id(ds), str(cfg.loss.teacher))  # by the data held, so that equal data gets one copy of the logits
         if key not in datasets:
             datasets[key] = teacher.attach(cfg, ds, device, tc.eval_batch_size)

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from lossbench.config import KD_LOSSES, keys
+from lossbench.config import keys
 from lossbench.errors import ConfigError
+from lossbench.losses import registry as loss_registry
 from lossbench.store import CHECKPOINT, SUMMARY, check_run_dir, read_json
 
 # Data keys that define the inputs and labels: a teacher trained with other values saw another task.
@@ -74,7 +75,7 @@ def check(cfg: DictConfig) -> dict:
 
 def attach(cfg: DictConfig, ds, device, batch_size: int = 8192):
     """ds with t_train / t_val = the labels packed with the teacher's logits (loss=kd*); ds itself otherwise."""
-    if cfg.loss.name not in KD_LOSSES:
+    if not loss_registry.get(cfg.loss.name).teacher:
         return ds
     import torch
 

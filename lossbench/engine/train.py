@@ -30,6 +30,7 @@ from lossbench.engine.member import Member, build
 from lossbench.engine.plan import Plan, discard, plan, record_failure
 from lossbench.engine.stack import Batches, Engine, memory_bytes, shape_key, stack_key
 from lossbench.errors import ConfigError, LossbenchError
+from lossbench.losses import registry as loss_registry
 from lossbench.runs.progress import Progress
 from lossbench.runs.signals import Interrupted, StopRequest, stops_received
 from lossbench.store import DiskFull, run_lock
@@ -84,8 +85,8 @@ def check_precision(precision: str, device: torch.device, loss: str) -> None:
                 f"trainer.precision=bf16 but {torch.cuda.get_device_name(device)} has no bfloat16 support. "
                 "Use trainer.precision=fp16 or fp32."
             )
-        if loss == "bce":
-            raise ConfigError(f"trainer.precision={precision} with loss=bce on CUDA: {BCE_AUTOCAST_REFUSAL}")
+        if not loss_registry.get(loss).cuda_autocast:
+            raise ConfigError(f"trainer.precision={precision} with loss={loss} on CUDA: {BCE_AUTOCAST_REFUSAL}")
     if not torch.amp.is_autocast_available(device.type):
         raise ConfigError(
             f"trainer.precision={precision}: autocast is not available on {device.type}. Use trainer.precision=fp32."

@@ -39,7 +39,7 @@ LEADING = ("loss", "head", "seed")  # HPARAMS columns that follow the swept keys
 # String hyperparameters whose every possible value is known: declared as discrete domains, so that the
 # HPARAMS filters offer them as checkboxes. A declared domain must hold every value of every run that
 # TensorBoard shows together (the filter drops the others), so sweep values are never used as one.
-DOMAINS = {"loss": config.LOSSES, "loss.name": config.LOSSES, "head": config.HEADS, "data.name": config.DATASETS,
+DOMAINS = {"loss": config.CHOICES["loss.name"], "loss.name": config.CHOICES["loss.name"], "head": config.HEADS, "data.name": config.DATASETS,
            "model.name": config.MODELS, "optim.name": config.OPTIMS, "trainer.precision": config.PRECISIONS,
            "status": ("completed", "diverged", "failed")}
 # Custom scalars: categories in this order, one metric per chart (in a chart, colour tells runs apart).
