@@ -346,7 +346,7 @@ def test_cli_data_error_leaves_nothing_behind(tmp_path):
 def test_report_on_a_path_without_runs(tmp_path):
     pytest.importorskip("lossbench.analysis.report")
     (tmp_path / "empty").mkdir()
-    r = cli("-m", "lossbench.analysis.report", str(tmp_path / "empty"))
+    r = cli("-m", "lossbench.report", str(tmp_path / "empty"))
     assert_clean_error(r, 2, "no runs found under")
 
 

@@ -34,7 +34,7 @@ def test_bench_runs_all_four_loops_and_ends_with_the_ratio_line(tmp_path, capsys
 
 
 def test_bench_cli_with_options(tmp_path):
-    r = cli("-m", "lossbench.tools.bench", *TINY, "--model", "linear", "--precision", "bf16", "--batch-size", "64",
+    r = cli("-m", "lossbench.bench", *TINY, "--model", "linear", "--precision", "bf16", "--batch-size", "64",
             "--clock", "cpu", "--data-root", str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert "precision=bf16" in r.stdout and "clock=cpu" in r.stdout

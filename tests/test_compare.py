@@ -130,5 +130,5 @@ def test_keys_that_cannot_be_compared_are_one_line_errors(tmp_path, capsys, key,
         write_run(tmp_path / f"a{seed}", "bce", seed, metrics(0.8))
         write_run(tmp_path / f"b{seed}", "ce", seed, metrics(0.8))
     assert report.main([str(tmp_path), "--compare", key]) == 2
-    assert capsys.readouterr().err == f"lossbench.analysis.report: error: {message}\n"
+    assert capsys.readouterr().err == f"lossbench.report: error: {message}\n"
     assert not (tmp_path / "report").exists()  # refused before anything was written

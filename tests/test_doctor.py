@@ -201,12 +201,12 @@ def test_bad_files_are_one_line_and_exit_2(tmp_path, capsys, name, content, why)
         torch.save(content, path)
     assert run_main(str(path), "--loss", "bce") == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("lossbench.tools.doctor: error: ") and why in err, err
+    assert err.count("\n") == 1 and err.startswith("lossbench.doctor: error: ") and why in err, err
 
 
 def test_the_module_runs_and_help_answers_without_torch(tmp_path):
     torch.save({"outputs": ZC, "targets": YC + 1}, tmp_path / "f.pt")
-    r = subprocess.run([sys.executable, "-m", "lossbench.tools.doctor", str(tmp_path / "f.pt"), "--loss", "ce"],
+    r = subprocess.run([sys.executable, "-m", "lossbench.doctor", str(tmp_path / "f.pt"), "--loss", "ce"],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "[target_range]" in r.stdout and "1-based labels?" in r.stdout, r.stderr
     code = ("import sys\nfrom lossbench import doctor\ntry:\n    doctor.parse_args(['--help'])\n"

@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lossbench.analysis import report
+from lossbench.analysis import runs
 from lossbench.config import flatten, keys
 from lossbench.config.keys import Role
 from lossbench.config.schema import leaves
@@ -44,7 +44,7 @@ def test_entries_override_their_group():
 
 def test_derived_lists_follow_the_table():
     assert set(sweep.BOOKKEEPING) == {k for k, r in keys.ROLES.items() if Role.BOOKKEEPING in r}
-    assert report.IGNORED == {k for k, r in keys.ROLES.items() if Role.REPLICATE in r}
+    assert runs.IGNORED == {k for k, r in keys.ROLES.items() if Role.REPLICATE in r}
     assert {f"data.{k}" for k in teacher.SAME_TASK} == {k for k, r in keys.ROLES.items() if Role.TASK in r}
 
 

@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgb
 
-from lossbench.analysis import plots, report
+from lossbench.analysis import plots, runs
 from lossbench.losses import registry
 
 COMING = ("focal", "ldam", "logit_adjusted", "balanced_softmax", "poly1", "bce_clipped", "asl", "kd")
 
 
-def group(label: str, **params) -> report.Group:
-    run = report.Run(Path(f"/x/{label}"), {"status": "completed", "config": {}}, params)
-    return report.Group(label, [run])
+def group(label: str, **params) -> runs.Group:
+    run = runs.Run(Path(f"/x/{label}"), {"status": "completed", "config": {}}, params)
+    return runs.Group(label, [run])
 
 
-def saturation_like() -> list[report.Group]:
+def saturation_like() -> list[runs.Group]:
     regimes = [{"data.scale": 50.0, "model.head_bias": None, "trainer.precision": "fp32"},
                {"data.scale": 50.0, "model.head_bias": None, "trainer.precision": "fp16"},
                {"data.scale": 1.0, "model.head_bias": -100.0, "trainer.precision": "fp32"}]
@@ -38,7 +38,7 @@ def test_every_loss_has_its_own_fixed_colour():
 
 
 def test_unknown_losses_get_the_same_fallback_colour_in_every_process():
-    code = "from lossbench import plots; print(plots.loss_color('my_new_loss'), plots.loss_color('other'))"
+    code = "from lossbench.analysis import plots; print(plots.loss_color('my_new_loss'), plots.loss_color('other'))"
     out = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           env={"PYTHONHASHSEED": str(seed), "PATH": ""}, cwd=Path(__file__).parents[1]).stdout
            for seed in (1, 2)}
@@ -132,12 +132,12 @@ def test_plot_grid_writes_a_png_per_regime_row(tmp_path, same):
     rng = np.random.default_rng(0)
     curves = []
     for i, _ in enumerate(groups):
-        runs = []
+        seeds = []
         for _seed in range(3):
             y = (np.linspace(0.6, 0.9, 5) if same and i % 4 < 2 else rng.uniform(0.5, 1, 5))
-            runs.append({"val/auc": dict(zip(range(10, 60, 10), y, strict=True)),
+            seeds.append({"val/auc": dict(zip(range(10, 60, 10), y, strict=True)),
                          "val/nll": dict(zip(range(10, 60, 10), 100 * y if i == 8 else y, strict=True))})
-        curves.append(runs)
+        curves.append(seeds)
     path = tmp_path / "curves.png"
     assert plots.plot_grid(path, groups, curves, ("val/auc", "val/nll", "val/ece"), "test")
     data = path.read_bytes()

@@ -60,7 +60,7 @@ def test_help_heads_the_users_groups_apart_from_the_studies():
 
 
 def test_compare_has_a_help_and_refuses_a_bad_path(tmp_path):
-    r = cli("-m", "lossbench.analysis.compare", "--help")
+    r = cli("-m", "lossbench.compare", "--help")
     assert r.returncode == 0 and "usage: python -m lossbench.compare" in r.stdout
-    r = cli("-m", "lossbench.analysis.compare", str(tmp_path / "none"))
-    assert r.returncode == 2 and r.stderr.startswith("lossbench.analysis.compare: error: ") and "Traceback" not in r.stderr
+    r = cli("-m", "lossbench.compare", str(tmp_path / "none"))
+    assert r.returncode == 2 and r.stderr.startswith("lossbench.compare: error: ") and "Traceback" not in r.stderr

@@ -15,6 +15,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lossbench import store
+from lossbench.analysis import runs
 from lossbench.engine.numerics import Monitor
 from lossbench.errors import ConfigError
 from lossbench.runs.logger import EVENTS, has_events
@@ -256,9 +257,8 @@ def test_rerun_with_skip_completed_trains_only_what_is_missing(tmp_path, monkeyp
     for j in jobs:
         same_results(store.read_json(j / store.SUMMARY), store.read_json(tmp_path / "ref" / store.SUMMARY))
     assert scalars(jobs[2]) == scalars(tmp_path / "ref")  # the failed attempt's curves are dropped
-    report = pytest.importorskip("lossbench.analysis.report")
-    runs = report.find_runs(jobs)  # what python -m lossbench.report would tabulate: every job, all completed
-    assert [(r.dir, r.status) for r in runs] == [(j, "completed") for j in jobs]
+    found = runs.find_runs(jobs)  # what python -m lossbench.report would tabulate: every job, all completed
+    assert [(r.dir, r.status) for r in found] == [(j, "completed") for j in jobs]
 
 
 def test_interrupted_sweep_rerun_only_trains_the_unfinished_job(tmp_path):

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lossbench.analysis import report
+from lossbench.analysis import report, runs
+from lossbench.config import flatten
 from lossbench.engine.plan import record_failure
 from tests.conftest import make_cfg, run_cfg
 
@@ -48,7 +49,7 @@ def test_report_numbers_match_the_summaries(sweep, capsys):
     bce = [s for s in summaries if s["config"]["loss"]["name"] == "bce_logits"]
     assert len(bce) == 2
     aucs = [s["final"]["val/auc"] for s in bce]
-    header = ["group", "runs", *report.METRICS, "status"]
+    header = ["group", "runs", *runs.METRICS, "status"]
     row = dict(zip(header, row_of(table, "loss=bce_logits loss.pos_weight=null", 0), strict=True))
     assert row["runs"] == "2" and row["status"] == "2 completed"
     # Two seeds: the mean, and no interval (below stats.MIN_SEEDS the percentile interval would be [min, max] of
@@ -110,15 +111,15 @@ def test_grouping_ignores_seeds_and_paths_and_labels_by_what_differs():
     def run(seed, loss, scale, root):
         cfg = {"seed": seed, "data": {"name": "synthetic", "scale": scale, "seed": seed, "root": root},
                "loss": {"name": loss, "pos_weight": None}, "trainer": {"resume": False, "max_steps": 100}}
-        params = {k: v for k, v in report.flatten(cfg).items() if k not in report.IGNORED}
-        return report.Run(Path(f"/x/{seed}"), {"status": "completed", "config": cfg}, params)
+        params = {k: v for k, v in flatten(cfg).items() if k not in runs.IGNORED}
+        return runs.Run(Path(f"/x/{seed}"), {"status": "completed", "config": cfg}, params)
 
-    runs = [run(s, loss, scale, f"/data/{s}") for loss in ("bce", "ce") for scale in (1.0, 50.0) for s in (0, 1, 2)]
-    groups = report.group_runs(runs)
+    made = [run(s, loss, scale, f"/data/{s}") for loss in ("bce", "ce") for scale in (1.0, 50.0) for s in (0, 1, 2)]
+    groups = runs.group_runs(made)
     assert [g.label for g in groups] == ["data.scale=1 loss=bce", "data.scale=50 loss=bce",
                                          "data.scale=1 loss=ce", "data.scale=50 loss=ce"]
     assert all(len(g.runs) == 3 for g in groups)
-    single = report.group_runs([run(s, "bce", 1.0, "/d") for s in (0, 1)])
+    single = runs.group_runs([run(s, "bce", 1.0, "/d") for s in (0, 1)])
     assert [g.label for g in single] == ["data=synthetic loss=bce"]
 
 
@@ -136,7 +137,7 @@ def test_diverged_runs_are_counted_and_their_numerics_totalled(tmp_path, capsys)
     numerics = row_of(table, "optim.lr=1000", 2)
     assert numerics[5] == str(sum(s["numerics"]["nonfinite_loss"] for s in diverged))
     assert "(reached 0/2)" in numerics[1]
-    default_lr = report.short_value(make_cfg().optim.lr)
+    default_lr = runs.short_value(make_cfg().optim.lr)
     assert row_of(table, f"optim.lr={default_lr}", 0)[-1] == "1 completed"
     assert "2 diverged" in capsys.readouterr().out
 
@@ -161,7 +162,7 @@ def test_summaries_that_are_not_runs_are_skipped_with_one_warning_each(sweep, tm
     for name in NOT_RUNS:
         assert sum(f"skipping {root / name / 'summary.json'}: " in line for line in lines) == 1
     assert "the JSON is an array, not an object" in err and "the JSON is null, not an object" in err
-    assert lines[-1] == (f"lossbench.analysis.report: error: no usable runs under {root}: every summary.json found was "
+    assert lines[-1] == (f"lossbench.report: error: no usable runs under {root}: every summary.json found was "
                          "skipped (see the warnings)")
 
     shutil.copytree(sweep / "0", root / "good")  # one real run among them

@@ -130,7 +130,7 @@ def test_the_stacked_launcher_from_the_command_line(tmp_path):
     assert len(summaries) == 6 and {s["stack"]["size"] for s in summaries} == {6}
     assert all((d / ".hydra" / "config.yaml").exists() for d in dirs)
     assert r.stdout.count("lossbench: completed 60 steps") == 6
-    rep = cli("-m", "lossbench.analysis.report", str(sweep))
+    rep = cli("-m", "lossbench.report", str(sweep))
     assert rep.returncode == 0, rep.stderr
 
 

@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lossbench import config, store
-from lossbench.analysis import report
+from lossbench.analysis import runs
 from lossbench.engine import plan, teacher, train
 from lossbench.errors import ConfigError, LossbenchError
 from lossbench.runs import record
@@ -331,9 +331,9 @@ def test_every_report_input_gives_runs_or_one_line(tmp_path_factory, parts, kind
     before = state(root)
     with time_limit(20), contextlib.redirect_stderr(io.StringIO()):
         try:
-            runs = report.find_runs([sweep])
-            assert len(runs) == sum(k in ("completed", "link", ("final", "missing")) for k in kinds)
-        except report.ReportError as e:
+            found = runs.find_runs([sweep])
+            assert len(found) == sum(k in ("completed", "link", ("final", "missing")) for k in kinds)
+        except runs.ReportError as e:
             one_line(e)
     assert state(root) == before
 

@@ -28,11 +28,12 @@ from typing import Any
 
 from lossbench.analysis import stats
 from lossbench.analysis.plots import determined_by
-from lossbench.analysis.report import (
+from lossbench.analysis.runs import (
     METRICS,
     ReportError,
     Run,
     differing_keys,
+    find_runs,
     finite,
     get,
     markdown,
@@ -186,7 +187,6 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from lossbench.analysis.report import find_runs
     from lossbench.errors import LossbenchError
 
     parser = argparse.ArgumentParser(
@@ -200,10 +200,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(compare_runs(find_runs(args.paths), args.key).markdown)
     except LossbenchError as e:
-        print(f"lossbench.analysis.compare: error: {e}", file=sys.stderr)
+        print(f"lossbench.compare: error: {e}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

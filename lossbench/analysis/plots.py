@@ -27,7 +27,7 @@ from lossbench.analysis import stats
 from lossbench.losses import registry as loss_registry
 
 if TYPE_CHECKING:
-    from lossbench.analysis.report import Group
+    from lossbench.analysis.runs import Group
 
 # Unknown losses: a colour picked from the loss name's CRC32 (the same in every process, unlike hash()).
 FALLBACK_COLORS = ("#7f7f7f", "#843c39", "#5254a3", "#8ca252", "#bd9e39", "#ad494a", "#6b6ecf", "#31a354",
@@ -86,7 +86,7 @@ def determined_by(key: str, keys: list[str], params: list[dict]) -> list[str]:
 
 def split_keys(params: list[dict]) -> tuple[list[str], list[str]]:
     """(row keys, line keys) for groups with these params (see the module docstring)."""
-    from lossbench.analysis.report import differing_keys
+    from lossbench.analysis.runs import differing_keys
 
     keys = differing_keys(params)
     study = [k for k in keys if k.startswith("study.")]
@@ -107,7 +107,7 @@ def split_keys(params: list[dict]) -> tuple[list[str], list[str]]:
 def layout(groups: list[Group]) -> tuple[list[Row], str]:
     """Rows of lines, and the legend title (the line keys). A line keeps its colour, shade and dashes in
     every row: they follow its loss and its place among the line-key values of the whole plot."""
-    from lossbench.analysis.report import short_key, short_value
+    from lossbench.analysis.runs import short_key, short_value
 
     params = [g.runs[0].params for g in groups]
     row_keys, line_keys = split_keys(params)
@@ -141,7 +141,7 @@ def layout(groups: list[Group]) -> tuple[list[Row], str]:
 
 def line_label(params: dict, line_keys: list[str]) -> str:
     """'ce' for the legend titled 'loss'; the other line keys follow as 'ce (head=softmax)'."""
-    from lossbench.analysis.report import short_key, short_value
+    from lossbench.analysis.runs import short_key, short_value
 
     if not line_keys:
         return ""

@@ -21,7 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lossbench.analysis import plots, stats
-from lossbench.analysis.report import Group, ReportError, cell, find_runs, get, group_runs, markdown, report
+from lossbench.analysis.report import cell, report
+from lossbench.analysis.runs import Group, ReportError, find_runs, get, group_runs, markdown
 
 Getter = Callable[[dict], float | None]
 
@@ -261,7 +262,7 @@ def write(study: str, sweep: Path, out: Path) -> str:
     try:
         _, written = report([sweep], out, COMPARE[study])
     except ReportError as e:  # e.g. one value of the axis only, or no two runs to pair: the rest still stands
-        print(f"lossbench.analysis.studies: warning: no paired comparison: {e}", file=sys.stderr)
+        print(f"lossbench.studies: warning: no paired comparison: {e}", file=sys.stderr)
         _, written = report([sweep], out)
     md = f"# {study}: mean [{stats.DESCRIPTION}]\n\nFrom: {sweep}\n\n" + study_table(study, groups) + "\n"
     if study == "equivalence":
@@ -292,10 +293,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(write(args.study, args.sweep, out))
     except ReportError as e:
-        print(f"lossbench.analysis.studies: error: {e}", file=sys.stderr)
+        print(f"lossbench.studies: error: {e}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

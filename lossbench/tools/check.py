@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     bad = [d for d in names if d not in DTYPES]
     if bad or not names:
-        print(f"lossbench.tools.check: error: unknown dtype(s) {', '.join(bad) or '(none given)'}. "
+        print(f"lossbench.check: error: unknown dtype(s) {', '.join(bad) or '(none given)'}. "
               f"Valid choices: --dtypes with any of {', '.join(DTYPES)}, comma-separated.", file=sys.stderr)
         return 2
     rows = run_checks(names)
@@ -464,7 +464,3 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print("FAILED: " + "; ".join(f"{r.identity} [{r.dtype}]" for r in failed), file=sys.stderr)
     return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

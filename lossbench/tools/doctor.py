@@ -488,11 +488,7 @@ def main(argv: list[str] | None = None) -> None:
         data = load(args.file)
         criterion = build_criterion(args, data)
     except BadInput as e:
-        print(f"lossbench.tools.doctor: error: {e}", file=sys.stderr)
+        print(f"lossbench.doctor: error: {e}", file=sys.stderr)
         sys.exit(2)
     findings = check_setup(data["outputs"], data["targets"], criterion)
     sys.exit(1 if findings else 0)
-
-
-if __name__ == "__main__":
-    main()
