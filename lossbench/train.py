@@ -279,39 +279,57 @@ def train_step(stack: Alone | Stacked, batches: Batches, i: int, bs: int, step: 
 
 
 def evaluate(stack: Alone | Stacked, batches: Batches, rows: list[int], step: int, rt: Runtime) -> None:
-    """Validation metrics of the stack's members at `rows` (one batched prediction pass), logged and recorded."""
+    """Validation and test metrics of the stack's members at `rows`, logged and recorded: one batched prediction
+    pass per split, at the same evaluation points. Test metrics are reported beside validation's (test/*) and
+    never chosen on: the best point, early stopping and tuning read val/* only (Member.record_eval)."""
+    members = [stack.members[r] for r in rows]
+    values: list[dict[str, float]] = [{} for _ in members]
+    for split in ("val", "test") if batches.x_test is not None else ("val",):
+        for k, scores in enumerate(score_split(stack, batches, rows, split, rt)):
+            values[k].update(scores)
+    for k, m in enumerate(members):
+        m.log.scalars(values[k], step)
+        m.record_eval(step, values[k])
+
+
+def score_split(stack: Alone | Stacked, batches: Batches, rows: list[int], split: str, rt: Runtime) -> list[dict]:
+    """The metrics of the members at `rows` on one split ("val" or "test"), keyed "<split>/<metric>"; each
+    member's logits of the split are kept (z_val, z_test) for its per-class recall at the end."""
     members = [stack.members[r] for r in rows]
     for m in members:
         m.model.eval()
     idx = torch.tensor(rows, device=rt.device)
     chunk = max(128, rt.eval_batch_size // len(rows))  # per member: a stack's activations stay as large as one run's
+    x = members[0].ds.x_val if split == "val" else members[0].ds.x_test
     with torch.no_grad(), rt.amp():
-        z_val = torch.cat([stack.predict(rows, batches.val(idx, i, chunk)).float()
-                           for i in range(0, len(members[0].ds.x_val), chunk)], dim=1)
+        z = torch.cat([stack.predict(rows, batches.val(idx, i, chunk, split)).float()
+                       for i in range(0, len(x), chunk)], dim=1)
     for m in members:
         m.model.train()
+    targets = [m.ds.val_targets if split == "val" else m.ds.test_targets for m in members]
+    labels = [m.ds.y_val if split == "val" else m.ds.y_test for m in members]
     with torch.no_grad():
-        val_losses = stack.val_losses(rows, z_val, [m.ds.val_targets for m in members])
+        split_losses = stack.val_losses(rows, z, targets)
     # the logits of the model's probabilities, for the metrics (z, or s z for LDAM)
-    z_val = torch.stack([m.objective.eval_logits(z_val[k]) for k, m in enumerate(members)])
+    z = torch.stack([m.objective.eval_logits(z[k]) for k, m in enumerate(members)])
     scores: list[dict] = [{}] * len(members)
     kinds: dict[tuple, list[int]] = {}  # members scored alike: one batched computation for each kind
     for k, m in enumerate(members):
-        kinds.setdefault((m.head, m.ds.n_classes, m.ds.y_val.dim()), []).append(k)
+        kinds.setdefault((m.head, m.ds.n_classes, labels[k].dim()), []).append(k)
     for (head, n_classes, dim), ks in kinds.items():
         if dim == 1:  # class-index labels
-            rows = metrics.evaluate_many(z_val[ks], torch.stack([members[k].ds.y_val for k in ks]), head, n_classes)
+            got = metrics.evaluate_many(z[ks], torch.stack([labels[k] for k in ks]), head, n_classes)
         else:
-            rows = [metrics.evaluate(z_val[k], members[k].ds.y_val, head, n_classes) for k in ks]
-        for k, row in zip(ks, rows, strict=True):
+            got = [metrics.evaluate(z[k], labels[k], head, n_classes) for k in ks]
+        for k, row in zip(ks, got, strict=True):
             scores[k] = row
+    out = []
     for k, m in enumerate(members):
         # loss.posthoc_tau: the metrics after post-hoc logit adjustment too ({} without it)
-        posthoc = metrics.posthoc(m.objective.posthoc_logits(z_val[k]), m.ds.y_val, m.head, m.ds.n_classes)
-        values = {f"val/{name}": v for name, v in {"loss": val_losses[k], **scores[k], **posthoc}.items()}
-        m.log.scalars(values, step)
-        m.record_eval(step, values)
-        m.z_val = z_val[k]
+        posthoc = metrics.posthoc(m.objective.posthoc_logits(z[k]), labels[k], m.head, m.ds.n_classes)
+        out.append({f"{split}/{name}": v for name, v in {"loss": split_losses[k], **scores[k], **posthoc}.items()})
+        setattr(m, f"z_{split}", z[k])
+    return out
 
 
 def log_point(m: Member, values: dict[str, float], first_nonfinite: int | None, done: int,
