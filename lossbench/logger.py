@@ -42,7 +42,7 @@ LEADING = ("loss", "head", "seed")  # HPARAMS columns that follow the swept keys
 # TensorBoard shows together (the filter drops the others), so sweep values are never used as one.
 DOMAINS = {"loss": config.LOSSES, "loss.name": config.LOSSES, "head": config.HEADS, "data.name": config.DATASETS,
            "model.name": config.MODELS, "optim.name": config.OPTIMS, "trainer.precision": config.PRECISIONS,
-           "status": ("completed", "diverged", "failed")}
+           "status": ("completed", "diverged", "pruned", "failed")}
 # Custom scalars: categories in this order, one metric per chart (in a chart, colour tells runs apart).
 CATEGORIES = {
     "train": ("train/loss",),

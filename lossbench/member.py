@@ -61,7 +61,8 @@ from lossbench.store import (
     write_json,
 )
 
-FINISHED = ("completed", "diverged")  # final results: trainer.skip_completed does not train them again
+# final results: trainer.skip_completed does not train them again ("pruned": stopped by successive halving)
+FINISHED = ("completed", "diverged", "pruned")
 # Config keys a resume may change: they do not change what is trained (max_steps/epochs: train longer).
 RESUME_MAY_CHANGE = ("trainer.resume", "trainer.skip_completed", "trainer.max_steps", "trainer.epochs",
                      "trainer.threads", "trainer.log_every", "trainer.eval_every", "trainer.eval_batch_size",
@@ -174,7 +175,7 @@ def _is_number_dict(x) -> bool:
     return isinstance(x, dict) and all(isinstance(v, (int, float)) or v is None for v in x.values())
 
 
-STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
+STATUSES = ("running", "completed", "diverged", "pruned", "interrupted", "failed")
 # What a summary.json must hold to be taken as a run's record: entry -> (check, what it must be).
 SUMMARY_SCHEMA = {
     "status": (lambda v: v in STATUSES, f"one of {', '.join(STATUSES)}"),
