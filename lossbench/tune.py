@@ -267,10 +267,16 @@ def make_jobs(fixed: list[str], grid: dict[str, list[str]], points: list[tuple[s
     """Composed configs and run directories of (method, lr, seed) points, with their .hydra record."""
     from omegaconf import OmegaConf
 
-    jobs = []
-    for i, (method, lr, seed) in enumerate(points, start):
+    from lossbench.config import validate
+
+    composed = []
+    for method, lr, seed in points:  # every config composed and checked before any directory is made
         overrides = [*fixed, *grid[method], f"optim.lr={lr!r}", f"seed={seed}", f"objective_metric={metric}"]
         cfg = _compose(overrides)
+        validate(cfg)
+        composed.append((overrides, cfg))
+    jobs = []
+    for i, ((method, lr, seed), (overrides, cfg)) in enumerate(zip(points, composed, strict=True), start):
         d = root / dir_name(i, grid[method], lr, seed)
         (d / ".hydra").mkdir(parents=True, exist_ok=True)
         if not (d / ".hydra" / "overrides.yaml").exists():
@@ -376,6 +382,10 @@ def tune(overrides: list[str], lrs: list[float] | None = None, tune_seeds: Seque
         raise ConfigError(f"--tune-seeds {list(tune_seeds)} and --final-seeds {list(final_seeds)} share "
                           f"{sorted(set(tune_seeds) & set(final_seeds))}: tuning seeds must be disjoint from the final ones.")
     check_rungs(list(rungs), "--rungs")
+    if max_members < 1:
+        raise ConfigError(f"--max-members must be an integer >= 1, got {max_members}.")
+    if not tune_seeds or not final_seeds:
+        raise ConfigError("--tune-seeds and --final-seeds each need at least one seed.")
     fixed, grid_jobs, base = methods(overrides)
     study = base.get("study", {}).get("name") if base.get("study") else None
     metric = metric or studies.PRIMARY.get(study) or str(base.objective_metric)

@@ -123,6 +123,11 @@ def test_bad_rungs_and_seeds_are_refused_in_one_line(tmp_path):
         tune.tune(["loss=bce_logits"], tune_seeds=[0, 1], final_seeds=[1, 2], out=tmp_path)
     with pytest.raises(ConfigError, match="optim.lr is what lossbench.tune chooses"):
         tune.tune(["optim.lr=0.1,1"], out=tmp_path)
+    with pytest.raises(ConfigError, match="trainer.max_steps"):  # a job's config refused before any run directory
+        tune.tune(["trainer.max_steps=-5"], out=tmp_path / "bad")
+    assert not (tmp_path / "bad" / "search").exists()
+    with pytest.raises(ConfigError):
+        tune.tune(["no_such_key=1"], out=tmp_path / "bad2")
 
 
 def run_tune(out: Path) -> dict:
