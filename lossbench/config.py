@@ -583,15 +583,15 @@ def _check_memory(cfg: DictConfig) -> None:
     if d.name == "mnist" and d.task == "multilabel":  # grid images built from the digits, uint8 then float32
         n_in, n_out = (28 * d.grid) ** 2, MNIST_LABELS
         data_bytes = 70_000 * 28 * 28 * 5 + ((d.n_train or 60_000) + 2 * (d.n_val or 10_000)) * n_in * 6
-        data_keys = f"data.n_train={d.n_train} + 2 x data.n_val={d.n_val} (validation and test) multi-label MNIST " \
-                    f"images of {n_in} pixels"
+        data_keys = f"data.n_train={d.n_train} + data.n_val={d.n_val} multi-label MNIST images (and as many test " \
+                    f"images) of {n_in} pixels"
     elif d.name == "mnist":
         n_in, n_out, data_bytes = 28 * 28, MNIST_LABELS, 70_000 * 28 * 28 * 9  # uint8 files + float32 copies
         data_keys = "the MNIST tensors"
     else:
         n_in, n_out = d.n_features, d.n_classes
         data_bytes = (d.n_train + 2 * d.n_val) * d.n_features * 4 * 2 + d.n_classes * d.n_features * 4
-        data_keys = f"data.n_train={d.n_train} + 2 x data.n_val={d.n_val} (validation and test) samples of " \
+        data_keys = f"data.n_train={d.n_train} + data.n_val={d.n_val} samples (and as many test samples) of " \
                     f"data.n_features={d.n_features}"
     widths = [n_in, *m.get("hidden", [])] if m.name == "mlp" else [n_in]
     if m.name == "cnn":
