@@ -220,7 +220,7 @@ def test_mnist_multiclass_and_binary(tmp_path):
 def test_mnist_imbalance_profiles():
     ds = load(make_cfg("data=mnist", "data.imbalance_ratio=100").data)
     c = ds.class_counts().tolist()
-    assert c[0] / c[9] == pytest.approx(100, rel=0.05) and len(ds.y_val) == 10000  # validation untouched
+    assert c[0] / c[9] == pytest.approx(100, rel=0.05) and len(ds.y_val) == len(ds.y_test) == 5000  # validation and test untouched
     ds = load(make_cfg("data=mnist", "data.task=binary", "data.positive_classes=[0]", "data.imbalance_ratio=50").data)
     n0, n1 = ds.class_counts().tolist()
     assert n0 / n1 == pytest.approx(50, rel=0.02)

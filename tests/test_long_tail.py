@@ -53,7 +53,7 @@ def test_longtail_preset_has_a_long_tail_and_a_balanced_validation_split():
 def test_mnist_step_profile_keeps_the_test_set():
     ds = load(make_cfg("data=mnist", "data.imbalance_ratio=100", "data.imbalance_profile=step").data)
     c = ds.class_counts().tolist()
-    assert c[:5] == [c[0]] * 5 and c[5:] == [round(c[0] / 100)] * 5 and len(ds.y_val) == 10000
+    assert c[:5] == [c[0]] * 5 and c[5:] == [round(c[0] / 100)] * 5 and len(ds.y_val) == len(ds.y_test) == 5000  # the two halves of the test images
 
 
 # --- bad values: one line, before training ---------------------------------------------------------------------

@@ -52,6 +52,8 @@ METRICS = ("loss", "nll", "auc", "ap", "accuracy", "balanced_accuracy", "ece")
 # multi-label runs also have these (metrics.evaluate_multilabel); there accuracy is the subset accuracy
 MULTILABEL_METRICS = ("auc_micro", "f1_micro", "f1_macro", "hamming_loss", "lrap")
 LOWER_IS_BETTER = {"val/loss", "val/nll", "val/ece", "val/hamming_loss", "val/posthoc/nll", "val/posthoc/ece"}
+# the test split's metrics, named as validation's (reported only: never compared to choose)
+LOWER_IS_BETTER |= {"test/" + k.removeprefix("val/") for k in LOWER_IS_BETTER}
 BOUNDED_METRICS = {"val/auc", "val/ap", "val/accuracy", "val/balanced_accuracy", "val/ece",
                    *(f"val/{m}" for m in MULTILABEL_METRICS)}  # in [0, 1]
 IMBALANCE_PROFILES = ("exp", "step")
@@ -441,8 +443,28 @@ def check_task(cfg: DictConfig, task: str) -> None:
 EXECUTORS = (None, "submitit_local", "submitit_slurm")
 
 
-def check_launcher_options(max_members: Any, max_memory_gb: Any, executor: Any, stacked: Any = True) -> None:
+def check_rungs(rungs: Any, name: str) -> None:
+    """Halving rungs: fractions of the run, each in (0, 1), increasing."""
+    values = list(rungs) if isinstance(rungs, (list, tuple)) or hasattr(rungs, "__iter__") and \
+        not isinstance(rungs, str) else None
+    ok = values is not None and all(isinstance(r, (int, float)) and not isinstance(r, bool) and 0 < r < 1
+                                    for r in values) and values == sorted(set(values))
+    if not ok:
+        raise ConfigError(f"{name} must be a list of fractions of the run in (0, 1), increasing (e.g. [0.25, 0.5]; "
+                          f"[] = no halving), got {rungs!r}.")
+
+
+def plain_list(value: Any) -> Any:
+    """A config list as a Python list (None as []); anything else as it is, for the check to name it."""
+    if value is None:
+        return []
+    return list(value) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else value
+
+
+def check_launcher_options(max_members: Any, max_memory_gb: Any, executor: Any, stacked: Any = True,
+                           halving_rungs: Any = ()) -> None:
     """The stacked launcher's options (hydra.launcher.*), each named when refused."""
+    check_rungs(halving_rungs, "hydra.launcher.halving_rungs")
     if isinstance(max_members, bool) or not isinstance(max_members, int) or max_members < 1:
         raise ConfigError(f"hydra.launcher.max_members must be an integer >= 1, got {max_members!r}.")
     if isinstance(max_memory_gb, bool) or not isinstance(max_memory_gb, (int, float)) or \
@@ -460,8 +482,9 @@ def check_launcher(launcher: Any) -> None:
     stacked launcher's, and joblib's n_jobs (joblib refuses 0 only once the sweep has started)."""
     target = str(launcher.get("_target_") or "")
     if target.endswith("StackedLauncher"):
+        rungs = launcher.get("halving_rungs")
         check_launcher_options(launcher.get("max_members"), launcher.get("max_memory_gb"), launcher.get("executor"),
-                               launcher.get("stacked"))
+                               launcher.get("stacked"), plain_list(rungs))
     if "joblib" in target and launcher.get("n_jobs") == 0:
         raise ConfigError("hydra.launcher.n_jobs must not be 0: give the number of parallel jobs (>= 1), or a "
                           "negative number counting back from the cores (-1 = one job per core).")
@@ -486,15 +509,17 @@ def _check_memory(cfg: DictConfig) -> None:
     d, m = cfg.data, cfg.model
     if d.name == "mnist" and d.task == "multilabel":  # grid images built from the digits, uint8 then float32
         n_in, n_out = (28 * d.grid) ** 2, MNIST_LABELS
-        data_bytes = 70_000 * 28 * 28 * 5 + ((d.n_train or 60_000) + (d.n_val or 10_000)) * n_in * 6
-        data_keys = f"data.n_train={d.n_train} + data.n_val={d.n_val} multi-label MNIST images of {n_in} pixels"
+        data_bytes = 70_000 * 28 * 28 * 5 + ((d.n_train or 60_000) + 2 * (d.n_val or 10_000)) * n_in * 6
+        data_keys = f"data.n_train={d.n_train} + data.n_val={d.n_val} multi-label MNIST images (and as many test " \
+                    f"images) of {n_in} pixels"
     elif d.name == "mnist":
         n_in, n_out, data_bytes = 28 * 28, MNIST_LABELS, 70_000 * 28 * 28 * 9  # uint8 files + float32 copies
         data_keys = "the MNIST tensors"
     else:
         n_in, n_out = d.n_features, d.n_classes
-        data_bytes = (d.n_train + d.n_val) * d.n_features * 4 * 2 + d.n_classes * d.n_features * 4
-        data_keys = f"data.n_train={d.n_train} + data.n_val={d.n_val} samples of data.n_features={d.n_features}"
+        data_bytes = (d.n_train + 2 * d.n_val) * d.n_features * 4 * 2 + d.n_classes * d.n_features * 4
+        data_keys = f"data.n_train={d.n_train} + data.n_val={d.n_val} samples (and as many test samples) of " \
+                    f"data.n_features={d.n_features}"
     widths = [n_in, *m.get("hidden", [])] if m.name == "mlp" else [n_in]
     if m.name == "cnn":
         c1, c2 = m.channels

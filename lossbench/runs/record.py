@@ -11,7 +11,8 @@ import torch
 from lossbench.errors import ConfigError
 from lossbench.store import load_checkpoint
 
-FINISHED = ("completed", "diverged")  # final results: trainer.skip_completed does not train them again
+# final results: trainer.skip_completed does not train them again ("pruned": stopped by successive halving)
+FINISHED = ("completed", "diverged", "pruned")
 
 
 # Config keys a resume may change: they do not change what is trained (max_steps/epochs: train longer).
@@ -30,7 +31,7 @@ def _is_number_dict(x) -> bool:
     return isinstance(x, dict) and all(isinstance(v, (int, float)) or v is None for v in x.values())
 
 
-STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
+STATUSES = ("running", "completed", "diverged", "pruned", "interrupted", "failed")
 
 
 # What a summary.json must hold to be taken as a run's record: entry -> (check, what it must be).

@@ -50,6 +50,15 @@ def outcome(summary: dict) -> str:
     return text + diagnosis.short(summary)
 
 
+def plain_list(value: Any) -> Any:
+    """A config list as a Python list (None as []); anything else as it is, for the check to name it."""
+    from omegaconf import OmegaConf
+
+    if value is None:
+        return []
+    return list(value) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else value
+
+
 @dataclass
 class Result:
     """One job's outcome: its summary, or the error that stopped it."""
@@ -95,14 +104,19 @@ class StackJob:
     """A group of stackable jobs as one submitit job (a `submitit.helpers.Checkpointable`: on preemption or
     timeout submitit calls checkpoint(), requeues this same job, and the requeued one resumes its members)."""
 
-    def __init__(self, jobs: list[tuple[DictConfig, Path]], max_members: int, max_memory_gb: float, stacked: bool):
+    def __init__(self, jobs: list[tuple[DictConfig, Path]], max_members: int, max_memory_gb: float, stacked: bool,
+                 halving_rungs: tuple[float, ...] = ()):
         self.jobs, self.max_members, self.max_memory_gb, self.stacked = jobs, max_members, max_memory_gb, stacked
+        self.halving_rungs = tuple(halving_rungs)
 
     def __call__(self) -> list[Result]:
         from lossbench.engine import train
         from lossbench.runs.signals import hand_over, stop_requested
+        from lossbench.sweeps.halving import Halving
 
-        results = [_result(r) for r in train.run_jobs(self.jobs, self.max_members, self.max_memory_gb, self.stacked)]
+        prune = Halving(self.halving_rungs) if self.halving_rungs else None
+        results = [_result(r) for r in train.run_jobs(self.jobs, self.max_members, self.max_memory_gb, self.stacked,
+                                                      prune)]
         if stop_requested():
             hand_over(stop_requested())  # submitit's handler: requeue this job, and exit
         return results
@@ -115,18 +129,24 @@ class StackJob:
 
 def run_stacks(jobs: list[tuple[DictConfig, Path]], max_members: int = 64, max_memory_gb: float = 8.0,
                stacked: bool = True, executor: str | None = None, submitit: dict | None = None,
-               folder: Path | None = None) -> list[Result]:
+               folder: Path | None = None, halving_rungs: tuple[float, ...] = ()) -> list[Result]:
+    """halving_rungs: fractions of the run at which successive halving prunes the worse half of each method's
+    learning rates within a stack (lossbench.sweeps.halving.Halving); () = off."""
     from lossbench.engine import train
 
     if executor is None:
-        return [_result(r) for r in train.run_jobs(jobs, max_members, max_memory_gb, stacked)]
+        from lossbench.sweeps.halving import Halving
+
+        prune = Halving(halving_rungs) if halving_rungs else None
+        return [_result(r) for r in train.run_jobs(jobs, max_members, max_memory_gb, stacked, prune)]
     import submitit as sub
 
     ex = sub.AutoExecutor(folder=str(folder or Path(".submitit")), cluster=executor.removeprefix("submitit_"))
     params = dict(submitit or {})
     ex.update_parameters(**params)
     groups = train.group_jobs([cfg for cfg, _ in jobs], stacked, max_members)
-    submitted = [(idxs, ex.submit(StackJob([jobs[i] for i in idxs], max_members, max_memory_gb, stacked)))
+    submitted = [(idxs, ex.submit(StackJob([jobs[i] for i in idxs], max_members, max_memory_gb, stacked,
+                                           halving_rungs)))
                  for idxs in groups]
     results: list[Result] = [Result(error="not run")] * len(jobs)
     for idxs, job in submitted:
