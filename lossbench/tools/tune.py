@@ -145,7 +145,7 @@ def _compose(overrides: list[str], hydra: bool = False):
     from lossbench.config import CONFIGS
 
     try:
-        with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
             return compose("config", overrides=overrides, return_hydra_config=hydra)
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(" ".join(str(e).split())[:400]) from None
@@ -288,7 +288,8 @@ def tuned_tables(final_dir: Path, study: str | None, compare_key: str) -> str:
     """The final runs' study table (validation final; test at the val-best point) and paired comparisons."""
     from lossbench.analysis import studies
     from lossbench.analysis.compare import compare_runs
-    from lossbench.analysis.report import ReportError, find_runs, group_runs, tables
+    from lossbench.analysis.report import tables
+    from lossbench.analysis.runs import ReportError, find_runs, group_runs
 
     runs = find_runs([final_dir])
     groups = group_runs(runs)
