@@ -26,12 +26,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lossbench import LossbenchError, diagnosis
+from lossbench import LossbenchError, diagnosis, fastconfig
 from lossbench.config import preflight
 from lossbench.signals import Interrupted, hand_over, note, stop_requested
 from lossbench.store import DiskFull
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")  # absolute: the same when imported in-process
+fastconfig.install()  # each set of group choices composed once, each job once (here, and in a launcher's workers)
 
 
 def parallel_jobs(hc) -> int:
