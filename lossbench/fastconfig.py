@@ -42,8 +42,10 @@ def install() -> None:
         return
     _original["load_configuration"] = ConfigLoaderImpl.load_configuration
     _original["load_sweep_config"] = ConfigLoaderImpl.load_sweep_config
+    _original["get_group_options"] = ConfigLoaderImpl.get_group_options
     ConfigLoaderImpl.load_configuration = load_configuration  # type: ignore[method-assign]
     ConfigLoaderImpl.load_sweep_config = load_sweep_config  # type: ignore[method-assign]
+    ConfigLoaderImpl.get_group_options = get_group_options  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
@@ -53,6 +55,7 @@ def uninstall() -> None:
     if _original:
         ConfigLoaderImpl.load_configuration = _original.pop("load_configuration")  # type: ignore[method-assign]
         ConfigLoaderImpl.load_sweep_config = _original.pop("load_sweep_config")  # type: ignore[method-assign]
+        ConfigLoaderImpl.get_group_options = _original.pop("get_group_options")  # type: ignore[method-assign]
     clear()
 
 
@@ -71,6 +74,20 @@ def load_sweep_config(self: Any, master_config: DictConfig, sweep_overrides: lis
     cfg = _original["load_sweep_config"](self, master_config, sweep_overrides)  # calls load_configuration below
     _handed[key] = cfg
     return cfg
+
+
+def get_group_options(self: Any, group_name: str, results_filter: Any = "config", config_name: str | None = None,
+                      overrides: list[str] | None = None) -> list[str]:
+    """Hydra's get_group_options (`--help` lists every group's options: 180 calls), without deep-copying the
+    whole repository for each call."""
+    from hydra.core.object_type import ObjectType
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    results_filter = ObjectType.CONFIG if results_filter == "config" else results_filter
+    if any(o.split("=", 1)[0].lstrip("+~").startswith("hydra.searchpath") for o in overrides or []):
+        return _original["get_group_options"](self, group_name, results_filter, config_name, overrides)
+    parsed = OverridesParser.create().parse_overrides(overrides=list(overrides or []))
+    return _caching_repo(self, config_name, parsed).get_group_options(group_name, results_filter)
 
 
 def load_configuration(self: Any, config_name: str | None, overrides: list[str], run_mode: Any,
@@ -152,9 +169,9 @@ def _load(self: Any, config_name: str | None, overrides: list[str], run_mode: An
     from hydra import __version__, version
     from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
     from hydra._internal.defaults_list import create_defaults_list
+    from hydra.conf import ConfigSourceInfo
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.utils import JobRuntime
-    from hydra.conf import ConfigSourceInfo
 
     self.ensure_main_config_source_available()
     parsed = OverridesParser.create().parse_overrides(overrides=overrides)
