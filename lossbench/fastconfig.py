@@ -14,6 +14,7 @@ again, and `lossbench.config.preflight` composes the command line before both. `
 - `load_sweep_config`: the config composed for a job is kept until the same job is asked for again (the
   launcher after the sweeper's check) and then handed over, so that no job is composed twice.
 
+LOSSBENCH_FASTCONFIG=0 in the environment leaves Hydra's loader as it is (to compare timings or records).
 Anything else -- a MULTIRUN composition, an override of `hydra.searchpath` (it changes where configs are found)
 -- goes through Hydra's own code unchanged.
 """
@@ -38,7 +39,7 @@ def install() -> None:
     """Route Hydra's config loader through this module (idempotent)."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
-    if _original:
+    if _original or os.environ.get("LOSSBENCH_FASTCONFIG") == "0":  # 0: Hydra's own loader (to compare)
         return
     _original["load_configuration"] = ConfigLoaderImpl.load_configuration
     _original["load_sweep_config"] = ConfigLoaderImpl.load_sweep_config
