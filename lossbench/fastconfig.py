@@ -28,8 +28,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-_templates: dict[tuple, tuple[DictConfig, dict, list]] = {}  # group choices -> (composed, choices, sources)
-_handed: dict[tuple, DictConfig] = {}  # (master config, job overrides) -> the job's config, until asked again
+_templates: dict[tuple, tuple] = {}  # group choices -> (composed, choices, sources, the config files' versions)
+_handed: dict[Any, Any] = {}  # (master config, job overrides) -> the job's config, until asked again
 _files: dict[tuple, Any] = {}  # (search path, config path) -> the ConfigResult the repository loaded, untouched
 _original: dict[str, Any] = {}
 stats = {"composed": 0, "copied": 0, "handed_over": 0, "hydra": 0}  # what each call did (tests, bench)
@@ -68,12 +68,15 @@ def clear() -> None:
 
 def load_sweep_config(self: Any, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
     """Hydra's load_sweep_config; a job's config is composed once and handed to its second caller."""
+    if _handed.get("master") is not master_config:  # another sweep: what an earlier one left is dropped
+        _handed.clear()
+        _handed["master"] = master_config  # held, so that its id names no other config meanwhile
     key = (id(master_config), tuple(sweep_overrides))
-    if (cfg := _handed.pop(key, None)) is not None:
+    if (cfg := _handed.pop(key, None)) is not None:  # type: ignore[call-overload]
         stats["handed_over"] += 1
         return cfg
     cfg = _original["load_sweep_config"](self, master_config, sweep_overrides)  # calls load_configuration below
-    _handed[key] = cfg
+    _handed[key] = cfg  # type: ignore[index]
     return cfg
 
 
@@ -126,6 +129,20 @@ def _structure(self: Any, parsed: list) -> tuple[list, tuple]:
     return groups, (tuple(plain), tuple(o.input_line for o in groups if o.is_add() or o.is_delete()))
 
 
+def _stamp(repo: Any, config_path: str) -> tuple | None:
+    """A config file's version (mtime, size); None for a ConfigStore node or package resource."""
+    from hydra.core.object_type import ObjectType
+
+    source = repo._find_object_source(config_path, ObjectType.CONFIG)
+    if source is None or source.scheme() != "file":
+        return None
+    try:
+        st = os.stat(os.path.join(source.path, source._normalize_file_name(config_path)))
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
 def _caching_repo(self: Any, config_name: str | None, parsed: list) -> Any:
     """Hydra's per-composition repository (_parse_overrides_and_create_caching_repo), its files read once per
     process: each config (parsed YAML or ConfigStore node, with its header and defaults list) is kept as loaded
@@ -137,6 +154,7 @@ def _caching_repo(self: Any, config_name: str | None, parsed: list) -> Any:
     class Repo(CachingConfigRepository):
         def __init__(self, delegate: Any) -> None:  # Hydra deep-copies the delegate here, for the case below
             self.delegate, self.cache = delegate, {}
+            self.loaded: list[tuple] = []  # (repository, config path, its version) of each config loaded
 
         def initialize_sources(self, config_search_path: Any) -> None:  # a primary config's hydra.searchpath
             self.delegate = copy.deepcopy(self.delegate)
@@ -144,9 +162,11 @@ def _caching_repo(self: Any, config_name: str | None, parsed: list) -> Any:
 
         def load_config(self, config_path: str) -> Any:
             if (key := f"config_path={config_path}") not in self.cache:
-                if (where, config_path) not in _files:
-                    _files[where, config_path] = self.delegate.load_config(config_path=config_path)
-                self.cache[key] = _copy(_files[where, config_path])
+                version = (where, config_path, _stamp(self.delegate, config_path))
+                if version not in _files:
+                    _files[version] = self.delegate.load_config(config_path=config_path)
+                self.loaded.append((self.delegate, config_path, version[2]))
+                self.cache[key] = _copy(_files[version])
             return self.cache[key]
 
     repo = Repo(self.repository)
@@ -180,6 +200,8 @@ def _load(self: Any, config_name: str | None, overrides: list[str], run_mode: An
         self.validate_sweep_overrides_legal(overrides=parsed, run_mode=run_mode, from_shell=from_shell)
     groups, structure = _structure(self, parsed)
     key = (_search_path(self), config_name, structure)
+    if key in _templates and any(_stamp(r, path) != version for r, path, version in _templates[key][3]):
+        del _templates[key]  # a config file it was composed from has changed since
     if key not in _templates:
         caching_repo = _caching_repo(self, config_name, parsed)
         defaults_list = create_defaults_list(repo=caching_repo, config_name=config_name, overrides_list=groups,
@@ -189,9 +211,11 @@ def _load(self: Any, config_name: str | None, overrides: list[str], run_mode: An
         OmegaConf.set_readonly(cfg.hydra, False)
         sources = [ConfigSourceInfo(path=x.path, schema=x.scheme(), provider=x.provider)
                    for x in caching_repo.get_sources()]
-        _templates[key] = (cfg, dict(defaults_list.overrides.known_choices), sources)
+        if len(_templates) >= 512:
+            _templates.clear()
+        _templates[key] = (cfg, dict(defaults_list.overrides.known_choices), sources, caching_repo.loaded)
         stats["composed"] += 1
-    template, known_choices, sources = _templates[key]
+    template, known_choices, sources, _ = _templates[key]
     cfg = _copy(template)
     stats["copied"] += 1
     group_ids = {id(o) for o in groups}
