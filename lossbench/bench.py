@@ -34,7 +34,7 @@ jobs run one after another by the basic launcher.
 plain PyTorch script a user would write (HAND_SCRIPT below: data, an MLP 20-64-64-1, SGD lr 0.01 momentum 0.9,
 batch 128, 300 steps, validation AUC every 25 steps on 5,000 points), (basic) `python -m lossbench -m
 experiment=saturation +regime=scale50,bias_neg100` and (stacked) the same with `hydra/launcher=stacked`. It prints
-each command's wall time, the ratios to the hand script, and each sweep's fixed cost per job (its wall time less
+each command's wall time and CPU time (user + system of its processes), their ratios to the hand script, and each sweep's fixed cost per job (its wall time less
 the training and evaluation loops its jobs report, divided by the jobs).
 
 `--stacked` times the same K jobs trained one after another in one process (what the basic launcher does,
@@ -436,6 +436,15 @@ print(f"hand-written script: {len(results)} runs in {time.perf_counter() - t0:.2
 SWEEP_GRID = ["experiment=saturation", "+regime=scale50,bias_neg100"]
 
 
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children: a command's own share of a shared
+    machine, steadier than its wall time when other work competes for the cores."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def sweep_bench(args: argparse.Namespace) -> dict[str, float]:
     """--sweep: the hand-written script, the basic launcher and the stacked launcher, each a whole process."""
     import json
@@ -443,6 +452,7 @@ def sweep_bench(args: argparse.Namespace) -> dict[str, float]:
     print(f"lossbench.bench --sweep: the saturation grid (30 runs), {os.cpu_count()} cores; each command timed "
           f"as a whole process, {args.repeats} round(s), the commands alternating", flush=True)
     walls: dict[str, list[float]] = {"hand": [], "basic": [], "stacked": []}
+    cpus: dict[str, list[float]] = {"hand": [], "basic": [], "stacked": []}
     fixed: dict[str, list[float]] = {"basic": [], "stacked": []}
     with tempfile.TemporaryDirectory() as tmp:
         for rnd in range(args.repeats):
@@ -453,12 +463,13 @@ def sweep_bench(args: argparse.Namespace) -> dict[str, float]:
                 else:
                     cmd = [sys.executable, "-m", "lossbench", "-m", *SWEEP_GRID, f"hydra.sweep.dir={sweep_dir}",
                            *(["hydra/launcher=stacked"] if name == "stacked" else [])]
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), _children_cpu()
                 proc = subprocess.run(cmd, capture_output=True, text=True)
-                wall = time.perf_counter() - t0
+                wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
                 if proc.returncode:
                     raise RuntimeError(f"{' '.join(cmd[:3])} ... failed:\n{proc.stderr[-2000:]}")
                 walls[name].append(wall)
+                cpus[name].append(cpu)
                 if name != "hand":
                     jobs = [read_json(p) or {} for p in sorted(sweep_dir.glob("*/summary.json"))]
                     if len(jobs) != 30 or any(j.get("status") not in ("completed", "diverged") for j in jobs):
@@ -468,20 +479,24 @@ def sweep_bench(args: argparse.Namespace) -> dict[str, float]:
                         loops = sum({tuple((j.get("stack") or {}).get("members") or [i]): j.get("loop_time_s") or 0.0
                                      for i, j in enumerate(jobs)}.values())
                     fixed[name].append((wall - loops) / len(jobs))
-                print(f"  round {rnd + 1}: {name:8s} {wall:6.2f}s" +
+                print(f"  round {rnd + 1}: {name:8s} {wall:6.2f}s wall {cpu:6.2f}s CPU" +
                       (f"   fixed cost per job {fixed[name][-1] * 1000:6.0f} ms" if name != "hand" else ""), flush=True)
     med = {k: statistics.median(v) for k, v in walls.items()}
-    print(f"{'':40s} {'wall time':>10s} {'vs hand':>8s} {'fixed/job':>10s}")
+    cpu_med = {k: statistics.median(v) for k, v in cpus.items()}
+    print(f"{'':40s} {'wall time':>10s} {'vs hand':>8s} {'fixed/job':>10s} {'CPU time':>9s} {'vs hand':>8s}")
     rows = {"hand": "plain PyTorch script, one process", "basic": "python -m lossbench -m (basic launcher)",
             "stacked": "the same with hydra/launcher=stacked"}
     for k, label in rows.items():
         extra = f"{statistics.median(fixed[k]) * 1000:8.0f}ms" if k in fixed else ""
-        print(f"{label:40s} {med[k]:9.2f}s {med[k] / med['hand']:7.2f}x {extra:>10s}")
+        print(f"{label:40s} {med[k]:9.2f}s {med[k] / med['hand']:7.2f}x {extra:>10s} {cpu_med[k]:8.2f}s "
+              f"{cpu_med[k] / cpu_med['hand']:7.2f}x")
     result = {"basic_vs_hand": med["basic"] / med["hand"], "stacked_vs_hand": med["stacked"] / med["hand"],
+              "basic_vs_hand_cpu": cpu_med["basic"] / cpu_med["hand"],
+              "stacked_vs_hand_cpu": cpu_med["stacked"] / cpu_med["hand"],
               "fixed_ms_basic": statistics.median(fixed["basic"]) * 1000,
               "fixed_ms_stacked": statistics.median(fixed["stacked"]) * 1000}
     print(" ".join(f"{k}={v:.3f}" for k, v in result.items()))
-    print(json.dumps({"walls": walls}))
+    print(json.dumps({"walls": walls, "cpu": cpus}))
     return result
 
 
