@@ -30,12 +30,13 @@ work shares, meaningful with --threads 1 and --workers 0 (worker processes are n
 jobs run one after another by the basic launcher.
 
 `--sweep` times whole commands, each a fresh process, side by side: (hand) the saturation study's 30 runs
-(regimes scale50 and bias_neg100 x losses bce, bce_logits, bce_manual, bce_clipped, nll x seeds 0-2) as one
-plain PyTorch script a user would write (HAND_SCRIPT below: data, an MLP 20-64-64-1, SGD lr 0.01 momentum 0.9,
-batch 128, 300 steps, validation AUC every 25 steps on 5,000 points), (basic) `python -m lossbench -m
-experiment=saturation +regime=scale50,bias_neg100` and (stacked) the same with `hydra/launcher=stacked`. It prints
-each command's wall time and CPU time (user + system of its processes), their ratios to the hand script, and each sweep's fixed cost per job (its wall time less
-the training and evaluation loops its jobs report, divided by the jobs).
+(regimes scale50 and bias_neg100 x losses bce, bce_logits, bce_manual, bce_clipped, nll x seeds 0-2) as one plain
+PyTorch script a user would write (HAND_SCRIPT below: data, an MLP 20-64-64-1, SGD lr 0.01 momentum 0.9, batch
+128, 300 steps, validation AUC every 25 steps on 5,000 points), (basic) `python -m lossbench -m
+experiment=saturation +regime=scale50,bias_neg100` and (stacked) the same with `hydra/launcher=stacked`. It
+prints each command's wall time and CPU time (user + system of its processes), their ratios to the hand script,
+and each sweep's fixed cost per job (its wall time less the training and evaluation loops its jobs report,
+divided by the jobs).
 
 `--stacked` times the same K jobs trained one after another in one process (what the basic launcher does,
 Hydra's per-job composition aside: both launchers compose every job alike) and trained as stacks
@@ -454,6 +455,7 @@ def sweep_bench(args: argparse.Namespace) -> dict[str, float]:
     walls: dict[str, list[float]] = {"hand": [], "basic": [], "stacked": []}
     cpus: dict[str, list[float]] = {"hand": [], "basic": [], "stacked": []}
     fixed: dict[str, list[float]] = {"basic": [], "stacked": []}
+    fixed_cpu: dict[str, list[float]] = {"basic": [], "stacked": []}
     with tempfile.TemporaryDirectory() as tmp:
         for rnd in range(args.repeats):
             for name in (("hand", "basic", "stacked") if rnd % 2 == 0 else ("stacked", "basic", "hand")):
@@ -474,13 +476,15 @@ def sweep_bench(args: argparse.Namespace) -> dict[str, float]:
                     jobs = [read_json(p) or {} for p in sorted(sweep_dir.glob("*/summary.json"))]
                     if len(jobs) != 30 or any(j.get("status") not in ("completed", "diverged") for j in jobs):
                         raise RuntimeError(f"{name}: {len(jobs)} jobs ended, not 30:\n{proc.stderr[-2000:]}")
-                    loops = sum(j.get("loop_time_s") or 0.0 for j in jobs)
-                    if name == "stacked":  # members of a stack share one loop: count each stack's once
-                        loops = sum({tuple((j.get("stack") or {}).get("members") or [i]): j.get("loop_time_s") or 0.0
-                                     for i, j in enumerate(jobs)}.values())
-                    fixed[name].append((wall - loops) / len(jobs))
+                    # members of a stack share one loop: each stack's counted once
+                    loops = {tuple((j.get("stack") or {}).get("members") or [i]): (j.get("loop_time_s") or 0.0,
+                                                                                   j.get("loop_cpu_s") or 0.0)
+                             for i, j in enumerate(jobs)}.values()
+                    fixed[name].append((wall - sum(w for w, _ in loops)) / len(jobs))
+                    fixed_cpu[name].append((cpu - sum(c for _, c in loops)) / len(jobs))
                 print(f"  round {rnd + 1}: {name:8s} {wall:6.2f}s wall {cpu:6.2f}s CPU" +
-                      (f"   fixed cost per job {fixed[name][-1] * 1000:6.0f} ms" if name != "hand" else ""), flush=True)
+                      (f"   fixed cost per job {fixed[name][-1] * 1000:6.0f} ms wall, "
+                       f"{fixed_cpu[name][-1] * 1000:6.0f} ms CPU" if name != "hand" else ""), flush=True)
     med = {k: statistics.median(v) for k, v in walls.items()}
     cpu_med = {k: statistics.median(v) for k, v in cpus.items()}
     print(f"{'':40s} {'wall time':>10s} {'vs hand':>8s} {'fixed/job':>10s} {'CPU time':>9s} {'vs hand':>8s}")
@@ -494,7 +498,9 @@ def sweep_bench(args: argparse.Namespace) -> dict[str, float]:
               "basic_vs_hand_cpu": cpu_med["basic"] / cpu_med["hand"],
               "stacked_vs_hand_cpu": cpu_med["stacked"] / cpu_med["hand"],
               "fixed_ms_basic": statistics.median(fixed["basic"]) * 1000,
-              "fixed_ms_stacked": statistics.median(fixed["stacked"]) * 1000}
+              "fixed_ms_stacked": statistics.median(fixed["stacked"]) * 1000,
+              "fixed_cpu_ms_basic": statistics.median(fixed_cpu["basic"]) * 1000,
+              "fixed_cpu_ms_stacked": statistics.median(fixed_cpu["stacked"]) * 1000}
     print(" ".join(f"{k}={v:.3f}" for k, v in result.items()))
     print(json.dumps({"walls": walls, "cpu": cpus}))
     return result

@@ -7,6 +7,7 @@ import copy
 import functools
 import hashlib
 import json
+import os
 import re
 import shutil
 from collections import Counter
@@ -140,13 +141,34 @@ def _sweep_axes(given: tuple[str, ...], params: tuple | None) -> tuple[str, ...]
     return tuple(dict.fromkeys(o.key_or_group for o in _parsed(lines) if o.is_sweep_override()))
 
 
+_UNKNOWN = object()
+
+
+def _running_params(job_dir: Path) -> Any:
+    """hydra.sweeper.params of the job Hydra runs in this process when job_dir is its directory: what run_job
+    saved to its .hydra/hydra.yaml (that file, read back, costs a YAML parse per job)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return _UNKNOWN
+    hc = HydraConfig.get()
+    out = OmegaConf.select(hc, "runtime.output_dir", default=None)
+    if not out or os.path.abspath(str(out)) != os.path.abspath(job_dir) or \
+            not (Path(job_dir) / ".hydra" / "hydra.yaml").exists():
+        return _UNKNOWN
+    params = OmegaConf.select(hc, "sweeper.params", default=None)
+    return OmegaConf.to_container(params) if OmegaConf.is_config(params) else params
+
+
 def varied_keys(job_dir: Path) -> list[str] | None:
     """The keys the sweep of this job varies, from the job's records: the multirun.yaml that Hydra's sweeper
     writes into the sweep directory (the command's overrides) and the job's .hydra/hydra.yaml (the sweeper's
     params). None for a single run."""
     multirun, hydra_yaml = Path(job_dir).parent / "multirun.yaml", Path(job_dir) / ".hydra" / "hydra.yaml"
     given = record_select(multirun, "hydra.overrides.task", [])
-    params = record_select(hydra_yaml, "hydra.sweeper.params")
+    params = _running_params(job_dir)
+    if params is _UNKNOWN:
+        params = record_select(hydra_yaml, "hydra.sweeper.params")
     if not multirun.exists() and not params:
         return None
     return sweep_axes(given, params or None)
