@@ -36,7 +36,8 @@ PyTorch script a user would write (HAND_SCRIPT below: data, an MLP 20-64-64-1, S
 experiment=saturation +regime=scale50,bias_neg100` and (stacked) the same with `hydra/launcher=stacked`. It
 prints each command's wall time and CPU time (user + system of its processes), their ratios to the hand script,
 and each sweep's fixed cost per job (its wall time less the training and evaluation loops its jobs report,
-divided by the jobs).
+divided by the jobs). --threads N: N torch threads for all three (the hand script's set_num_threads, the sweeps'
+trainer.threads); default: torch's and lossbench's own choice (all cores).
 
 `--stacked` times the same K jobs trained one after another in one process (what the basic launcher does,
 Hydra's per-job composition aside: both launchers compose every job alike) and trained as stacks
@@ -368,6 +369,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+if len(sys.argv) > 1:  # --threads N: as lossbench's trainer.threads=N
+    torch.set_num_threads(int(sys.argv[1]))
+
 def auc(scores, y):  # Mann-Whitney U with tied ranks averaged, as sklearn.metrics.roc_auc_score
     s, order = scores.double().sort()
     ranks = torch.empty_like(s)
@@ -450,8 +454,9 @@ def sweep_bench(args: argparse.Namespace) -> dict[str, float]:
     """--sweep: the hand-written script, the basic launcher and the stacked launcher, each a whole process."""
     import json
 
-    print(f"lossbench.bench --sweep: the saturation grid (30 runs), {os.cpu_count()} cores; each command timed "
-          f"as a whole process, {args.repeats} round(s), the commands alternating", flush=True)
+    print(f"lossbench.bench --sweep: the saturation grid (30 runs), {os.cpu_count()} cores, torch threads "
+          f"{args.threads or 'default'}; each command timed as a whole process, {args.repeats} round(s), the commands "
+          "alternating", flush=True)
     walls: dict[str, list[float]] = {"hand": [], "basic": [], "stacked": []}
     cpus: dict[str, list[float]] = {"hand": [], "basic": [], "stacked": []}
     fixed: dict[str, list[float]] = {"basic": [], "stacked": []}
@@ -460,11 +465,13 @@ def sweep_bench(args: argparse.Namespace) -> dict[str, float]:
         for rnd in range(args.repeats):
             for name in (("hand", "basic", "stacked") if rnd % 2 == 0 else ("stacked", "basic", "hand")):
                 sweep_dir = Path(tmp) / f"{name}{rnd}"
+                threads = [str(args.threads)] if args.threads else []
                 if name == "hand":
-                    cmd = [sys.executable, "-c", HAND_SCRIPT]
+                    cmd = [sys.executable, "-c", HAND_SCRIPT, *threads]
                 else:
                     cmd = [sys.executable, "-m", "lossbench", "-m", *SWEEP_GRID, f"hydra.sweep.dir={sweep_dir}",
-                           *(["hydra/launcher=stacked"] if name == "stacked" else [])]
+                           *(["hydra/launcher=stacked"] if name == "stacked" else []),
+                           *([f"trainer.threads={args.threads}"] if args.threads else [])]
                 t0, c0 = time.perf_counter(), _children_cpu()
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
