@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 _templates: dict[tuple, tuple] = {}  # group choices -> (composed, choices, sources, the config files' versions)
 _handed: dict[Any, Any] = {}  # (master config, job overrides) -> the job's config, until asked again
 _files: dict[tuple, Any] = {}  # (search path, config path) -> the ConfigResult the repository loaded, untouched
+_paths: dict[tuple, tuple] = {}  # (repository id, config path) -> (repository, the file it names or None)
 _original: dict[str, Any] = {}
 stats = {"composed": 0, "copied": 0, "handed_over": 0, "hydra": 0}  # what each call did (tests, bench)
 
@@ -63,6 +64,7 @@ def uninstall() -> None:
 def clear() -> None:
     _templates.clear()
     _files.clear()
+    _paths.clear()
     _handed.clear()
 
 
@@ -130,17 +132,22 @@ def _structure(self: Any, parsed: list) -> tuple[list, tuple]:
 
 
 def _stamp(repo: Any, config_path: str) -> tuple | None:
-    """A config file's version (mtime, size); None for a ConfigStore node or package resource."""
+    """A config file's version (its path, mtime, size); None for a ConfigStore node or package resource."""
     from hydra.core.object_type import ObjectType
 
-    source = repo._find_object_source(config_path, ObjectType.CONFIG)
-    if source is None or source.scheme() != "file":
+    known = _paths.get((id(repo), config_path))
+    if known is None or known[0] is not repo:  # which file a config path names: looked up once per repository
+        source = repo._find_object_source(config_path, ObjectType.CONFIG)
+        known = _paths[id(repo), config_path] = (repo, os.path.join(
+            source.path, source._normalize_file_name(config_path)) if source is not None and source.scheme() == "file"
+            else None)  # the repository is held with it, so that its id names no other meanwhile
+    if (path := known[1]) is None:
         return None
     try:
-        st = os.stat(os.path.join(source.path, source._normalize_file_name(config_path)))
+        st = os.stat(path)
     except OSError:
         return None
-    return st.st_mtime_ns, st.st_size
+    return path, st.st_mtime_ns, st.st_size
 
 
 def _caching_repo(self: Any, config_name: str | None, parsed: list) -> Any:
