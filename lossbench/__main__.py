@@ -25,12 +25,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lossbench.config import CONFIGS, preflight
+from lossbench.config import CONFIGS, fastconfig, preflight
 from lossbench.errors import LossbenchError
 from lossbench.runs.signals import Interrupted, hand_over, note, stop_requested
 from lossbench.store import DiskFull
 from lossbench.sweeps.launch import result_line, sweep_value
 from lossbench.sweeps.sweep import refuse_job
+
+fastconfig.install()  # each set of group choices composed once, each job once (here, and in a launcher's workers)
 
 
 def parallel_jobs(hc) -> int:

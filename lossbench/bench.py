@@ -1,6 +1,7 @@
-"""`python -m lossbench.bench`: the benchmarks (lossbench/tools/bench.py)."""
+"""`python -m lossbench.bench`: the benchmarks. The code is lossbench/tools/bench.py; this command runs it as
+`__main__`, so that `--help` answers before torch is imported."""
 
-from lossbench.tools.bench import main
+import runpy
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    runpy.run_module("lossbench.tools.bench", run_name="__main__", alter_sys=True)

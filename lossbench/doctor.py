@@ -1,6 +1,7 @@
-"""`python -m lossbench.doctor`: a user's loss set-up, checked (lossbench/tools/doctor.py)."""
+"""`python -m lossbench.doctor`: a user's loss set-up, checked. The code is lossbench/tools/doctor.py; this command runs it as
+`__main__`, so that `--help` answers before torch is imported."""
 
-from lossbench.tools.doctor import main
+import runpy
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    runpy.run_module("lossbench.tools.doctor", run_name="__main__", alter_sys=True)

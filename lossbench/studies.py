@@ -1,6 +1,7 @@
-"""`python -m lossbench.studies`: a study's tables and plots (lossbench/analysis/studies.py)."""
+"""`python -m lossbench.studies`: a study's tables and plots. The code is lossbench/analysis/studies.py; this command runs it as
+`__main__`, so that `--help` answers before torch is imported."""
 
-from lossbench.analysis.studies import main
+import runpy
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    runpy.run_module("lossbench.analysis.studies", run_name="__main__", alter_sys=True)

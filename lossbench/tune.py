@@ -1,7 +1,7 @@
-"""`python -m lossbench.tune`: each method of a study at its own learning rate, chosen on validation, reported
-on test (lossbench/tools/tune.py)."""
+"""`python -m lossbench.tune`: each method of a study at its own learning rate, chosen on validation, reported on test. The code is lossbench/tools/tune.py; this command runs it as
+`__main__`, so that `--help` answers before torch is imported."""
 
-from lossbench.tools.tune import main
+import runpy
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    runpy.run_module("lossbench.tools.tune", run_name="__main__", alter_sys=True)

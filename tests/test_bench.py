@@ -7,9 +7,10 @@ import math
 import re
 
 import pytest
+import torch
 
 from lossbench.tools import bench
-from tests.conftest import cli, run_cfg
+from tests.conftest import cli, make_cfg, run_cfg
 
 TINY = ["--steps", "3", "--repeats", "1", "--warmup-steps", "2", "--n-train", "512", "--n-val", "256",
         "--eval-every", "2", "--threads", "1"]
@@ -64,3 +65,36 @@ def test_bench_watch_mode_ends_with_the_overhead_line(tmp_path, capsys):
     m = re.match(r"^watch_overhead_ce=(\S+) watch_overhead_bce=(\S+)$", out.strip().splitlines()[-1])
     assert m and all(math.isfinite(float(v)) for v in m.groups()), out
     assert "round 1: ce   plain" in out and "round 1: bce  plain" in out and "us a call" in out
+
+
+def _hand_script_functions() -> dict:
+    """The functions of bench --sweep's hand-written script (its loop left out)."""
+    import ast
+
+    import torch.nn as nn
+
+    from lossbench.tools.bench import HAND_SCRIPT
+
+    tree = ast.parse(HAND_SCRIPT)
+    ns = {"torch": torch, "nn": nn, "F": torch.nn.functional}
+    exec(compile(ast.Module([n for n in tree.body if isinstance(n, ast.FunctionDef)], []), "hand", "exec"), ns)  # noqa: S102
+    return ns
+
+
+def test_the_hand_script_trains_on_lossbenchs_data_and_measures_sklearns_auc():
+    """bench --sweep compares equal work: the hand script's data are lossbench's (data=synthetic, each regime's
+    scale) and its AUC is scikit-learn's."""
+    from sklearn.metrics import roc_auc_score
+
+    from lossbench import data
+
+    hand = _hand_script_functions()
+    for seed, scale in ((0, 50.0), (2, 1.0)):
+        ds = data.load(make_cfg(f"seed={seed}", f"data.scale={scale}").data)
+        x, y, xv, yv = hand["data"](seed, scale)
+        assert torch.equal(x, ds.x_train) and torch.equal(y, ds.y_train)
+        assert torch.equal(xv, ds.x_val) and torch.equal(yv, ds.y_val)
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 20, (500,), generator=g).float()  # many ties
+    labels = torch.randint(0, 2, (500,), generator=g)
+    assert abs(hand["auc"](scores, labels) - roc_auc_score(labels.numpy(), scores.numpy())) < 1e-12

@@ -215,3 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lossbench.compare: error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

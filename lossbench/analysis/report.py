@@ -285,3 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -11,6 +11,7 @@ Three layers, each naming the key:
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -632,15 +633,24 @@ def _compose_command_line(hydra: Any, args: Any, name: str) -> None:
     swept = {o.get_key_element(): o for o in parser.parse_overrides([f"{k}={v}" for k, v in params.items()])}
     swept.update({o.get_key_element(): o for o in given})  # the command line wins, as in Hydra's sweepers
     base = [o.input_line for o in swept.values() if not o.is_sweep_override()]
+    values = {}
     for key, o in swept.items():
         if o.is_discrete_sweep():
-            values = list(o.sweep_string_iterator())
+            values[key] = list(o.sweep_string_iterator())
         elif isinstance(o.value(), IntervalSweep):
-            values = [str(o.value().start)]
-        else:
-            continue
-        for value in values:
-            compose([*(b for b in base if not b.startswith(f"{key}=")), f"{key}={value}"])
+            values[key] = [str(o.value().start)]
+    # A launcher that composes its jobs in this process (basic, stacked) composes each combination of the swept
+    # config groups; those are composed here, once (lossbench.config.fastconfig keeps them), the rest of the keys'
+    # values each once with them. Others (joblib, submitit) compose in their workers: each value once here.
+    target = str(cfg.hydra.launcher.get("_target_") or "")
+    groups = [k for k in values if hydra.config_loader.repository.group_exists(k.lstrip("+~"))] \
+        if target.endswith(("BasicLauncher", "StackedLauncher")) else []
+    firsts = {k: v[0] for k, v in values.items()}
+    runs = [{**firsts, **dict(zip(groups, combo, strict=True))}
+            for combo in itertools.product(*(values[k] for k in groups))]
+    runs += [{**firsts, key: value} for key in values if key not in groups for value in values[key][1:]]
+    for run in runs:
+        compose([*(b for b in base if b.split("=", 1)[0] not in run), *(f"{k}={v}" for k, v in run.items())])
 
 
 def _check_added_keys(base: DictConfig, keys: list[str]) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,6 +96,17 @@ def check_precision(precision: str, device: torch.device, loss: str) -> None:
         )
 
 
+def use_deterministic(mode: bool) -> None:
+    """torch.use_deterministic_algorithms(mode), without its import of torch._inductor (1-4 s, once per process)
+    where that changes nothing: turning it off while it is off and the inductor, not yet imported, would start
+    with it off too (its config reads TORCHINDUCTOR_DETERMINISTIC when imported)."""
+    if (not mode and "torch._inductor.config" not in sys.modules and not torch.are_deterministic_algorithms_enabled()
+            and not torch.is_deterministic_algorithms_warn_only_enabled()
+            and os.environ.get("TORCHINDUCTOR_DETERMINISTIC") != "1"):
+        return
+    torch.use_deterministic_algorithms(mode)
+
+
 @dataclass
 class Runtime:
     """What a stack's members share: device, precision, threads, determinism, compile, the sync check."""
@@ -114,7 +126,7 @@ class Runtime:
         torch.set_num_threads(tc.threads or max(1, (os.cpu_count() or 1) // max(1, jobs)))
         if tc.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(bool(tc.deterministic))  # reset too: sweep jobs share a process
+        use_deterministic(bool(tc.deterministic))  # reset too: sweep jobs share a process
         sync_check = bool(tc.get("sync_debug")) and device.type == "cuda"
         if sync_check and (tc.on_nonfinite == "skip" or tc.precision == "fp16"):
             raise ConfigError(

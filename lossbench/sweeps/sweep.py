@@ -3,8 +3,11 @@ job's outcome and lists them all at the end of the sweep."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
+import os
 import re
 import shutil
 from collections import Counter
@@ -26,6 +29,26 @@ BOOKKEEPING = keys.keys_with(keys.Role.BOOKKEEPING)
 MAX_NAME = 120  # characters of a job directory name; longer ones are cut and end with a hash of the whole
 
 
+_records: dict[tuple, Any] = {}  # (path, key, mtime, size) -> the value read (record_select)
+
+
+def record_select(path: Path, key: str, default: Any = None) -> Any:
+    """OmegaConf.select(OmegaConf.load(path), key) as a plain container, read once per version of the file:
+    a sweep's multirun.yaml is asked for by every job (its directory name, its HPARAMS, the progress line)."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return default
+    stamp = (str(path), key, st.st_mtime_ns, st.st_size, st.st_ino)
+    if stamp not in _records:
+        value = OmegaConf.select(OmegaConf.load(path), key, default=None)
+        if len(_records) > 256:
+            _records.clear()
+        _records[stamp] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    value = _records[stamp]
+    return default if value is None else copy.deepcopy(value)
+
+
 def job_dir_name(num: int, overrides: list[str], sweep_dir: str | None = None, params: dict | None = None) -> str:
     """`<job number>_<overrides>` (hydra.sweep.subdir), e.g. `3_loss=bce,seed=1`: the job number first keeps
     `ls` and TensorBoard in job order, the overrides say what the job is. Only the overrides of the keys that
@@ -35,9 +58,7 @@ def job_dir_name(num: int, overrides: list[str], sweep_dir: str | None = None, p
     sorted, joined with ","); BOOKKEEPING keys never. Characters that are unsafe in a path ("/" in
     `objective_metric=val/ap`, spaces, quotes) become "_"; a long name is cut, and a hash of the whole keeps it
     unique and the same on every rerun."""
-    multirun = Path(sweep_dir) / "multirun.yaml" if sweep_dir else None
-    given = OmegaConf.select(OmegaConf.load(multirun), "hydra.overrides.task", default=[]) \
-        if multirun and multirun.exists() else []
+    given = record_select(Path(sweep_dir) / "multirun.yaml", "hydra.overrides.task", []) if sweep_dir else []
     varied = sweep_axes(given, params) if given or params else None
     lines = sorted(o.input_line for o in _parsed(overrides) if varied is None or o.key_or_group in varied)
     name = re.sub(r"[^\w.,=+\-\[\]]", "_", ",".join(lines), flags=re.ASCII)
@@ -57,11 +78,20 @@ def job_dir_name(num: int, overrides: list[str], sweep_dir: str | None = None, p
 
 
 def sweep_size(given: list[str], params: dict | None) -> int | None:
+    return _sweep_size(tuple(map(str, given)), _frozen(params))
+
+
+def _frozen(params: dict | None) -> tuple | None:
+    return None if params is None else tuple((str(k), str(v)) for k, v in params.items())
+
+
+@functools.lru_cache(maxsize=64)
+def _sweep_size(given: tuple[str, ...], params: tuple | None) -> int | None:
     """How many jobs the basic sweeper makes of a sweep's overrides and params (their product); None when it
     cannot be told (another sweeper's syntax, e.g. Optuna's interval())."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # its own rule for expanding a sweep
 
-    lines = [*map(str, given), *(f"{k}={v}" for k, v in (params or {}).items())]
+    lines = [*given, *(f"{k}={v}" for k, v in (params or ()))]
     try:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -99,11 +129,35 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
 
 
 def sweep_axes(given: list[str], params: dict | None) -> list[str]:
+    return list(_sweep_axes(tuple(map(str, given)), _frozen(params)))
+
+
+@functools.lru_cache(maxsize=64)
+def _sweep_axes(given: tuple[str, ...], params: tuple | None) -> tuple[str, ...]:
     """The keys a sweep varies: its sweep overrides (`loss=bce,ce`, `seed=range(3)`) among the overrides given on
     its command line, and the keys of its sweeper's params (hydra.sweeper.params: a preset's axes, Optuna's
     search space)."""
-    lines = [*map(str, given), *(f"{k}={v}" for k, v in (params or {}).items())]
-    return list(dict.fromkeys(o.key_or_group for o in _parsed(lines) if o.is_sweep_override()))
+    lines = [*given, *(f"{k}={v}" for k, v in (params or ()))]
+    return tuple(dict.fromkeys(o.key_or_group for o in _parsed(lines) if o.is_sweep_override()))
+
+
+_UNKNOWN = object()
+
+
+def _running_params(job_dir: Path) -> Any:
+    """hydra.sweeper.params of the job Hydra runs in this process when job_dir is its directory: what run_job
+    saved to its .hydra/hydra.yaml (that file, read back, costs a YAML parse per job)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return _UNKNOWN
+    hc = HydraConfig.get()
+    out = OmegaConf.select(hc, "runtime.output_dir", default=None)
+    if not out or os.path.abspath(str(out)) != os.path.abspath(job_dir) or \
+            not (Path(job_dir) / ".hydra" / "hydra.yaml").exists():
+        return _UNKNOWN
+    params = OmegaConf.select(hc, "sweeper.params", default=None)
+    return OmegaConf.to_container(params) if OmegaConf.is_config(params) else params
 
 
 def varied_keys(job_dir: Path) -> list[str] | None:
@@ -111,11 +165,13 @@ def varied_keys(job_dir: Path) -> list[str] | None:
     writes into the sweep directory (the command's overrides) and the job's .hydra/hydra.yaml (the sweeper's
     params). None for a single run."""
     multirun, hydra_yaml = Path(job_dir).parent / "multirun.yaml", Path(job_dir) / ".hydra" / "hydra.yaml"
-    given = OmegaConf.select(OmegaConf.load(multirun), "hydra.overrides.task", default=[]) if multirun.exists() else []
-    params = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.sweeper.params") if hydra_yaml.exists() else None
+    given = record_select(multirun, "hydra.overrides.task", [])
+    params = _running_params(job_dir)
+    if params is _UNKNOWN:
+        params = record_select(hydra_yaml, "hydra.sweeper.params")
     if not multirun.exists() and not params:
         return None
-    return sweep_axes(given, OmegaConf.to_container(params) if params else None)
+    return sweep_axes(given, params or None)
 
 
 class SweepStatusCallback(Callback):
@@ -139,6 +195,7 @@ class SweepStatusCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global current, refused
         current, refused = Path(config.hydra.sweep.dir), 0
+        _ended.pop(str(current), None)  # counted afresh (a rerun may redo jobs)
         shutil.rmtree(current / REFUSED, ignore_errors=True)  # a killed earlier sweep's
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -160,13 +217,19 @@ def _refusal(sweep_dir: Path, job_dir: Path) -> dict | None:
     return read_json(sweep_dir / REFUSED / f"{job_dir.name}.json")
 
 
+_ended: dict[str, set[str]] = {}  # sweep dir -> its job directories whose summary says they ended (progress)
+
+
 def progress(root: Path, config: DictConfig) -> str:
     """'done/total' jobs of a sweep, counted from its directory (the jobs of a parallel launcher end in other
     processes): the jobs whose summary says they ended, out of the sweep's size (Optuna: n_trials)."""
-    ended = sum(isinstance(s := read_json(d / SUMMARY), dict) and s.get("status") not in (None, "running")
-                for d in job_dirs(root))
-    multirun = root / "multirun.yaml"
-    given = OmegaConf.select(OmegaConf.load(multirun), "hydra.overrides.task", default=[]) if multirun.exists() else []
+    done = _ended.setdefault(str(root), set())  # a job that ended stays ended: its summary is read once
+    for d in job_dirs(root):
+        if d.name not in done and isinstance(s := read_json(d / SUMMARY), dict) and \
+                s.get("status") not in (None, "running"):
+            done.add(d.name)
+    ended = len(done)
+    given = record_select(root / "multirun.yaml", "hydra.overrides.task", [])
     params = OmegaConf.select(config, "hydra.sweeper.params")
     total = OmegaConf.select(config, "hydra.sweeper.n_trials") or sweep_size(
         given, OmegaConf.to_container(params) if params else None)

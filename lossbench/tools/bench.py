@@ -29,6 +29,16 @@ work shares, meaningful with --threads 1 and --workers 0 (worker processes are n
 `--sweep-check` instead times a 2-job sweep with the joblib launcher (n_jobs=2) against the same two
 jobs run one after another by the basic launcher.
 
+`--sweep` times whole commands, each a fresh process, side by side: (hand) the saturation study's 30 runs
+(regimes scale50 and bias_neg100 x losses bce, bce_logits, bce_manual, bce_clipped, nll x seeds 0-2) as one plain
+PyTorch script a user would write (HAND_SCRIPT below: data, an MLP 20-64-64-1, SGD lr 0.01 momentum 0.9, batch
+128, 300 steps, validation AUC every 25 steps on 5,000 points), (basic) `python -m lossbench -m
+experiment=saturation +regime=scale50,bias_neg100` and (stacked) the same with `hydra/launcher=stacked`. It
+prints each command's wall time and CPU time (user + system of its processes), their ratios to the hand script,
+and each sweep's fixed cost per job (its wall time less the training and evaluation loops its jobs report,
+divided by the jobs). --threads N: N torch threads for all three (the hand script's set_num_threads, the sweeps'
+trainer.threads); default: torch's and lossbench's own choice (all cores).
+
 `--stacked` times the same K jobs trained one after another in one process (what the basic launcher does,
 Hydra's per-job composition aside: both launchers compose every job alike) and trained as stacks
 (hydra/launcher=stacked), each timing in a fresh process after an untimed warm-up, alternating, for: the
@@ -52,18 +62,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-import torch
-import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
-
-from lossbench import data, models
-from lossbench.config import CONFIGS
-from lossbench.engine import train
-from lossbench.engine.member import make_optimizer
-from lossbench.errors import LossbenchError
-from lossbench.store import read_json
 
 
 def positive(text: str) -> int:
@@ -101,12 +99,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="time a 2-job joblib sweep against the same jobs run one after another")
     p.add_argument("--sweep-steps", type=positive, default=1500, help="steps of each sweep-check job")
     p.add_argument("--stacked", action="store_true", help="time K jobs one after another against stacks of them")
+    p.add_argument("--sweep", action="store_true",
+                   help="time the saturation grid: a hand-written PyTorch script, the basic and the stacked launcher")
     p.add_argument("--watch", action="store_true",
                    help="time the bare step with a plain criterion against the same with lossbench.watch's")
     p.add_argument("--watch-detail-every", type=positive, default=10,
                    help="--watch: lossbench.watch's detail_every (its default 10; 1 samples every call)")
     p.add_argument("--stacked-worker", nargs=2, metavar=("CASE", "MODE"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    parse_args(None)  # --help answered before torch, Hydra and lossbench's training code are imported
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from lossbench import data, models  # noqa: E402
+from lossbench.config import CONFIGS  # noqa: E402
+from lossbench.engine import train  # noqa: E402
+from lossbench.engine.member import make_optimizer  # noqa: E402
+from lossbench.errors import LossbenchError  # noqa: E402
+from lossbench.store import read_json  # noqa: E402
 
 
 def has_mnist(root: str | None) -> bool:
@@ -273,7 +289,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, float]:
         "c_lossbench": lambda n: lossbench_loop(cfg, n, eval_shares),
         "d_lossbench_numerics_off": lambda n: lossbench_loop(cfg_off, n),
     }
-    print(f"lossbench.bench: model={args.model} batch_size={args.batch_size} steps={args.steps} "
+    print(f"lossbench.tools.bench: model={args.model} batch_size={args.batch_size} steps={args.steps} "
           f"repeats={args.repeats} device={device} precision={args.precision} compile={args.compile} "
           f"threads={threads} workers={args.workers} clock={args.clock} n_train={len(y)} n_val={args.n_val}; "
           f"data: {source}", flush=True)
@@ -325,7 +341,7 @@ def sweep_check(args: argparse.Namespace) -> None:
         f"joblib n_jobs=2, trainer.threads={os.cpu_count()}": [
             "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"trainer.threads={os.cpu_count()}"],
     }
-    print(f"lossbench.bench --sweep-check: 2 jobs x {args.sweep_steps} steps, {os.cpu_count()} cores, "
+    print(f"lossbench.tools.bench --sweep-check: 2 jobs x {args.sweep_steps} steps, {os.cpu_count()} cores, "
           f"{data_overrides(args)[0]}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, extra) in enumerate(variants.items()):
@@ -339,6 +355,163 @@ def sweep_check(args: argparse.Namespace) -> None:
                 raise RuntimeError(f"sweep failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
             per_job = ", ".join(f"{j['loop_time_s']:.1f}s ({j['threads']} thr)" for j in jobs)
             print(f"  {name:40s} sweep wall {wall:6.1f}s   per-job loop time {per_job}", flush=True)
+
+
+# --- a sweep against the script a user would write by hand ------------------------------------------------------
+# What a user writes for the saturation grid without lossbench: plain PyTorch, one process, equal work (the data
+# of configs/data/synthetic.yaml with each regime, the MLP of configs/model/mlp.yaml at experiment=saturation's
+# size, the loss as configs/loss/ defines it, SGD, 300 steps of shuffled batches of 128, validation AUC every 25
+# steps and at the end, on the 5,000 validation points). It writes nothing; lossbench's jobs write their
+# directories, events and summaries on top.
+HAND_SCRIPT = r"""
+import sys, time
+t0 = time.perf_counter()
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+if len(sys.argv) > 1:  # --threads N: as lossbench's trainer.threads=N
+    torch.set_num_threads(int(sys.argv[1]))
+
+def auc(scores, y):  # Mann-Whitney U with tied ranks averaged, as sklearn.metrics.roc_auc_score
+    s, order = scores.double().sort()
+    ranks = torch.empty_like(s)
+    _, inverse, counts = torch.unique_consecutive(s, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    ranks[order] = (ends - (counts.double() - 1) / 2)[inverse]
+    pos = y == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+def data(seed, scale, n_train=10000, n_val=5000, d=20, separation=2.0):
+    means = torch.randn(2, d, generator=torch.Generator().manual_seed(0))
+    means = means / means.norm(dim=1, keepdim=True) * (separation / 2**0.5)
+    gen = torch.Generator().manual_seed(seed)
+    def draw(n):
+        y = torch.cat([torch.zeros(n - n // 2, dtype=torch.long), torch.ones(n // 2, dtype=torch.long)])
+        y = y[torch.randperm(n, generator=gen)]
+        return ((means[y] + torch.randn(n, d, generator=gen)) * scale).float(), y
+    return draw(n_train) + draw(n_val)
+
+def loss_fn(name, z, y):
+    if name == "nll":
+        return F.nll_loss(F.log_softmax(z, 1), y)
+    t = y.float()
+    z = z.squeeze(1)
+    if name == "bce_logits":
+        return F.binary_cross_entropy_with_logits(z, t)
+    p = torch.sigmoid(z)
+    if name == "bce":
+        return F.binary_cross_entropy(p, t)
+    if name == "bce_clipped":
+        p = p.clamp(1e-7, 1 - 1e-7)
+        return F.binary_cross_entropy(p, t)
+    return -(t * torch.log(p) + (1 - t) * torch.log(1 - p)).mean()  # bce_manual
+
+results = []
+for regime in ("scale50", "bias_neg100"):
+    for name in ("bce", "bce_logits", "bce_manual", "bce_clipped", "nll"):
+        for seed in (0, 1, 2):
+            torch.manual_seed(seed)
+            x, y, xv, yv = data(seed, 50.0 if regime == "scale50" else 1.0)
+            out = 2 if name == "nll" else 1
+            model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, out))
+            if regime == "bias_neg100":
+                nn.init.constant_(model[-1].bias, -100.0)
+            opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+            gen = torch.Generator().manual_seed(seed)
+            perm, pos, history = torch.randperm(len(x), generator=gen), 0, []
+            for step in range(1, 301):
+                if pos + 128 > len(x):
+                    perm, pos = torch.randperm(len(x), generator=gen), 0
+                idx = perm[pos:pos + 128]
+                pos += 128
+                loss = loss_fn(name, model(x[idx]), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if step % 25 == 0:
+                    with torch.no_grad():
+                        z = model(xv)
+                        score = z[:, 1] - z[:, 0] if out == 2 else z[:, 0]
+                        history.append((step, loss_fn(name, z, yv).item(), auc(score, yv)))
+            results.append((regime, name, seed, history[-1]))
+print(f"hand-written script: {len(results)} runs in {time.perf_counter() - t0:.2f}s", file=sys.stderr)
+"""
+
+SWEEP_GRID = ["experiment=saturation", "+regime=scale50,bias_neg100"]
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children: a command's own share of a shared
+    machine, steadier than its wall time when other work competes for the cores."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def sweep_bench(args: argparse.Namespace) -> dict[str, float]:
+    """--sweep: the hand-written script, the basic launcher and the stacked launcher, each a whole process."""
+    import json
+
+    print(f"lossbench.tools.bench --sweep: the saturation grid (30 runs), {os.cpu_count()} cores, torch threads "
+          f"{args.threads or 'default'}; each command timed as a whole process, {args.repeats} round(s), the commands "
+          "alternating", flush=True)
+    walls: dict[str, list[float]] = {"hand": [], "basic": [], "stacked": []}
+    cpus: dict[str, list[float]] = {"hand": [], "basic": [], "stacked": []}
+    fixed: dict[str, list[float]] = {"basic": [], "stacked": []}
+    fixed_cpu: dict[str, list[float]] = {"basic": [], "stacked": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rnd in range(args.repeats):
+            for name in (("hand", "basic", "stacked") if rnd % 2 == 0 else ("stacked", "basic", "hand")):
+                sweep_dir = Path(tmp) / f"{name}{rnd}"
+                threads = [str(args.threads)] if args.threads else []
+                if name == "hand":
+                    cmd = [sys.executable, "-c", HAND_SCRIPT, *threads]
+                else:
+                    cmd = [sys.executable, "-m", "lossbench", "-m", *SWEEP_GRID, f"hydra.sweep.dir={sweep_dir}",
+                           *(["hydra/launcher=stacked"] if name == "stacked" else []),
+                           *([f"trainer.threads={args.threads}"] if args.threads else [])]
+                t0, c0 = time.perf_counter(), _children_cpu()
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
+                if proc.returncode:
+                    raise RuntimeError(f"{' '.join(cmd[:3])} ... failed:\n{proc.stderr[-2000:]}")
+                walls[name].append(wall)
+                cpus[name].append(cpu)
+                if name != "hand":
+                    jobs = [read_json(p) or {} for p in sorted(sweep_dir.glob("*/summary.json"))]
+                    if len(jobs) != 30 or any(j.get("status") not in ("completed", "diverged") for j in jobs):
+                        raise RuntimeError(f"{name}: {len(jobs)} jobs ended, not 30:\n{proc.stderr[-2000:]}")
+                    # members of a stack share one loop: each stack's counted once
+                    loops = {tuple((j.get("stack") or {}).get("members") or [i]): (j.get("loop_time_s") or 0.0,
+                                                                                   j.get("loop_cpu_s") or 0.0)
+                             for i, j in enumerate(jobs)}.values()
+                    fixed[name].append((wall - sum(w for w, _ in loops)) / len(jobs))
+                    fixed_cpu[name].append((cpu - sum(c for _, c in loops)) / len(jobs))
+                print(f"  round {rnd + 1}: {name:8s} {wall:6.2f}s wall {cpu:6.2f}s CPU" +
+                      (f"   fixed cost per job {fixed[name][-1] * 1000:6.0f} ms wall, "
+                       f"{fixed_cpu[name][-1] * 1000:6.0f} ms CPU" if name != "hand" else ""), flush=True)
+    med = {k: statistics.median(v) for k, v in walls.items()}
+    cpu_med = {k: statistics.median(v) for k, v in cpus.items()}
+    print(f"{'':40s} {'wall time':>10s} {'vs hand':>8s} {'fixed/job':>10s} {'CPU time':>9s} {'vs hand':>8s}")
+    rows = {"hand": "plain PyTorch script, one process", "basic": "python -m lossbench -m (basic launcher)",
+            "stacked": "the same with hydra/launcher=stacked"}
+    for k, label in rows.items():
+        extra = f"{statistics.median(fixed[k]) * 1000:8.0f}ms" if k in fixed else ""
+        print(f"{label:40s} {med[k]:9.2f}s {med[k] / med['hand']:7.2f}x {extra:>10s} {cpu_med[k]:8.2f}s "
+              f"{cpu_med[k] / cpu_med['hand']:7.2f}x")
+    result = {"basic_vs_hand": med["basic"] / med["hand"], "stacked_vs_hand": med["stacked"] / med["hand"],
+              "basic_vs_hand_cpu": cpu_med["basic"] / cpu_med["hand"],
+              "stacked_vs_hand_cpu": cpu_med["stacked"] / cpu_med["hand"],
+              "fixed_ms_basic": statistics.median(fixed["basic"]) * 1000,
+              "fixed_ms_stacked": statistics.median(fixed["stacked"]) * 1000,
+              "fixed_cpu_ms_basic": statistics.median(fixed_cpu["basic"]) * 1000,
+              "fixed_cpu_ms_stacked": statistics.median(fixed_cpu["stacked"]) * 1000}
+    print(" ".join(f"{k}={v:.3f}" for k, v in result.items()))
+    print(json.dumps({"walls": walls, "cpu": cpus}))
+    return result
 
 
 # --- lossbench.watch's overhead ------------------------------------------------------------------------------
@@ -356,7 +529,7 @@ def watch_bench(args: argparse.Namespace) -> dict[str, float]:
     cases = {"ce": (torch.nn.CrossEntropyLoss, lambda z: z, y)}
     if args.precision == "fp32":
         cases["bce"] = (torch.nn.BCELoss, torch.sigmoid, F.one_hot(y, 10).float())
-    print(f"lossbench.bench --watch: model={args.model} batch_size={args.batch_size} steps={args.steps} "
+    print(f"lossbench.tools.bench --watch: model={args.model} batch_size={args.batch_size} steps={args.steps} "
           f"repeats={args.repeats} device={device} precision={args.precision} threads={threads} clock={args.clock} "
           f"watch(every=50, detail_every={args.watch_detail_every}); data: {source}", flush=True)
     overheads: dict[str, list[float]] = {c: [] for c in cases}
@@ -429,7 +602,7 @@ def stacked_bench(args: argparse.Namespace) -> dict[str, float]:
     import json
 
     cases = [c for c in STACK_CASES if not c.startswith("mnist") or has_mnist(args.data_root)]
-    print(f"lossbench.bench --stacked: {args.repeats} rounds, {os.cpu_count()} cores, device={args.device}; "
+    print(f"lossbench.tools.bench --stacked: {args.repeats} rounds, {os.cpu_count()} cores, device={args.device}; "
           f"cases {', '.join(cases)}" + ("" if "mnist_K8" in cases else " (no MNIST: mnist_K8 skipped)"), flush=True)
     ratios: dict[str, list[float]] = {c: [] for c in cases}
     peak: dict[str, dict[str, float]] = {c: {} for c in cases}
@@ -437,7 +610,7 @@ def stacked_bench(args: argparse.Namespace) -> dict[str, float]:
         for case in cases:
             walls = {}
             for mode in (("alone", "stacked") if rnd % 2 else ("stacked", "alone")):  # alternate which goes first
-                cmd = [sys.executable, "-m", "lossbench.bench", "--stacked-worker", case, mode, "--device", args.device,
+                cmd = [sys.executable, "-m", "lossbench.tools.bench", "--stacked-worker", case, mode, "--device", args.device,
                        *(["--data-root", args.data_root] if args.data_root else [])]
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode:
@@ -464,6 +637,8 @@ def main(argv: list[str] | None = None) -> None:
             stacked_worker(args)
         elif args.stacked:
             stacked_bench(args)
+        elif args.sweep:
+            sweep_bench(args)
         elif args.sweep_check:
             sweep_check(args)
         elif args.watch:
@@ -473,3 +648,7 @@ def main(argv: list[str] | None = None) -> None:
     except LossbenchError as e:  # e.g. --device cuda without CUDA
         print(f"lossbench.bench: error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -25,10 +25,23 @@ import sys
 import warnings
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from sklearn.metrics import log_loss
+DTYPE_NAMES = ("float64", "float32", "bfloat16", "float16")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m lossbench.check", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dtypes", default=",".join(DTYPE_NAMES),
+                    help=f"comma-separated subset of {', '.join(DTYPE_NAMES)} (default: all)")
+    return ap
+
+
+if __name__ == "__main__":
+    parser().parse_args()  # --help answered before torch and scikit-learn are imported (seconds)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from sklearn.metrics import log_loss  # noqa: E402
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 GRID = (-30.0, 30.0, 6001)  # x grid for the elementwise binary identities (step 0.01)
@@ -444,14 +457,11 @@ def table(rows: list[Row]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lossbench.check", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dtypes", default=",".join(DTYPES),
-                    help=f"comma-separated subset of {', '.join(DTYPES)} (default: all)")
-    args = ap.parse_args(argv)
+    args = parser().parse_args(argv)
     names = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     bad = [d for d in names if d not in DTYPES]
     if bad or not names:
-        print(f"lossbench.check: error: unknown dtype(s) {', '.join(bad) or '(none given)'}. "
+        print(f"lossbench.tools.check: error: unknown dtype(s) {', '.join(bad) or '(none given)'}. "
               f"Valid choices: --dtypes with any of {', '.join(DTYPES)}, comma-separated.", file=sys.stderr)
         return 2
     rows = run_checks(names)
@@ -464,3 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print("FAILED: " + "; ".join(f"{r.identity} [{r.dtype}]" for r in failed), file=sys.stderr)
     return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

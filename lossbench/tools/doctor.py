@@ -492,3 +492,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     findings = check_setup(data["outputs"], data["targets"], criterion)
     sys.exit(1 if findings else 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -452,3 +452,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cost: {record['cost']}")
     return 0
 
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,254 @@
+"""Each distinct set of config-group choices composed once per process; a sweep job composed once.
+
+Hydra composes every job of a sweep from scratch (the defaults tree, every YAML file, every structured-config
+merge), twice: the basic sweeper's `validate_batch_is_legal` composes each job, then the launcher composes it
+again, and `lossbench.config.preflight` composes the command line before both. `install()` replaces Hydra's
+`ConfigLoaderImpl.load_configuration` and `load_sweep_config` (hydra-core is pinned to 1.3) by:
+
+- `load_configuration` (run mode RUN): Hydra's own steps, split where the command line's value overrides come
+  in. The part before them -- the defaults list and the merge of its configs, which depend only on the config
+  name, the search path and the config-group overrides -- is composed once per distinct set of group choices and
+  kept; each call takes a copy and runs Hydra's remaining steps on it (the value overrides, the
+  `hydra.overrides` / `hydra.runtime` / `hydra.job` records), in Hydra's order. The result equals Hydra's
+  composition (tests/test_fastconfig.py compares every job of every preset and random override sets).
+- `load_sweep_config`: the config composed for a job is kept until the same job is asked for again (the
+  launcher after the sweeper's check) and then handed over, so that no job is composed twice.
+
+LOSSBENCH_FASTCONFIG=0 in the environment leaves Hydra's loader as it is (to compare timings or records).
+Anything else -- a MULTIRUN composition, an override of `hydra.searchpath` (it changes where configs are found)
+-- goes through Hydra's own code unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+_templates: dict[tuple, tuple] = {}  # group choices -> (composed, choices, sources, the config files' versions)
+_handed: dict[Any, Any] = {}  # (master config, job overrides) -> the job's config, until asked again
+_files: dict[tuple, Any] = {}  # (search path, config path) -> the ConfigResult the repository loaded, untouched
+_paths: dict[tuple, tuple] = {}  # (repository id, config path) -> (repository, the file it names or None)
+_original: dict[str, Any] = {}
+stats = {"composed": 0, "copied": 0, "handed_over": 0, "hydra": 0}  # what each call did (tests, bench)
+
+
+def install() -> None:
+    """Route Hydra's config loader through this module (idempotent)."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    if _original or os.environ.get("LOSSBENCH_FASTCONFIG") == "0":  # 0: Hydra's own loader (to compare)
+        return
+    _original["load_configuration"] = ConfigLoaderImpl.load_configuration
+    _original["load_sweep_config"] = ConfigLoaderImpl.load_sweep_config
+    _original["get_group_options"] = ConfigLoaderImpl.get_group_options
+    ConfigLoaderImpl.load_configuration = load_configuration  # type: ignore[method-assign]
+    ConfigLoaderImpl.load_sweep_config = load_sweep_config  # type: ignore[method-assign]
+    ConfigLoaderImpl.get_group_options = get_group_options  # type: ignore[method-assign]
+
+
+def uninstall() -> None:
+    """Hydra's own loader back (tests compare the two)."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    if _original:
+        ConfigLoaderImpl.load_configuration = _original.pop("load_configuration")  # type: ignore[method-assign]
+        ConfigLoaderImpl.load_sweep_config = _original.pop("load_sweep_config")  # type: ignore[method-assign]
+        ConfigLoaderImpl.get_group_options = _original.pop("get_group_options")  # type: ignore[method-assign]
+    clear()
+
+
+def clear() -> None:
+    _templates.clear()
+    _files.clear()
+    _paths.clear()
+    _handed.clear()
+
+
+def load_sweep_config(self: Any, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+    """Hydra's load_sweep_config; a job's config is composed once and handed to its second caller."""
+    if _handed.get("master") is not master_config:  # another sweep: what an earlier one left is dropped
+        _handed.clear()
+        _handed["master"] = master_config  # held, so that its id names no other config meanwhile
+    key = (id(master_config), tuple(sweep_overrides))
+    if (cfg := _handed.pop(key, None)) is not None:  # type: ignore[call-overload]
+        stats["handed_over"] += 1
+        return cfg
+    cfg = _original["load_sweep_config"](self, master_config, sweep_overrides)  # calls load_configuration below
+    _handed[key] = cfg  # type: ignore[index]
+    return cfg
+
+
+def get_group_options(self: Any, group_name: str, results_filter: Any = "config", config_name: str | None = None,
+                      overrides: list[str] | None = None) -> list[str]:
+    """Hydra's get_group_options (`--help` lists every group's options: 180 calls), without deep-copying the
+    whole repository for each call."""
+    from hydra.core.object_type import ObjectType
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    results_filter = ObjectType.CONFIG if results_filter == "config" else results_filter
+    if any(o.split("=", 1)[0].lstrip("+~").startswith("hydra.searchpath") for o in overrides or []):
+        return _original["get_group_options"](self, group_name, results_filter, config_name, overrides)
+    parsed = OverridesParser.create().parse_overrides(overrides=list(overrides or []))
+    return _caching_repo(self, config_name, parsed).get_group_options(group_name, results_filter)
+
+
+def load_configuration(self: Any, config_name: str | None, overrides: list[str], run_mode: Any,
+                       from_shell: bool = True, validate_sweep_overrides: bool = True) -> DictConfig:
+    """Hydra's ConfigLoaderImpl.load_configuration, the composition of each set of group choices kept."""
+    from hydra.errors import ConfigCompositionException
+    from hydra.types import RunMode
+    from omegaconf.errors import OmegaConfBaseException
+
+    if run_mode != RunMode.RUN or any(o.split("=", 1)[0].lstrip("+~").startswith("hydra.searchpath")
+                                      for o in overrides):
+        stats["hydra"] += 1
+        return _original["load_configuration"](self, config_name, overrides, run_mode, from_shell,
+                                               validate_sweep_overrides)
+    try:
+        return _load(self, config_name, overrides, run_mode, from_shell, validate_sweep_overrides)
+    except OmegaConfBaseException as e:
+        import sys
+
+        raise ConfigCompositionException().with_traceback(sys.exc_info()[2]) from e
+
+
+def _structure(self: Any, parsed: list) -> tuple[list, tuple]:
+    """The overrides that choose configs (Hydra's rule, defaults_list.Overrides) and a key naming that set.
+
+    Choices of distinct groups do not depend on their order (Hydra keeps them in a dict); appended groups
+    (`+group=option`) are merged in the order given, and so keep it.
+    """
+    groups = [o for o in parsed if not o.is_sweep_override() and not isinstance(o.value(), dict)
+              and self.repository.group_exists(o.key_or_group)]
+    plain = [o.input_line for o in groups if not (o.is_add() or o.is_delete())]
+    keys = [o.get_key_element() for o in groups if not (o.is_add() or o.is_delete())]
+    if len(set(keys)) == len(keys):
+        plain = sorted(plain)
+    return groups, (tuple(plain), tuple(o.input_line for o in groups if o.is_add() or o.is_delete()))
+
+
+def _stamp(repo: Any, config_path: str) -> tuple | None:
+    """A config file's version (its path, mtime, size); None for a ConfigStore node or package resource."""
+    from hydra.core.object_type import ObjectType
+
+    known = _paths.get((id(repo), config_path))
+    if known is None or known[0] is not repo:  # which file a config path names: looked up once per repository
+        source = repo._find_object_source(config_path, ObjectType.CONFIG)
+        known = _paths[id(repo), config_path] = (repo, os.path.join(
+            source.path, source._normalize_file_name(config_path)) if source is not None and source.scheme() == "file"
+            else None)  # the repository is held with it, so that its id names no other meanwhile
+    if (path := known[1]) is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return path, st.st_mtime_ns, st.st_size
+
+
+def _caching_repo(self: Any, config_name: str | None, parsed: list) -> Any:
+    """Hydra's per-composition repository (_parse_overrides_and_create_caching_repo), its files read once per
+    process: each config (parsed YAML or ConfigStore node, with its header and defaults list) is kept as loaded
+    and every composition gets a copy (a composition takes the loaded nodes over, so none is shared)."""
+    from hydra._internal.config_repository import CachingConfigRepository
+
+    where = _search_path(self)
+
+    class Repo(CachingConfigRepository):
+        def __init__(self, delegate: Any) -> None:  # Hydra deep-copies the delegate here, for the case below
+            self.delegate, self.cache = delegate, {}
+            self.loaded: list[tuple] = []  # (repository, config path, its version) of each config loaded
+
+        def initialize_sources(self, config_search_path: Any) -> None:  # a primary config's hydra.searchpath
+            self.delegate = copy.deepcopy(self.delegate)
+            self.delegate.initialize_sources(config_search_path)
+
+        def load_config(self, config_path: str) -> Any:
+            if (key := f"config_path={config_path}") not in self.cache:
+                version = (where, config_path, _stamp(self.delegate, config_path))
+                if version not in _files:
+                    _files[version] = self.delegate.load_config(config_path=config_path)
+                self.loaded.append((self.delegate, config_path, version[2]))
+                self.cache[key] = _copy(_files[version])
+            return self.cache[key]
+
+    repo = Repo(self.repository)
+    self._process_config_searchpath(config_name, parsed, repo)
+    return repo
+
+
+def _copy(obj: Any) -> Any:
+    """A deep copy: a pickle round trip, 3x faster than copy.deepcopy for an OmegaConf tree (both keep its node
+    types, flags and interpolations; tests/test_fastconfig.py compares the results)."""
+    return pickle.loads(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _search_path(self: Any) -> tuple:
+    return tuple((p.provider, p.path) for p in self.config_search_path.get_path())
+
+
+def _load(self: Any, config_name: str | None, overrides: list[str], run_mode: Any, from_shell: bool,
+          validate_sweep_overrides: bool) -> DictConfig:
+    # The steps of hydra._internal.config_loader_impl.ConfigLoaderImpl._load_configuration_impl (1.3), in order.
+    from hydra import __version__, version
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+    from hydra._internal.defaults_list import create_defaults_list
+    from hydra.conf import ConfigSourceInfo
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.utils import JobRuntime
+
+    self.ensure_main_config_source_available()
+    parsed = OverridesParser.create().parse_overrides(overrides=overrides)
+    if validate_sweep_overrides:
+        self.validate_sweep_overrides_legal(overrides=parsed, run_mode=run_mode, from_shell=from_shell)
+    groups, structure = _structure(self, parsed)
+    key = (_search_path(self), config_name, structure)
+    if key in _templates and any(_stamp(r, path) != version for r, path, version in _templates[key][3]):
+        del _templates[key]  # a config file it was composed from has changed since
+    if key not in _templates:
+        caching_repo = _caching_repo(self, config_name, parsed)
+        defaults_list = create_defaults_list(repo=caching_repo, config_name=config_name, overrides_list=groups,
+                                             prepend_hydra=True, skip_missing=False)
+        cfg = self._compose_config_from_defaults_list(defaults=defaults_list.defaults, repo=caching_repo)
+        OmegaConf.set_struct(cfg, True)
+        OmegaConf.set_readonly(cfg.hydra, False)
+        sources = [ConfigSourceInfo(path=x.path, schema=x.scheme(), provider=x.provider)
+                   for x in caching_repo.get_sources()]
+        if len(_templates) >= 512:
+            _templates.clear()
+        _templates[key] = (cfg, dict(defaults_list.overrides.known_choices), sources, caching_repo.loaded)
+        stats["composed"] += 1
+    template, known_choices, sources, _ = _templates[key]
+    cfg = _copy(template)
+    stats["copied"] += 1
+    group_ids = {id(o) for o in groups}
+    config_overrides = [o for o in parsed if id(o) not in group_ids and not o.is_sweep_override()]
+    ConfigLoaderImpl._apply_overrides_to_config(config_overrides, cfg)
+    app_overrides = []
+    for override in parsed:
+        if override.is_hydra_override():
+            cfg.hydra.overrides.hydra.append(override.input_line)
+        else:
+            cfg.hydra.overrides.task.append(override.input_line)
+            app_overrides.append(override)
+    with open_dict(cfg.hydra):
+        cfg.hydra.runtime.choices.update(known_choices)
+        for k in cfg.hydra.job.env_copy:
+            cfg.hydra.job.env_set[k] = os.environ[k]
+    cfg.hydra.runtime.version = __version__
+    cfg.hydra.runtime.version_base = version.getbase()
+    cfg.hydra.runtime.cwd = os.getcwd()
+    cfg.hydra.runtime.config_sources = copy.deepcopy(sources)
+    if "name" not in cfg.hydra.job:
+        cfg.hydra.job.name = JobRuntime().get("name")
+    cfg.hydra.job.override_dirname = get_overrides_dirname(
+        overrides=app_overrides, kv_sep=cfg.hydra.job.config.override_dirname.kv_sep,
+        item_sep=cfg.hydra.job.config.override_dirname.item_sep,
+        exclude_keys=cfg.hydra.job.config.override_dirname.exclude_keys)
+    cfg.hydra.job.config_name = config_name
+    return cfg
+

@@ -1,0 +1,225 @@
+"""lossbench.config.fastconfig: a job's config equals Hydra's own composition (every job of every preset, random
+override sets), no job is composed twice, a sweep writes the same files, and `--help` loads no torch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from lossbench.config import fastconfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+PRESETS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+
+
+@pytest.fixture
+def loader():
+    """Hydra's config loader for configs/, with fastconfig's methods kept aside so that both can be called."""
+    fastconfig.uninstall()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        yield GlobalHydra.instance().config_loader()
+    fastconfig.uninstall()
+
+
+def hydra_and_fast(loader, call):
+    """call(loader) with Hydra's own loader, then with fastconfig's: both results (or both exceptions)."""
+    out = []
+    for fast in (False, True):
+        (fastconfig.install if fast else fastconfig.uninstall)()
+        try:
+            out.append(call(loader))
+        except Exception as e:  # noqa: BLE001 (compared below: the same error from both)
+            out.append(e)
+    fastconfig.uninstall()
+    return out
+
+
+def nodes(cfg, path: str = ""):
+    """Every node with what OmegaConf keeps about it: its class, declared type, flags, and (leaves) its value as
+    written (an interpolation stays one)."""
+    yield path, type(cfg).__name__, OmegaConf.get_type(cfg) if isinstance(cfg, DictConfig) else None, \
+        cfg._metadata.ref_type, cfg._metadata.object_type, dict(cfg._metadata.flags), \
+        None if isinstance(cfg, DictConfig | ListConfig) else cfg._value()
+    if isinstance(cfg, DictConfig | ListConfig) and not cfg._is_none() and not cfg._is_missing():
+        for key in (cfg.keys() if isinstance(cfg, DictConfig) else range(len(cfg))):
+            yield from nodes(cfg._get_node(key), f"{path}.{key}")
+
+
+def resolved(cfg: DictConfig) -> str:
+    """The job's task config resolved as its run sees it (its HydraConfig set), as YAML."""
+    from hydra_plugins.lossbench_stacked.stacked_launcher import task_config
+
+    return OmegaConf.to_yaml(task_config(cfg))
+
+
+def assert_same(a, b) -> None:
+    if isinstance(a, Exception) or isinstance(b, Exception):
+        assert type(a) is type(b) and str(a) == str(b), (a, b)
+        return
+    assert OmegaConf.to_yaml(a) == OmegaConf.to_yaml(b)  # the .hydra/ records are these, saved
+    assert list(nodes(a)) == list(nodes(b))
+    saved = HydraConfig.instance().cfg
+    try:
+        ra, rb = (_or_error(resolved, c) for c in (a, b))
+    finally:
+        HydraConfig.instance().cfg = saved
+    assert (type(ra), str(ra)) == (type(rb), str(rb))
+
+
+def _or_error(f, *args):
+    try:
+        return f(*args)
+    except Exception as e:  # noqa: BLE001 (an interpolation that does not resolve: the same error both ways)
+        return e
+
+
+def preset_jobs(loader, preset: str) -> tuple[DictConfig, list[list[str]]]:
+    """The preset's sweep as the basic sweeper makes it: its master config and every job's overrides."""
+    master = loader.load_configuration("config", [f"experiment={preset}", "hydra.sweep.dir=/tmp/fastconfig"],
+                                       run_mode=RunMode.MULTIRUN)
+    params = master.hydra.sweeper.get("params") or {}
+    lines = [f"experiment={preset}", *(f"{k}={v}" for k, v in params.items())]
+    parsed = OverridesParser.create().parse_overrides(lines)
+    jobs = [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    return master, jobs
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_job_of_every_preset_equals_hydras_composition(loader, preset: str) -> None:
+    master, jobs = preset_jobs(loader, preset)
+    assert jobs
+    for job in jobs:
+        ref, fast = hydra_and_fast(loader, lambda ld, j=job: ld.load_sweep_config(master, j))
+        assert not isinstance(ref, Exception), ref
+        assert_same(ref, fast)
+
+
+GROUP_CHOICES = {
+    "loss": ["bce", "bce_logits", "bce_manual", "bce_clipped", "ce", "nll", "focal", "poly1", "ldam"],
+    "optim": ["sgd", "adam", "adamw"],
+    "model": ["mlp", "linear"],
+    "data": ["synthetic", "imbalanced", "longtail"],
+    "+regime": ["scale50", "bias_neg100", "scale50_fp16"],
+    "experiment": ["saturation", "equivalence", "class_weights", "label_smoothing"],
+    "numerics": ["default", "off"],
+}
+VALUES = {
+    "seed": st.integers(0, 9).map(str),
+    "optim.lr": st.sampled_from(["0.1", "1e-3", "2", "${optim.momentum}", "abc"]),
+    "trainer.max_steps": st.sampled_from(["5", "300", "-1", "null"]),
+    "model.hidden": st.sampled_from(["[8]", "[16,16]", "[]", "8"]),
+    "data.scale": st.sampled_from(["1", "50.0", "inf"]),
+    "+data.not_a_key": st.just("1"),
+    "++trainer.batch_size": st.sampled_from(["64", "128"]),
+    "loss.label_smoothing": st.sampled_from(["0.1", "0.0"]),
+    "hydra.job.chdir": st.sampled_from(["false", "true"]),
+    "~numerics.every": st.just(""),
+}
+
+
+@st.composite
+def override_sets(draw) -> list[str]:
+    groups = draw(st.dictionaries(st.sampled_from(sorted(GROUP_CHOICES)), st.just(None), max_size=4))
+    lines = [f"{g}={draw(st.sampled_from(GROUP_CHOICES[g]))}" for g in groups]
+    for key in draw(st.lists(st.sampled_from(sorted(VALUES)), max_size=4, unique=True)):
+        value = draw(VALUES[key])
+        lines.append(key if key.startswith("~") else f"{key}={value}")
+    return draw(st.permutations(lines))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(overrides=override_sets())
+def test_random_override_sets_equal_hydras_composition(loader, overrides: list[str]) -> None:
+    ref, fast = hydra_and_fast(loader, lambda ld: ld.load_configuration("config", overrides, run_mode=RunMode.RUN))
+    assert_same(ref, fast)
+
+
+def test_the_same_group_choices_in_another_order_share_one_composition(loader) -> None:
+    fastconfig.install()
+    try:
+        a = loader.load_configuration("config", ["loss=nll", "optim=adam", "seed=1"], run_mode=RunMode.RUN)
+        before = dict(fastconfig.stats)
+        b = loader.load_configuration("config", ["optim=adam", "seed=2", "loss=nll"], run_mode=RunMode.RUN)
+        assert fastconfig.stats["composed"] == before["composed"]  # a copy, not a composition
+        assert (a.seed, b.seed) == (1, 2) and a.hydra.overrides.task != b.hydra.overrides.task
+    finally:
+        fastconfig.uninstall()
+
+
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
+
+
+COUNT = """
+import atexit, sys
+from lossbench import __main__ as m
+from lossbench.config import fastconfig
+atexit.register(lambda: print("STATS", fastconfig.stats, file=sys.stderr))
+sys.argv = ["lossbench", *sys.argv[1:]]
+m.cli()
+"""
+
+
+@pytest.mark.parametrize("launcher", ["basic", "stacked"])
+def test_a_sweep_composes_each_job_once_and_writes_the_same_files(tmp_path: Path, launcher: str) -> None:
+    args = ["experiment=saturation", "+regime=scale50,bias_neg100", "loss=bce,nll", "seed=0,1", "study.steps=10",
+            f"hydra/launcher={launcher}"]
+    fast = run("-c", COUNT, "-m", *args, f"hydra.sweep.dir={tmp_path / 'fast'}")
+    assert fast.returncode == 0, fast.stderr[-3000:]
+    stats = eval(fast.stderr.split("STATS ")[-1].splitlines()[0])  # noqa: S307 (our own dict's repr)
+    # 4 combinations of the swept groups (+regime x loss), composed once each (by the preflight); the 8 jobs are
+    # copies, each composed once and handed from the sweeper's check to the launcher
+    assert stats["composed"] == 1 + 4 and stats["handed_over"] == 8, stats
+    slow = run("-m", "lossbench", "-m", *args, f"hydra.sweep.dir={tmp_path / 'hydra'}",
+               env={"LOSSBENCH_FASTCONFIG": "0"})
+    assert slow.returncode == 0, slow.stderr[-3000:]
+    files = {d: sorted(str(p.relative_to(tmp_path / d)).split(".tfevents")[0].split("events.out")[0]
+                       for p in (tmp_path / d).rglob("*") if p.is_file()) for d in ("fast", "hydra")}
+    assert files["fast"] == files["hydra"]
+    for record in (tmp_path / "hydra").glob("*/.hydra/*.yaml"):
+        other = tmp_path / "fast" / record.relative_to(tmp_path / "hydra")
+        text = record.read_text().replace(str(tmp_path / "hydra"), "SWEEP")
+        assert other.read_text().replace(str(tmp_path / "fast"), "SWEEP") == text, other
+    assert (tmp_path / "fast" / "multirun.yaml").read_text().replace(str(tmp_path / "fast"), "SWEEP") == \
+        (tmp_path / "hydra" / "multirun.yaml").read_text().replace(str(tmp_path / "hydra"), "SWEEP")
+    for summary in (tmp_path / "hydra").glob("*/summary.json"):
+        import json
+
+        keys = set(json.loads(summary.read_text()))
+        other = tmp_path / "fast" / summary.relative_to(tmp_path / "hydra")
+        assert set(json.loads(other.read_text())) == keys
+
+
+ENTRY_POINTS = ["lossbench", "lossbench.bench", "lossbench.check", "lossbench.compare", "lossbench.doctor",
+                "lossbench.report", "lossbench.studies", "lossbench.tune"]
+
+
+def test_the_entry_points_are_all_listed() -> None:
+    found = {f"lossbench.{p.stem}" for p in (ROOT / "lossbench").glob("*.py")
+             if 'if __name__ == "__main__"' in p.read_text() and p.stem != "__main__"}
+    assert found | {"lossbench"} == set(ENTRY_POINTS)
+
+
+@pytest.mark.parametrize("module", ENTRY_POINTS)
+def test_help_imports_neither_torch_nor_scikit_learn(module: str) -> None:
+    proc = run("-X", "importtime", "-m", module, "--help")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "usage" in proc.stdout.lower() or "lossbench" in proc.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "hydra" in imported or module != "lossbench"  # importtime's report was read
+    assert not {m for m in imported if m.split(".")[0] in ("torch", "sklearn", "tensorboard")}, module
