@@ -11,7 +11,7 @@ from lossbench.config import flatten, keys
 from lossbench.config.keys import Role
 from lossbench.config.schema import leaves
 from lossbench.engine import teacher
-from lossbench.sweeps import sweep
+from lossbench.runs import overrides
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PRESETS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
@@ -43,7 +43,7 @@ def test_entries_override_their_group():
 
 
 def test_derived_lists_follow_the_table():
-    assert set(sweep.BOOKKEEPING) == {k for k, r in keys.ROLES.items() if Role.BOOKKEEPING in r}
+    assert set(overrides.BOOKKEEPING) == {k for k, r in keys.ROLES.items() if Role.BOOKKEEPING in r}
     assert runs.IGNORED == {k for k, r in keys.ROLES.items() if Role.REPLICATE in r}
     assert {f"data.{k}" for k in teacher.SAME_TASK} == {k for k, r in keys.ROLES.items() if Role.TASK in r}
 

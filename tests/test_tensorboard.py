@@ -28,7 +28,8 @@ from lossbench.runs.logger import (
     read_scalars,
     tb_tag,
 )
-from lossbench.sweeps.sweep import BOOKKEEPING, MAX_NAME, job_dir_name, job_dirs, varied_keys
+from lossbench.runs.overrides import BOOKKEEPING, varied_keys
+from lossbench.sweeps.sweep import MAX_NAME, job_dir_name, job_dirs
 from tests.conftest import CONFIGS, ROOT, cli, make_cfg, run_cfg
 
 TINY = ["trainer.max_steps=30", "trainer.eval_every=15", "trainer.log_every=15", "data.n_train=500", "data.n_val=200"]

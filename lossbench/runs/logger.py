@@ -136,7 +136,7 @@ def hparam_columns(params: dict, overrides: list[str], varied: list[str] | None)
     all runs declare the same config keys and complete domains, and a single run (varied=None) marks only
     loss, head and seed, so a logdir mixing sweeps and runs still shows every run in every column.
     """
-    from lossbench.sweeps.sweep import parse_overrides
+    from lossbench.runs.overrides import parse_overrides
 
     flat, columns = hparam_values(params), {}
     for key, value in parse_overrides(overrides):
@@ -250,7 +250,7 @@ class Logger:
         (SummaryWriter.add_hparams would make a sub-run)."""
         if not self.writer:
             return
-        from lossbench.sweeps.sweep import job_overrides, varied_keys
+        from lossbench.runs.overrides import job_overrides, varied_keys
 
         columns, lead = hparam_columns(params, job_overrides(self.run_dir), varied_keys(self.run_dir))
         metrics = {k: (v if math.isfinite(v) else float("nan")) for k, v in metrics.items()}
