@@ -112,7 +112,7 @@ MODELS = ("mlp", "linear", "cnn")
 OPTIMS = ("sgd", "adam", "adamw", "pesg")
 PRECISIONS = ("fp32", "bf16", "fp16")
 ON_NONFINITE = ("stop", "skip", "continue")
-REDUCTIONS = ("mean", "sum")
+REDUCTIONS = ("mean", "sum", "num_pos")  # num_pos: loss=focal on a sigmoid head only (a cross-key rule)
 TASKS = ("multiclass", "binary", "multilabel")
 TASKS_OF = {"synthetic": ("multiclass", "multilabel"), "imbalanced": ("multiclass", "multilabel"),
             "longtail": ("multiclass",), "mnist": TASKS,  # binary is data.n_classes=2 for the synthetic sets
@@ -179,6 +179,8 @@ RANGES: dict[str, Range] = {
     "model.init_scale": POSITIVE,
     "model.hidden": COUNT,  # a width of 0 would train a constant model
     "model.channels": COUNT,
+    "model.dropout": Range(0, 1, hi_open=True),
+    "data.jitter": Range(0, INT64_MAX),  # pixels; below the image side (a cross-key rule below)
     "loss.beta": Range(0, 1, lo_open=True, hi_open=True),
     "loss.label_smoothing": Range(0, 1, hi_open=True),
     "loss.ignore_index": Range(-INT64_MAX - 1, INT64_MAX),
@@ -468,6 +470,12 @@ def _validate_imbalance_loss(lc: DictConfig, head: str) -> None:
     if lc.name == "bce_clipped" and lc.eps >= 0.5:
         raise ConfigError(f"loss.eps must be in (0, 0.5) for loss=bce_clipped (p is clipped to [eps, 1 - eps]), got "
                           f"{show(lc.eps)}. Keras uses 1e-7 (the default), the tutorial 1e-5.")
+    if lc.reduction == "num_pos" and (lc.name != "focal" or head != "sigmoid"):
+        raise ConfigError(
+            f"loss.reduction=num_pos (the sum divided by the batch's positive targets, RetinaNet's normalisation) is "
+            f"for loss=focal on a sigmoid head; loss={lc.name} with head={head} takes loss.reduction=mean or sum"
+            + (" (on a softmax head 'mean' already divides by the samples, one positive each)." if lc.name == "focal"
+               else "."))
     if lc.name == "focal":
         alpha = lc.alpha
         if alpha is not None and head == "softmax":
@@ -514,6 +522,11 @@ def _validate_data(dc: DictConfig) -> None:
                 "every class needs a sample in each split. Lower data.n_classes or raise the split sizes."
             )
     if dc.name == "mnist":
+        side = 28 * (dc.grid if dc.task == "multilabel" else 1)
+        if dc.jitter >= side:
+            raise ConfigError(f"data.jitter={dc.jitter} shifts the {side}x{side} training images by up to that many "
+                              f"pixels, which moves a whole image out of view: use 0 (off) to {side - 1}; Hinton "
+                              "et al. jittered MNIST by up to 2.")
         pos = list(dc.positive_classes)
         if not pos or len(set(pos)) != len(pos) or len(pos) == MNIST_LABELS:
             raise ConfigError(

@@ -506,10 +506,14 @@ class Focal(Objective):
     p = exp(-CE) after class weighting, which mixes the weight into the focusing term.
 
     Reduction. Sigmoid: 'mean' over all N*K elements, as torchvision's 'mean' and as BCEWithLogitsLoss, so that
-    gamma = 0 with alpha off is exactly ``bce_logits``. RetinaNet divides the sum by the number of positive
-    anchors instead: in detection nearly all anchors are easy negatives; in classification with one label per
-    sample that count is N for a one-vs-rest head (a constant factor K) and, for a binary head on a 1:100 task,
-    about one positive per batch of 128: a per-batch step size that swings with it (and is undefined at zero).
+    gamma = 0 with alpha off is exactly ``bce_logits``. ``num_pos`` is the papers' normalisation: the sum
+    divided by the number of positive targets in the batch, max(1, sum t) (detectron2's RetinaNet divides
+    ``sigmoid_focal_loss(reduction="sum")`` by max(1, positive anchors), smoothed by a running average; Cui et
+    al.'s class-balanced code divides the weighted sum by the number of positive labels; ignored labels are not
+    counted). In detection nearly all anchors are easy negatives; in classification with one label per sample
+    that count is N for a one-vs-rest head (a constant factor K over 'mean') and, for a binary head on a 1:100
+    task, about one positive per batch of 128: about 100x 'mean', a per-batch step size that swings with the
+    count, and max(1, 0) = 1 (the plain sum) for a batch without positives.
     Softmax: as CrossEntropyLoss, 'mean' = sum w_y l / sum w_y (the LDAM-DRW code divides by N).
 
     Monitors: no clamp (clamped_frac 0); dead_frac counts wrong samples whose logit gradient is exactly 0 (none
@@ -552,7 +556,12 @@ class Focal(Objective):
     def _loss(self, z: torch.Tensor, y: torch.Tensor, impl: str) -> torch.Tensor:
         terms = self.terms(z, y, impl)
         if self.head == "sigmoid":
-            return self._reduce(terms, y)
+            loss = self._reduce(terms, y)  # the sum, for reduction=num_pos
+            if self.reduction == "num_pos":
+                t = self.targets(y, terms.dtype)
+                pos = torch.where(self.labelled(y), t, 0).sum() if self.partial else t.sum()  # ignored: not counted
+                loss = loss / pos.clamp_min(1)
+            return loss
         w = self.class_weight
         return _softmax_reduce(terms if w is None else terms * w[y].to(terms.dtype), y, w, self.reduction)
 
