@@ -2,7 +2,8 @@
 
 For each pair of values (A, B) of a config key (e.g. loss: bce vs bce_logits), runs are matched on their seed
 and every other config key (a run of A and one of B with the same seed and otherwise the same config), and
-each final validation metric is compared through the per-seed differences A - B: their mean, its 95% CI
+each final validation metric (and, for runs with a test split, each test metric at the run's evaluation best on
+validation) is compared through the per-seed differences A - B: their mean, its 95% CI
 (lossbench.stats: percentile bootstrap), and a verdict:
   "A better" / "A worse"  the interval excludes 0 (direction: nll, ece and loss are lower-is-better)
   "no difference detected at this sample size"  the interval contains 0
@@ -80,8 +81,10 @@ def seed_of(run: Run) -> str | None:
     return str(seed) if data_seed in (None, seed) else f"{seed}/data {data_seed}"
 
 
-def compare_runs(runs: list[Run], key: str) -> Comparison:
-    """The paired comparison of KEY's values (see the module docstring)."""
+def compare_runs(runs: list[Run], key: str, bundle: tuple[str, ...] = ()) -> Comparison:
+    """The paired comparison of KEY's values (see the module docstring). bundle: keys compared as part of KEY's
+    value even where they do not follow from it everywhere (optim.lr in lossbench.tune's final runs: each method
+    at its own learning rate, which may differ between strata)."""
     key = resolve_key(runs, key)
     name = short_key(key)
     notes: list[str] = [f"{r.dir}: no {key} in its config" for r in runs if key not in r.params]
@@ -94,6 +97,7 @@ def compare_runs(runs: list[Run], key: str) -> Comparison:
                           f"compare. Keys that vary: {varying}")
     others = [k for k in differing_keys(params) if k != key]
     bundled = determined_by(key, others, params)
+    bundled += [k for k in others if k in bundle and k not in bundled]
     strata_keys = [k for k in others if k not in bundled]
 
     def label(r: Run) -> str:
@@ -132,24 +136,29 @@ def compare_runs(runs: list[Run], key: str) -> Comparison:
                 other = lb if r in a.values() else la
                 notes.append(f"{label(r)} seed {seed} ({r.dir}): no {other} run with seed {seed} to pair with")
             matched = [s for s in a if s in b]
-            for m in METRICS:
-                metric = f"val/{m}"
+            tested = any(get(r.summary, "best", f"test/{m}") is not None for r in (*a.values(), *b.values())
+                         for m in METRICS)
+            for kind, metric in [*(("final", f"val/{m}") for m in METRICS),
+                                 *((("best", f"test/{m}") for m in METRICS) if tested else ())]:
+                m = metric.removeprefix("val/") if kind == "final" else f"{metric} at val-best"
                 used, missing = [], []
                 for s in matched:
-                    xa, xb = (finite([get(r.summary, "final", metric)]) for r in (a[s], b[s]))
+                    xa, xb = (finite([get(r.summary, kind, metric)]) for r in (a[s], b[s]))
                     if xa and xb:
                         used.append((xa[0], xb[0]))
                     else:
                         missing += [f"{label(r)} seed {s} ({r.status})" for r, x in ((a[s], xa), (b[s], xb)) if not x]
                 if missing:
-                    notes.append(f"{la} − {lb}, {m}: pairs left out, no final {metric}: {'; '.join(missing)}")
+                    what = f"final {metric}" if kind == "final" else f"{metric} at its val-best evaluation"
+                    notes.append(f"{la} − {lb}, {m}: pairs left out, no {what}: {'; '.join(missing)}")
                 higher = metric not in LOWER_IS_BETTER
                 diff = stats.mean_ci([x - y for x, y in used])
                 verdict = stats.verdict(diff, higher, la) if diff.n else "no matched pair has this metric"
                 if used and all(x == y for x, y in used) and len(used) >= 2:
                     verdict += " (identical in every seed)"
                 ma, mb = stats.mean_ci([x for x, _ in used]).mean, stats.mean_ci([y for _, y in used]).mean
-                rows.append({"stratum": stratum, "A": la, "B": lb, "metric": metric, "higher_is_better": higher,
+                rows.append({"stratum": stratum, "A": la, "B": lb, "metric": metric if kind == "final" else
+                             f"{metric} at val-best", "higher_is_better": higher,
                              "n": diff.n, "mean_A": ma, "mean_B": mb, "diff": diff.mean, "ci_low": diff.low,
                              "ci_high": diff.high, "detectable": diff.half_width, "verdict": verdict})
                 ci = "–" if diff.n == 0 else stats.format_interval(diff, ".3g")
@@ -164,6 +173,9 @@ def compare_runs(runs: list[Run], key: str) -> Comparison:
                           f"pair. Keys that vary: {varying}")
     intro = (f"## Paired differences by {name}: A − B over matched seeds (same seed, same other config), "
              f"mean [{stats.DESCRIPTION}]\n\n"
+             "val metrics: final evaluation. test metrics (when the runs have a test split): each run's test value at "
+             "its evaluation best on validation for that metric (retrospective selection on validation; the test "
+             "split chooses nothing). "
              "↑ higher is better, ↓ lower is better. Verdict: better / worse when the interval excludes 0, else "
              f'"{stats.NO_DIFFERENCE}". detectable: the interval\'s half-width, the smallest mean difference these '
              "seeds could tell from 0 (a true difference of that size is detected about half the time).\n")

@@ -124,6 +124,8 @@ METRICS = ("loss", "nll", "auc", "ap", "accuracy", "balanced_accuracy", "ece")
 # multi-label runs also have these (metrics.evaluate_multilabel); there accuracy is the subset accuracy
 MULTILABEL_METRICS = ("auc_micro", "f1_micro", "f1_macro", "hamming_loss", "lrap")
 LOWER_IS_BETTER = {"val/loss", "val/nll", "val/ece", "val/hamming_loss", "val/posthoc/nll", "val/posthoc/ece"}
+# the test split's metrics, named as validation's (reported only: never compared to choose)
+LOWER_IS_BETTER |= {"test/" + k.removeprefix("val/") for k in LOWER_IS_BETTER}
 BOUNDED_METRICS = {"val/auc", "val/ap", "val/accuracy", "val/balanced_accuracy", "val/ece",
                    *(f"val/{m}" for m in MULTILABEL_METRICS)}  # in [0, 1]
 IMBALANCE_PROFILES = ("exp", "step")
@@ -593,15 +595,17 @@ def _check_memory(cfg: DictConfig) -> None:
     d, m = cfg.data, cfg.model
     if d.name == "mnist" and d.task == "multilabel":  # grid images built from the digits, uint8 then float32
         n_in, n_out = (28 * d.grid) ** 2, MNIST_LABELS
-        data_bytes = 70_000 * 28 * 28 * 5 + ((d.n_train or 60_000) + (d.n_val or 10_000)) * n_in * 6
-        data_keys = f"data.n_train={d.n_train} + data.n_val={d.n_val} multi-label MNIST images of {n_in} pixels"
+        data_bytes = 70_000 * 28 * 28 * 5 + ((d.n_train or 60_000) + 2 * (d.n_val or 10_000)) * n_in * 6
+        data_keys = f"data.n_train={d.n_train} + 2 x data.n_val={d.n_val} (validation and test) multi-label MNIST " \
+                    f"images of {n_in} pixels"
     elif d.name == "mnist":
         n_in, n_out, data_bytes = 28 * 28, MNIST_LABELS, 70_000 * 28 * 28 * 9  # uint8 files + float32 copies
         data_keys = "the MNIST tensors"
     else:
         n_in, n_out = d.n_features, d.n_classes
-        data_bytes = (d.n_train + d.n_val) * d.n_features * 4 * 2 + d.n_classes * d.n_features * 4
-        data_keys = f"data.n_train={d.n_train} + data.n_val={d.n_val} samples of data.n_features={d.n_features}"
+        data_bytes = (d.n_train + 2 * d.n_val) * d.n_features * 4 * 2 + d.n_classes * d.n_features * 4
+        data_keys = f"data.n_train={d.n_train} + 2 x data.n_val={d.n_val} (validation and test) samples of " \
+                    f"data.n_features={d.n_features}"
     widths = [n_in, *m.get("hidden", [])] if m.name == "mlp" else [n_in]
     if m.name == "cnn":
         c1, c2 = m.channels

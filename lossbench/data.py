@@ -5,7 +5,13 @@ multi-hot float matrix (N, C) for ``data.task=multilabel`` (1 = label present). 
 what it needs. A dataset may also carry the targets its loss trains on when they are not the labels
 (``t_*``: soft labels, a teacher's logits); metrics always score against the labels.
 
-Training-label options (training split only; validation labels stay clean and complete):
+Three splits: train (fitted), validation (``*_val``: every choice is made on it: the early point, the learning rate,
+any tuned knob) and test (``*_test``: reported, never used to choose). Synthetic data draws the test split
+after the validation split from the same generator (same size and class profile as validation), so train and
+validation are unchanged by it; MNIST halves its 10,000 test images into validation and test, stratified by digit,
+fixed (``TEST_SPLIT_SEED``, the same for every run seed); the real sets keep or cut their own (lossbench/real.py).
+
+Training-label options (training split only; validation and test labels stay clean and complete):
 - ``data.label_noise`` e: each training label is replaced, with probability e, by a uniformly drawn *other*
   class (symmetric noise), per seed.
 - ``data.soft_labels``: probability targets for ``loss=ce`` in ``t_train`` (N, C): ``noise_aware`` =
@@ -31,6 +37,7 @@ from lossbench import ConfigError, DataError
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 IGNORE_INDEX = -100  # what data.unlabeled_frac writes; PyTorch's default ignore_index
+TEST_SPLIT_SEED = 20231  # MNIST's validation/test halves: fixed, independent of every run's seed
 
 
 @dataclass
@@ -45,10 +52,11 @@ class Dataset:
     t_val: torch.Tensor | None = None
     task: str = "multiclass"  # multiclass (binary included) | multilabel
     info: dict = field(default_factory=dict)  # label statistics for summary.json's "data" section
-    # A held-out test split (the real-data sets, lossbench/real.py), loaded and checked but not evaluated yet:
-    # validation is what training evaluates and selects on. Kept on the CPU until something reports it.
+    # The held-out test split: evaluated at the same points as validation and reported, never chosen on. None
+    # where a dataset has none (data=arrays with test_frac=0 and no test arrays).
     x_test: torch.Tensor | None = None
     y_test: torch.Tensor | None = None
+    t_test: torch.Tensor | None = None
 
     @property
     def train_targets(self) -> torch.Tensor:
@@ -57,6 +65,10 @@ class Dataset:
     @property
     def val_targets(self) -> torch.Tensor:
         return self.y_val if self.t_val is None else self.t_val
+
+    @property
+    def test_targets(self) -> torch.Tensor | None:
+        return self.y_test if self.t_test is None else self.t_test
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -97,7 +109,8 @@ class Dataset:
     def to(self, device: torch.device) -> Dataset:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return replace(self, x_train=move(self.x_train), y_train=move(self.y_train), x_val=move(self.x_val),
-                       y_val=move(self.y_val), t_train=move(self.t_train), t_val=move(self.t_val))
+                       y_val=move(self.y_val), t_train=move(self.t_train), t_val=move(self.t_val),
+                       x_test=move(self.x_test), y_test=move(self.y_test), t_test=move(self.t_test))
 
 
 def load(dc: DictConfig) -> Dataset:
@@ -149,10 +162,11 @@ def class_means(dc: DictConfig) -> torch.Tensor:
 def synthetic(dc: DictConfig) -> Dataset:
     """Gaussian class clusters: x = (mu_y + noise) * scale, noise ~ N(0, I), |mu_a - mu_b| ≈ separation.
 
-    The imbalance (``imbalance_ratio``, ``imbalance_profile``) applies to both splits: it is the task's class
+    The imbalance (``imbalance_ratio``, ``imbalance_profile``) applies to every split: it is the task's class
     prior (class 0 is the majority; for a binary task the positive class 1 is the rare one). With
-    ``balanced_val=true`` the validation split keeps every class equally instead, as long-tail benchmarks
-    evaluate (the ``longtail`` preset).
+    ``balanced_val=true`` the validation and test splits keep every class equally instead, as long-tail
+    benchmarks evaluate (the ``longtail`` preset). The test split (data.n_val samples, like validation) is drawn
+    after the other two from the same generator: train and validation are what they were without it.
     """
     c, d = dc.n_classes, dc.n_features
     ratio = dc.imbalance_ratio or 1.0
@@ -161,7 +175,7 @@ def synthetic(dc: DictConfig) -> Dataset:
     gen = torch.Generator().manual_seed(int(dc.seed))
 
     def draw(n: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        balanced = split == "val" and dc.get("balanced_val", False)
+        balanced = split in ("val", "test") and dc.get("balanced_val", False)
         counts = _split_counts(n, c, 1.0 if balanced else ratio, split, profile)
         y = torch.cat([torch.full((k,), cls, dtype=torch.long) for cls, k in enumerate(counts)])
         y = y[torch.randperm(n, generator=gen)]
@@ -170,12 +184,13 @@ def synthetic(dc: DictConfig) -> Dataset:
 
     x_train, y_train = draw(dc.n_train, "train")
     x_val, y_val = draw(dc.n_val, "val")
+    x_test, y_test = draw(dc.n_val, "test")
     t_train = None
     if dc.get("soft_labels") == "bayes":  # the generating model's posterior p(y | x), per training sample
         prior = torch.tensor(_split_counts(dc.n_train, c, ratio, "train", profile), dtype=torch.float64).log()
         dist2 = torch.cdist(x_train.double() / dc.scale, means.double()).square()
         t_train = torch.softmax(prior - dist2 / 2, dim=1).float()
-    return Dataset(dc.name, x_train, y_train, x_val, y_val, c, t_train=t_train)
+    return Dataset(dc.name, x_train, y_train, x_val, y_val, c, t_train=t_train, x_test=x_test, y_test=y_test)
 
 
 def default_data_root() -> Path:
@@ -248,24 +263,41 @@ def _read_mnist(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, 
     return _read_idx(raw / images, (n, 28, 28)), _read_idx(raw / labels, (n,)).long()
 
 
+def mnist_val_test(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST's 10,000 test images as two halves, (validation indices, test indices): stratified by digit and
+    fixed by TEST_SPLIT_SEED, so every run, seed and task (multiclass, binary, multi-label) shares them."""
+    from sklearn.model_selection import train_test_split
+
+    val, test = train_test_split(np.arange(len(y)), test_size=0.5, random_state=TEST_SPLIT_SEED, stratify=y.numpy())
+    return torch.from_numpy(np.sort(val)), torch.from_numpy(np.sort(test))
+
+
+def _subset(n: int | None, size: int) -> torch.Tensor:
+    """data.n_val of a held-out half: a random subset, the same for every seed (all of it for null)."""
+    if n is None or n >= size:
+        return torch.arange(size)
+    return torch.randperm(size, generator=torch.Generator().manual_seed(0))[:n]
+
+
 def mnist(dc: DictConfig) -> Dataset:
+    """MNIST: training images from its training files (data.n_train, data.imbalance_ratio cut them per seed);
+    validation and test = the two fixed halves of its test files (mnist_val_test), each cut to data.n_val."""
     root = Path(dc.root) if dc.root else default_data_root()
     x_train, y_train = _read_mnist(root, True, dc.download)
-    x_val, y_val = _read_mnist(root, False, dc.download)
+    x_held, y_held = _read_mnist(root, False, dc.download)
+    val, test = mnist_val_test(y_held)
+    val, test = val[_subset(dc.n_val, len(val))], test[_subset(dc.n_val, len(test))]
+    x_val, y_val, x_test, y_test = x_held[val], y_held[val], x_held[test], y_held[test]
     gen = torch.Generator().manual_seed(int(dc.seed))
 
     if dc.n_train is not None and dc.n_train < len(y_train):
         keep = torch.randperm(len(y_train), generator=gen)[: dc.n_train]
         x_train, y_train = x_train[keep], y_train[keep]
-    if dc.n_val is not None and dc.n_val < len(y_val):
-        keep = torch.randperm(len(y_val), generator=torch.Generator().manual_seed(0))[: dc.n_val]
-        x_val, y_val = x_val[keep], y_val[keep]
 
     n_classes = 10
     if dc.task == "binary":
-        pos = [int(p) for p in dc.positive_classes]  # distinct labels in 0..9, not all ten (config.validate)
-        y_train = torch.isin(y_train, torch.tensor(pos)).long()
-        y_val = torch.isin(y_val, torch.tensor(pos)).long()
+        pos = torch.tensor([int(p) for p in dc.positive_classes])  # distinct labels in 0..9, not all ten (config.validate)
+        y_train, y_val, y_test = (torch.isin(y, pos).long() for y in (y_train, y_val, y_test))
         n_classes = 2
     if dc.imbalance_ratio is not None:
         keep = imbalance_subset(y_train, n_classes, float(dc.imbalance_ratio), dc.get("imbalance_profile", "exp"),
@@ -275,7 +307,7 @@ def mnist(dc: DictConfig) -> Dataset:
     def prep(x: torch.Tensor) -> torch.Tensor:
         return x.float().div_(255.0).sub_(MNIST_MEAN).div_(MNIST_STD).mul_(dc.scale).unsqueeze(1)  # in place: one copy
 
-    return Dataset("mnist", prep(x_train), y_train, prep(x_val), y_val, n_classes)
+    return Dataset("mnist", prep(x_train), y_train, prep(x_val), y_val, n_classes, x_test=prep(x_test), y_test=y_test)
 
 
 def imbalance_subset(y: torch.Tensor, n_classes: int, ratio: float, profile: str, gen: torch.Generator,
@@ -392,11 +424,12 @@ def synthetic_multilabel(dc: DictConfig) -> Dataset:
     rng = _rng(int(dc.seed), "synthetic_multilabel")
     x_train, y_train = _documents(rng, int(dc.n_train), p_c, p_w_c, n_labels, length, allow_unlabeled)
     x_val, y_val = _documents(rng, int(dc.n_val), p_c, p_w_c, n_labels, length, allow_unlabeled)
+    x_test, y_test = _documents(rng, int(dc.n_val), p_c, p_w_c, n_labels, length, allow_unlabeled)  # after val: unchanged
     mean, std = x_train.mean(axis=0), x_train.std(axis=0)
     std[std == 0] = 1.0
     prep = lambda x: torch.from_numpy((x - mean) / std * float(dc.scale)).float()  # noqa: E731
     return Dataset(dc.name, prep(x_train), torch.from_numpy(y_train), prep(x_val), torch.from_numpy(y_val), c,
-                   task="multilabel")
+                   task="multilabel", x_test=prep(x_test), y_test=torch.from_numpy(y_test))
 
 
 MAX_ROUNDS = 10_000  # rounds of rejection sampling for all of a split's samples together
@@ -435,11 +468,13 @@ def mnist_multilabel(dc: DictConfig) -> Dataset:
     data.digits_per_image = [lo, hi] real MNIST digits (a uniform number of them, in distinct random cells,
     each drawn uniformly from the split, the rest blank); its labels are the set of digits present (10
     labels; a digit shown twice is one label). Training images come from MNIST's training files and are drawn
-    from the run's seed; validation images from its test files, the same for every seed (as data=mnist's
-    validation subset). data.n_train / n_val: how many images (null = 60000 / 10000)."""
+    from the run's seed; validation images from the validation half of its test files and test images from
+    the test half (mnist_val_test), the same for every seed. data.n_train / n_val: how many images (null =
+    60000 / 10000; n_val for validation and for test)."""
     root = Path(dc.root) if dc.root else default_data_root()
     x_train, y_train = _read_mnist(root, True, dc.download)
-    x_val, y_val = _read_mnist(root, False, dc.download)
+    x_held, y_held = _read_mnist(root, False, dc.download)
+    val, test = mnist_val_test(y_held)
     lo, hi = (int(v) for v in dc.digits_per_image)
     grid = int(dc.grid)
 
@@ -447,8 +482,9 @@ def mnist_multilabel(dc: DictConfig) -> Dataset:
         return x.float().div_(255.0).sub_(MNIST_MEAN).div_(MNIST_STD).mul_(dc.scale).unsqueeze(1)  # in place: one copy
 
     xt, yt = _compose(x_train, y_train, dc.n_train or 60000, lo, hi, grid, _rng(int(dc.seed), "mnist_multilabel"))
-    xv, yv = _compose(x_val, y_val, dc.n_val or 10000, lo, hi, grid, _rng(0, "mnist_multilabel_val"))
-    return Dataset("mnist", prep(xt), yt, prep(xv), yv, 10, task="multilabel")
+    xv, yv = _compose(x_held[val], y_held[val], dc.n_val or 10000, lo, hi, grid, _rng(0, "mnist_multilabel_val"))
+    xs, ys = _compose(x_held[test], y_held[test], dc.n_val or 10000, lo, hi, grid, _rng(0, "mnist_multilabel_test"))
+    return Dataset("mnist", prep(xt), yt, prep(xv), yv, 10, task="multilabel", x_test=prep(xs), y_test=ys)
 
 
 def _compose(x: torch.Tensor, y: torch.Tensor, n: int, lo: int, hi: int, grid: int,

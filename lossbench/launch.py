@@ -20,8 +20,12 @@ from lossbench import ConfigError, LossbenchError
 EXECUTORS = (None, "submitit_local", "submitit_slurm")
 
 
-def check_launcher_options(max_members: Any, max_memory_gb: Any, executor: Any, stacked: Any = True) -> None:
+def check_launcher_options(max_members: Any, max_memory_gb: Any, executor: Any, stacked: Any = True,
+                           halving_rungs: Any = ()) -> None:
     """The stacked launcher's options (hydra.launcher.*), each named when refused."""
+    from lossbench.tune import check_rungs
+
+    check_rungs(halving_rungs, "hydra.launcher.halving_rungs")
     if isinstance(max_members, bool) or not isinstance(max_members, int) or max_members < 1:
         raise ConfigError(f"hydra.launcher.max_members must be an integer >= 1, got {max_members!r}.")
     if isinstance(max_memory_gb, bool) or not isinstance(max_memory_gb, (int, float)) or \
@@ -39,11 +43,21 @@ def check_launcher(launcher: Any) -> None:
     stacked launcher's, and joblib's n_jobs (joblib refuses 0 only once the sweep has started)."""
     target = str(launcher.get("_target_") or "")
     if target.endswith("StackedLauncher"):
+        rungs = launcher.get("halving_rungs")
         check_launcher_options(launcher.get("max_members"), launcher.get("max_memory_gb"), launcher.get("executor"),
-                               launcher.get("stacked"))
+                               launcher.get("stacked"), plain_list(rungs))
     if "joblib" in target and launcher.get("n_jobs") == 0:
         raise ConfigError("hydra.launcher.n_jobs must not be 0: give the number of parallel jobs (>= 1), or a "
                           "negative number counting back from the cores (-1 = one job per core).")
+
+
+def plain_list(value: Any) -> Any:
+    """A config list as a Python list (None as []); anything else as it is, for the check to name it."""
+    from omegaconf import OmegaConf
+
+    if value is None:
+        return []
+    return list(value) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else value
 
 
 @dataclass
@@ -93,14 +107,19 @@ class StackJob:
     """A group of stackable jobs as one submitit job (a `submitit.helpers.Checkpointable`: on preemption or
     timeout submitit calls checkpoint(), requeues this same job, and the requeued one resumes its members)."""
 
-    def __init__(self, jobs: list[tuple[DictConfig, Path]], max_members: int, max_memory_gb: float, stacked: bool):
+    def __init__(self, jobs: list[tuple[DictConfig, Path]], max_members: int, max_memory_gb: float, stacked: bool,
+                 halving_rungs: tuple[float, ...] = ()):
         self.jobs, self.max_members, self.max_memory_gb, self.stacked = jobs, max_members, max_memory_gb, stacked
+        self.halving_rungs = tuple(halving_rungs)
 
     def __call__(self) -> list[Result]:
         from lossbench import train
         from lossbench.signals import hand_over, stop_requested
+        from lossbench.tune import Halving
 
-        results = [_result(r) for r in train.run_jobs(self.jobs, self.max_members, self.max_memory_gb, self.stacked)]
+        prune = Halving(self.halving_rungs) if self.halving_rungs else None
+        results = [_result(r) for r in train.run_jobs(self.jobs, self.max_members, self.max_memory_gb, self.stacked,
+                                                      prune)]
         if stop_requested():
             hand_over(stop_requested())  # submitit's handler: requeue this job, and exit
         return results
@@ -113,18 +132,24 @@ class StackJob:
 
 def run_stacks(jobs: list[tuple[DictConfig, Path]], max_members: int = 64, max_memory_gb: float = 8.0,
                stacked: bool = True, executor: str | None = None, submitit: dict | None = None,
-               folder: Path | None = None) -> list[Result]:
+               folder: Path | None = None, halving_rungs: tuple[float, ...] = ()) -> list[Result]:
+    """halving_rungs: fractions of the run at which successive halving prunes the worse half of each method's
+    learning rates within a stack (lossbench.tune.Halving); () = off."""
     from lossbench import train
 
     if executor is None:
-        return [_result(r) for r in train.run_jobs(jobs, max_members, max_memory_gb, stacked)]
+        from lossbench.tune import Halving
+
+        prune = Halving(halving_rungs) if halving_rungs else None
+        return [_result(r) for r in train.run_jobs(jobs, max_members, max_memory_gb, stacked, prune)]
     import submitit as sub
 
     ex = sub.AutoExecutor(folder=str(folder or Path(".submitit")), cluster=executor.removeprefix("submitit_"))
     params = dict(submitit or {})
     ex.update_parameters(**params)
     groups = train.group_jobs([cfg for cfg, _ in jobs], stacked, max_members)
-    submitted = [(idxs, ex.submit(StackJob([jobs[i] for i in idxs], max_members, max_memory_gb, stacked)))
+    submitted = [(idxs, ex.submit(StackJob([jobs[i] for i in idxs], max_members, max_memory_gb, stacked,
+                                           halving_rungs)))
                  for idxs in groups]
     results: list[Result] = [Result(error="not run")] * len(jobs)
     for idxs, job in submitted:

@@ -5,7 +5,7 @@ Names, as a person meets them in TensorBoard:
 - Run: the run directory, relative to `--logdir` (`multirun/<sweep>/3_loss=bce,seed=1`, `runs/<time>_bce_<id>`):
   the event files sit in the run directory itself (`event_dir`).
 - TIME SERIES and SCALARS show tag groups (the tag up to its first "/") in name order and open the first two.
-  `train/*` and `val/*` keep their names; everything else about the training step (the numerics monitors,
+  `train/*`, `val/*` and `test/*` (the held-out split, named as val/*; its group sorts first) keep their names; everything else about the training step (the numerics monitors,
   throughput, the fp16 scaler, histograms) is filed under `watch/`, which sorts after them (`tb_tag`). The
   summary, the report and the monitors keep the keys `numerics/...`, `perf/...`, `amp/...`; only the event
   files use the TensorBoard names, and `read_scalars` maps them back.
@@ -42,12 +42,14 @@ LEADING = ("loss", "head", "seed")  # HPARAMS columns that follow the swept keys
 # TensorBoard shows together (the filter drops the others), so sweep values are never used as one.
 DOMAINS = {"loss": config.LOSSES, "loss.name": config.LOSSES, "head": config.HEADS, "data.name": config.DATASETS,
            "model.name": config.MODELS, "optim.name": config.OPTIMS, "trainer.precision": config.PRECISIONS,
-           "status": ("completed", "diverged", "failed")}
+           "status": ("completed", "diverged", "pruned", "failed")}
 # Custom scalars: categories in this order, one metric per chart (in a chart, colour tells runs apart).
 CATEGORIES = {
     "train": ("train/loss",),
     "val": ("val/auc", "val/ap", "val/balanced_accuracy", "val/nll", "val/ece", "val/accuracy", "val/loss",
             "val/mean_confidence", "val/"),  # "val/": any other val metric this run logs, after these
+    "test": ("test/auc", "test/ap", "test/balanced_accuracy", "test/nll", "test/ece", "test/accuracy", "test/loss",
+             "test/mean_confidence", "test/"),  # the held-out split: reported at the same steps, never chosen on
     "numerics": ("numerics/saturated_frac", "numerics/clamped_frac", "numerics/dead_frac", "numerics/loss_gap",
                  "numerics/max_abs_logit", "numerics/grad_norm", "numerics/max_grad_norm", "numerics/pairless_frac",
                  "numerics/nonfinite_loss", "numerics/nonfinite_grad"),
@@ -69,9 +71,10 @@ def has_events(run_dir: Path) -> bool:
 
 
 def tb_tag(key: str) -> str:
-    """The TensorBoard tag of a logged key: train/* and val/* as they are, the rest under watch/ (after them)."""
+    """The TensorBoard tag of a logged key: train/*, val/* and test/* as they are, the rest under watch/ (after
+    them)."""
     group, _, name = key.partition("/")
-    if group in ("train", "val", "variables"):  # a loss's own trained variables (auc_margin's a, b, alpha): after val
+    if group in ("train", "val", "test", "variables"):  # a loss's own trained variables (auc_margin's a, b, alpha): after val
         return key
     return f"watch/{name}" if group in ("numerics", "perf", "hist") else f"watch/{group}_{name}"
 

@@ -61,7 +61,8 @@ from lossbench.store import (
     write_json,
 )
 
-FINISHED = ("completed", "diverged")  # final results: trainer.skip_completed does not train them again
+# final results: trainer.skip_completed does not train them again ("pruned": stopped by successive halving)
+FINISHED = ("completed", "diverged", "pruned")
 # Config keys a resume may change: they do not change what is trained (max_steps/epochs: train longer).
 RESUME_MAY_CHANGE = ("trainer.resume", "trainer.skip_completed", "trainer.max_steps", "trainer.epochs",
                      "trainer.threads", "trainer.log_every", "trainer.eval_every", "trainer.eval_batch_size",
@@ -174,7 +175,7 @@ def _is_number_dict(x) -> bool:
     return isinstance(x, dict) and all(isinstance(v, (int, float)) or v is None for v in x.values())
 
 
-STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
+STATUSES = ("running", "completed", "diverged", "pruned", "interrupted", "failed")
 # What a summary.json must hold to be taken as a run's record: entry -> (check, what it must be).
 SUMMARY_SCHEMA = {
     "status": (lambda v: v in STATUSES, f"one of {', '.join(STATUSES)}"),
@@ -388,6 +389,7 @@ class Member:
     steps_to_target: int | None = None
     steps: int = 0
     z_val: torch.Tensor | None = None
+    z_test: torch.Tensor | None = None  # the last evaluation's test logits (None: the data has no test split)
     summary: dict = field(default_factory=dict)
     last_window: dict = field(default_factory=dict)  # the monitors' last detail window (numerics.last)
     finished: bool = False  # its last records are written
@@ -421,11 +423,16 @@ class Member:
         return self.plan.out_dir
 
     def record_eval(self, step: int, values: dict[str, float]) -> None:
+        """One evaluation: the final values, the history, the best and the convergence target. Best is chosen on
+        validation only: best[val/X] is the best val/X so far, and best[test/X] the test/X of that same
+        evaluation (retrospective selection on validation); no test value is ever compared."""
         self.final = values
         self.history.append({"step": step, **values})
         for k, v in values.items():
-            if better(k, v, self.best.get(k)):
+            if k.startswith("val/") and better(k, v, self.best.get(k)):
                 self.best[k] = v
+                if (t := "test/" + k.removeprefix("val/")) in values:
+                    self.best[t] = values[t]
         if self.target_metric and self.steps_to_target is None and reached(
             self.target_metric, values.get(self.target_metric, math.nan), self.target_value
         ):
@@ -501,6 +508,9 @@ class Member:
                 if (z_adj := self.objective.posthoc_logits(self.z_val)) is not None:  # loss.posthoc_tau: both ways
                     s["posthoc_per_class_recall"] = metrics.per_class_recall(z_adj, self.ds.y_val, self.head,
                                                                              self.ds.n_classes)
+                if self.z_test is not None:  # the test split's, at the same (last) evaluation
+                    s["test_per_class_recall"] = metrics.per_class_recall(self.z_test, self.ds.y_test, self.head,
+                                                                          self.ds.n_classes)
                 if self.ds.n_classes == 2 and not self.ds.multilabel and self.status != "interrupted":
                     self.log.pr_curve(self.ds.y_val, metrics.scores(self.z_val, self.head), self.steps)
             if self.status not in ("interrupted", "failed"):  # an interrupted run writes its hparams when it ends
@@ -623,7 +633,8 @@ def build(cfg: DictConfig, plan: Plan, device: torch.device, datasets: dict, pre
     m.summary = {
         "status": "running", "config": m.resolved, "head": head, "steps": m.start_step, "max_steps": m.max_steps,
         "device": str(device), "precision": precision, "threads": torch.get_num_threads(), "data": {
-            "n_train": n_train, "n_val": len(ds.y_val), "n_classes": ds.n_classes,
+            "n_train": n_train, "n_val": len(ds.y_val), "n_test": 0 if ds.y_test is None else len(ds.y_test),
+            "n_classes": ds.n_classes,
             "train_class_counts": counts.tolist(), "task": ds.task, **ds.info,
         },
         "n_params": sum(p.numel() for p in m.params),

@@ -4,8 +4,10 @@ Reads every summary.json under the paths (a sweep dir, several, or a whole outpu
 that differ only by seed, and writes to PATH/report/ (or --out):
   summary.csv    one row per run (row=run), then one per group (row=group): the mean of each final and best
                  metric with its 95% CI ("<metric> ci_low", "<metric> ci_high") and its number of seeds ("n")
-  table.md       one row per group: mean [95% CI] over seeds of the final and best validation metrics, steps to
-                 the convergence target, numerics and status counts (printed too)
+  table.md       one row per group: mean [95% CI] over seeds of the final and best validation metrics, the test
+                 metrics at each run's evaluation best on validation (retrospective selection; runs from before
+                 the test split existed show validation only, and say so), steps to the convergence target,
+                 numerics and status counts (printed too)
   curves.png     validation curves, one row of panels per regime (line: mean over seeds; band: 95% CI of it)
   numerics.png   train loss and numerics panels, read back from the runs' TensorBoard event files
   compare_<KEY>.md/.csv  with --compare KEY (e.g. loss): for each pair of values of KEY, the paired difference of
@@ -235,21 +237,37 @@ def metric_columns(groups: list[Group]) -> tuple[str, ...]:
     return METRICS + tuple(ml)
 
 
+TEST_AT_BEST = ("Test metrics at each run's evaluation best on validation (retrospective selection: test X is read "
+                "at the evaluation where val X was best; the test split is reported, never chosen on)")
+NO_TEST = ("No test split in these runs (written before lossbench evaluated one): validation metrics only, and "
+           "they are also the split the best point was chosen on.")
+
+
+def has_test(groups: list[Group]) -> bool:
+    """Does any run carry test/* metrics (runs from before the test split existed do not)?"""
+    return any(k.startswith("test/") for g in groups for r in g.runs for k in (r.summary.get("best") or {}))
+
+
 def tables(groups: list[Group]) -> str:
-    """table.md: final and best validation metrics, convergence and numerics; one row per group."""
+    """table.md: final and best validation metrics, test metrics at the val-best point, convergence and numerics;
+    one row per group."""
     out = []
     columns = metric_columns(groups)
-    for kind, title in (("final", "Final validation metrics"), ("best", "Best validation metrics (best evaluation of each run)")):
+    views = [("final", "val", "Final validation metrics"), ("best", "val", "Best validation metrics (best evaluation of each run)")]
+    views += [("best", "test", TEST_AT_BEST)] if has_test(groups) else []
+    for kind, split, title in views:
         rows = []
         for g in groups:
             n = len(g.runs)
-            row = [g.label, str(n)] + [cell([get(r.summary, kind, f"val/{m}") for r in g.runs], n) for m in columns]
+            row = [g.label, str(n)] + [cell([get(r.summary, kind, f"{split}/{m}") for r in g.runs], n) for m in columns]
             rows.append(row + ([g.statuses()] if kind == "final" else []))
         header = ["group", "runs", *columns] + (["status"] if kind == "final" else [])
         out.append(f"### {title}: mean [{stats.DESCRIPTION}; none below {stats.MIN_SEEDS} seeds]\n\n"
                    + markdown(header, rows))
         if kind == "final":
             out[-1] += split_notes(groups)
+    if not has_test(groups):
+        out.append(NO_TEST)
     rows = []
     for g in groups:
         n = len(g.runs)
@@ -300,7 +318,8 @@ def run_table(groups: list[Group], columns: tuple[str, ...]) -> str:
 def write_csv(path: Path, groups: list[Group]) -> None:
     """summary.csv: one row per run (row=run): its group, status and every final/best metric and numerics
     total; then one row per group (row=group): each final/best metric of table.md as its mean over the group's
-    runs, with "<metric> ci_low", "<metric> ci_high" (the 95% CI; empty for one seed) and "<metric> n"."""
+    runs, with "<metric> ci_low", "<metric> ci_high" (the 95% CI; empty for one seed) and "<metric> n".
+    best/test/X is the test X at the evaluation where val/X was best (retrospective selection on validation)."""
     rows = []
     for g in groups:
         for r in g.runs:
@@ -317,12 +336,12 @@ def write_csv(path: Path, groups: list[Group]) -> None:
             rows.append(row)
     for g in groups:
         row = {"row": "group", "group": g.label, "runs": len(g.runs), "status": g.statuses(), "split": g.split() or ""}
-        for kind in ("final", "best"):
+        for kind, split in (("final", "val"), ("best", "val"), ("final", "test"), ("best", "test")):
             for m in METRICS:
-                iv = stats.mean_ci(finite(get(r.summary, kind, f"val/{m}") for r in g.runs))
+                key = f"{kind}/{split}/{m}"  # best/test/X: test X at the evaluation best on val X
+                iv = stats.mean_ci(finite(get(r.summary, kind, f"{split}/{m}") for r in g.runs))
                 if iv.n:
-                    row |= {f"{kind}/val/{m}": iv.mean, f"{kind}/val/{m} ci_low": iv.low,
-                            f"{kind}/val/{m} ci_high": iv.high, f"{kind}/val/{m} n": iv.n}
+                    row |= {key: iv.mean, f"{key} ci_low": iv.low, f"{key} ci_high": iv.high, f"{key} n": iv.n}
         rows.append(row)
     columns: list[str] = []
     for row in rows:

@@ -66,9 +66,10 @@ def stack_key(resolved: dict) -> str:
 
 def shape_key(m: Member) -> tuple:
     """What must agree once the data is loaded: input, target and output shapes, steps and start step."""
-    t, v = m.ds.train_targets, m.ds.val_targets
+    t, v, e = m.ds.train_targets, m.ds.val_targets, m.ds.test_targets
+    test = None if e is None else (tuple(m.ds.x_test.shape), tuple(e.shape), e.dtype)
     return (tuple(m.ds.x_train.shape), tuple(m.ds.x_val.shape), tuple(t.shape), t.dtype, tuple(v.shape), v.dtype,
-            m.ds.n_classes, tuple(m.params[-1].shape), m.max_steps, m.steps_per_epoch, m.batch_size, m.start_step)
+            test, m.ds.n_classes, tuple(m.params[-1].shape), m.max_steps, m.steps_per_epoch, m.batch_size, m.start_step)
 
 
 def memory_bytes(m: Member) -> int:
@@ -90,6 +91,8 @@ class Batches:
         pick = (lambda get: get(self.datasets[0])) if self.shared else \
             (lambda get: torch.stack([get(d) for d in self.datasets]))
         self.x, self.t, self.x_val = pick(lambda d: d.x_train), pick(lambda d: d.train_targets), pick(lambda d: d.x_val)
+        # the test split (shape_key: every member has one of the same shape, or none has)
+        self.x_test = None if self.datasets[0].x_test is None else pick(lambda d: d.x_test)
         self.set_members(members)
 
     def set_members(self, members: list[Member]) -> None:
@@ -122,12 +125,14 @@ class Batches:
                              for k, m in enumerate(self.members)])
         return x, t
 
-    def val(self, rows: torch.Tensor, start: int, size: int) -> torch.Tensor:
-        """Validation inputs [start, start + size) of the members at `rows` of this stack: (K', b, ...)."""
+    def val(self, rows: torch.Tensor, start: int, size: int, split: str = "val") -> torch.Tensor:
+        """Validation (or, split="test", test) inputs [start, start + size) of the members at `rows` of this
+        stack: (K', b, ...)."""
+        x = self.x_val if split == "val" else self.x_test
         if self.shared:
-            chunk = self.x_val[start : start + size]
+            chunk = x[start : start + size]
             return chunk.unsqueeze(0).expand(len(rows), *chunk.shape)
-        return self.x_val[self.dmap[rows, 0], start : start + size]
+        return x[self.dmap[rows, 0], start : start + size]
 
 
 def sequential_forward(model: torch.nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor,

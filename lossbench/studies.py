@@ -21,17 +21,38 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lossbench import plots, stats
-from lossbench.report import Group, ReportError, cell, find_runs, get, group_runs, markdown, report
+from lossbench.report import (
+    NO_TEST,
+    TEST_AT_BEST,
+    Group,
+    ReportError,
+    cell,
+    find_runs,
+    get,
+    group_runs,
+    has_test,
+    markdown,
+    report,
+)
 
 Getter = Callable[[dict], float | None]
 
 
+def at_val_best(metric: str) -> Getter:
+    """The test value of a metric at the run's evaluation best on validation for it (retrospective selection)."""
+    return lambda s: get(s, "best", f"test/{metric}")
+
+
 def final(metric: str) -> Getter:
-    return lambda s: get(s, "final", f"val/{metric}")
+    f = lambda s: get(s, "final", f"val/{metric}")  # noqa: E731
+    f.test = at_val_best(metric)  # its column in the test table
+    return f
 
 
 def best(metric: str) -> Getter:
-    return lambda s: get(s, "best", f"val/{metric}")
+    f = lambda s: get(s, "best", f"val/{metric}")  # noqa: E731
+    f.test = at_val_best(metric)
+    return f
 
 
 def numerics(key: str) -> Getter:
@@ -69,9 +90,19 @@ def first_step(metric: str, value: float) -> Getter:
 
 
 def val_errors(s: dict) -> float | None:
-    """Misclassified validation images (MNIST's test set with data.n_val=null): (1 - accuracy) * n_val."""
+    """Misclassified validation images ((1 - accuracy) * n_val): of MNIST's 10,000 test images in runs from before
+    the test split, of its 5,000-image validation half since."""
     acc, n = get(s, "final", "val/accuracy"), get(s, "data", "n_val")
     return None if acc is None or n is None else round((1 - acc) * n)
+
+
+def test_errors(s: dict) -> float | None:
+    """Misclassified test images at the evaluation best on validation accuracy: (1 - test accuracy) * n_test."""
+    acc, n = get(s, "best", "test/accuracy"), get(s, "data", "n_test")
+    return None if acc is None or not n else round((1 - acc) * n)
+
+
+val_errors.test = test_errors
 
 
 # Per study: (column header, getter, format). Every column is mean [95% CI] over the group's seeds.
@@ -138,7 +169,7 @@ COLUMNS: dict[str, list[tuple[str, Getter, str]]] = {
         ("ECE (per label)", final("ece"), ".4f"),
     ],
     "distillation": [
-        ("test errors", val_errors, ".0f"), ("accuracy", final("accuracy"), ".4f"), ("val NLL", final("nll"), ".4f"),
+        ("errors", val_errors, ".0f"), ("accuracy", final("accuracy"), ".4f"), ("val NLL", final("nll"), ".4f"),
         ("ECE", final("ece"), ".4f"), ("best accuracy", best("accuracy"), ".4f"),
         ("loss gap (reported - correct kd)", numerics("loss_gap_mean"), ".3g"),
     ],
@@ -160,6 +191,15 @@ PAIRS = (("ce", "nll"), ("bce_logits", "bce"), ("bce_logits", "ce"))
 CURVE_METRICS = ("val/nll", "val/auc")
 
 
+# Each study's primary validation metric: what tuning (lossbench.tune) chooses each method's learning rate by, and
+# the column the tuned tables lead with. Balanced accuracy for long-tailed classes, AUC for binary imbalance, mAP
+# for multi-label tasks, accuracy (= error) for balanced MNIST.
+PRIMARY = {"saturation": "val/auc", "equivalence": "val/auc", "pos_weight": "val/auc", "auc": "val/auc",
+           "long_tail_binary": "val/auc", "real_binary": "val/auc", "class_weights": "val/balanced_accuracy",
+           "long_tail": "val/balanced_accuracy", "multilabel": "val/ap", "real_multilabel": "val/ap",
+           "multiclass_heads": "val/accuracy", "label_smoothing": "val/accuracy", "distillation": "val/accuracy"}
+
+
 def label(study: str, g: Group) -> str:
     keys = LABEL_KEYS.get(study)
     if not keys:
@@ -168,13 +208,22 @@ def label(study: str, g: Group) -> str:
 
 
 def study_table(study: str, groups: list[Group]) -> str:
+    """The study's columns on validation (final evaluation), then, for runs with a test split, the same metrics
+    on test at each run's evaluation best on validation; runs without one are labelled validation only."""
     cols = COLUMNS[study]
     rows = []
     for g in groups:
         n = len(g.runs)
         rows.append([label(study, g), str(n)] + [cell([get_(r.summary) for r in g.runs], n, fmt) for _, get_, fmt in cols]
                     + [g.statuses()])
-    return markdown(["group", "runs", *(c[0] for c in cols), "status"], rows)
+    text = "### Validation, final evaluation\n\n" + markdown(["group", "runs", *(c[0] for c in cols), "status"], rows)
+    tcols = [(name, get_.test, fmt) for name, get_, fmt in cols if hasattr(get_, "test")]
+    if not has_test(groups):
+        return text + "\n\n" + NO_TEST
+    rows = [[label(study, g), str(len(g.runs))] + [cell([get_(r.summary) for r in g.runs], len(g.runs), fmt)
+                                                   for _, get_, fmt in tcols] for g in groups]
+    return (text + f"\n\n### {TEST_AT_BEST}\n\n"
+            + markdown(["group", "runs", *(f"test {c[0]}" for c in tcols)], rows))
 
 
 def curve_gaps(groups: list[Group]) -> str:

@@ -74,7 +74,7 @@ def check(cfg: DictConfig) -> dict:
 
 
 def attach(cfg: DictConfig, ds, device, batch_size: int = 8192):
-    """ds with t_train / t_val = the labels packed with the teacher's logits (loss=kd*); ds itself otherwise."""
+    """ds with t_train / t_val / t_test = the labels packed with the teacher's logits (loss=kd*); ds itself otherwise."""
     if cfg.loss.name not in KD_LOSSES:
         return ds
     import torch
@@ -116,5 +116,6 @@ def attach(cfg: DictConfig, ds, device, batch_size: int = 8192):
         "train_accuracy": float((v_train.argmax(1)[labelled] == y_train[labelled]).float().mean()),
         "val_accuracy_here": float((v_val.argmax(1) == y_val).float().mean()),
     }
+    t_test = None if ds.x_test is None else losses.pack_teacher(ds.y_test.to(device), logits(ds.x_test))
     return replace(ds, t_train=losses.pack_teacher(y_train, v_train), t_val=losses.pack_teacher(y_val, v_val),
-                   info=info)
+                   t_test=t_test, info=info)

@@ -8,7 +8,8 @@
 The hot loop never synchronises with the host: losses and monitor counters stay on the device and are read
 at log and eval points (and, with trainer.on_nonfinite=skip, once per step to decide). A member that
 diverges is evaluated, recorded and dropped from the stack at the log point where its first non-finite
-value is read; the others go on. The loop ends when no member is left or a stop signal arrives.
+value is read; the others go on; so is a member that successive halving prunes (fit's prune). The loop ends
+when no member is left or a stop signal arrives.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,11 +178,14 @@ def group_jobs(cfgs: list[DictConfig], stacked: bool = True, max_members: int = 
     return [idxs[j : j + max_members] for idxs in groups.values() for j in range(0, len(idxs), max_members)]
 
 
+Prune = Callable[[int, list[Member], list[Member]], list[int]]
+
+
 def run_jobs(jobs: list[tuple[DictConfig, Path]], max_members: int = 64, max_memory_gb: float = 8.0,
-             stacked: bool = True) -> list[dict | BaseException]:
+             stacked: bool = True, prune: Prune | None = None) -> list[dict | BaseException]:
     """A sweep's jobs, trained in stacks (or one by one with stacked=False). Returns, per job, its summary or the
     error that stopped it; a failed job never stops the others. Each job's failure is recorded in its
-    directory (status failed) unless the directory holds another run's files."""
+    directory (status failed) unless the directory holds another run's files. prune: see fit()."""
     results: list[dict | BaseException | None] = [None] * len(jobs)
     plans: dict[int, Plan] = {}
     stops = stops_received()  # a stop signal during this call: the jobs not yet started are not started
@@ -217,7 +222,7 @@ def run_jobs(jobs: list[tuple[DictConfig, Path]], max_members: int = 64, max_mem
             for stack in split(built, max_memory_gb * 2**30):
                 t0 = time.perf_counter()
                 try:
-                    for (i, _), summary in zip(stack, fit([m for _, m in stack], rt, t0), strict=True):
+                    for (i, _), summary in zip(stack, fit([m for _, m in stack], rt, t0, prune), strict=True):
                         results[i] = summary
                 except Exception as e:  # recorded in each member's summary by fit(); the sweep goes on
                     for i, _ in stack:
@@ -279,39 +284,57 @@ def train_step(stack: Alone | Stacked, batches: Batches, i: int, bs: int, step: 
 
 
 def evaluate(stack: Alone | Stacked, batches: Batches, rows: list[int], step: int, rt: Runtime) -> None:
-    """Validation metrics of the stack's members at `rows` (one batched prediction pass), logged and recorded."""
+    """Validation and test metrics of the stack's members at `rows`, logged and recorded: one batched prediction
+    pass per split, at the same evaluation points. Test metrics are reported beside validation's (test/*) and
+    never chosen on: the best point, early stopping and tuning read val/* only (Member.record_eval)."""
+    members = [stack.members[r] for r in rows]
+    values: list[dict[str, float]] = [{} for _ in members]
+    for split in ("val", "test") if batches.x_test is not None else ("val",):
+        for k, scores in enumerate(score_split(stack, batches, rows, split, rt)):
+            values[k].update(scores)
+    for k, m in enumerate(members):
+        m.log.scalars(values[k], step)
+        m.record_eval(step, values[k])
+
+
+def score_split(stack: Alone | Stacked, batches: Batches, rows: list[int], split: str, rt: Runtime) -> list[dict]:
+    """The metrics of the members at `rows` on one split ("val" or "test"), keyed "<split>/<metric>"; each
+    member's logits of the split are kept (z_val, z_test) for its per-class recall at the end."""
     members = [stack.members[r] for r in rows]
     for m in members:
         m.model.eval()
     idx = torch.tensor(rows, device=rt.device)
     chunk = max(128, rt.eval_batch_size // len(rows))  # per member: a stack's activations stay as large as one run's
+    x = members[0].ds.x_val if split == "val" else members[0].ds.x_test
     with torch.no_grad(), rt.amp():
-        z_val = torch.cat([stack.predict(rows, batches.val(idx, i, chunk)).float()
-                           for i in range(0, len(members[0].ds.x_val), chunk)], dim=1)
+        z = torch.cat([stack.predict(rows, batches.val(idx, i, chunk, split)).float()
+                       for i in range(0, len(x), chunk)], dim=1)
     for m in members:
         m.model.train()
+    targets = [m.ds.val_targets if split == "val" else m.ds.test_targets for m in members]
+    labels = [m.ds.y_val if split == "val" else m.ds.y_test for m in members]
     with torch.no_grad():
-        val_losses = stack.val_losses(rows, z_val, [m.ds.val_targets for m in members])
+        split_losses = stack.val_losses(rows, z, targets)
     # the logits of the model's probabilities, for the metrics (z, or s z for LDAM)
-    z_val = torch.stack([m.objective.eval_logits(z_val[k]) for k, m in enumerate(members)])
+    z = torch.stack([m.objective.eval_logits(z[k]) for k, m in enumerate(members)])
     scores: list[dict] = [{}] * len(members)
     kinds: dict[tuple, list[int]] = {}  # members scored alike: one batched computation for each kind
     for k, m in enumerate(members):
-        kinds.setdefault((m.head, m.ds.n_classes, m.ds.y_val.dim()), []).append(k)
+        kinds.setdefault((m.head, m.ds.n_classes, labels[k].dim()), []).append(k)
     for (head, n_classes, dim), ks in kinds.items():
         if dim == 1:  # class-index labels
-            rows = metrics.evaluate_many(z_val[ks], torch.stack([members[k].ds.y_val for k in ks]), head, n_classes)
+            got = metrics.evaluate_many(z[ks], torch.stack([labels[k] for k in ks]), head, n_classes)
         else:
-            rows = [metrics.evaluate(z_val[k], members[k].ds.y_val, head, n_classes) for k in ks]
-        for k, row in zip(ks, rows, strict=True):
+            got = [metrics.evaluate(z[k], labels[k], head, n_classes) for k in ks]
+        for k, row in zip(ks, got, strict=True):
             scores[k] = row
+    out = []
     for k, m in enumerate(members):
         # loss.posthoc_tau: the metrics after post-hoc logit adjustment too ({} without it)
-        posthoc = metrics.posthoc(m.objective.posthoc_logits(z_val[k]), m.ds.y_val, m.head, m.ds.n_classes)
-        values = {f"val/{name}": v for name, v in {"loss": val_losses[k], **scores[k], **posthoc}.items()}
-        m.log.scalars(values, step)
-        m.record_eval(step, values)
-        m.z_val = z_val[k]
+        posthoc = metrics.posthoc(m.objective.posthoc_logits(z[k]), labels[k], m.head, m.ds.n_classes)
+        out.append({f"{split}/{name}": v for name, v in {"loss": split_losses[k], **scores[k], **posthoc}.items()})
+        setattr(m, f"z_{split}", z[k])
+    return out
 
 
 def log_point(m: Member, values: dict[str, float], first_nonfinite: int | None, done: int,
@@ -351,10 +374,14 @@ def _times(t0: float, train: float, evalt: float, loop: float, cpu: float) -> di
             "loop_time_s": loop, "loop_cpu_s": cpu}
 
 
-def fit(members: list[Member], rt: Runtime, t0: float) -> list[dict]:
+def fit(members: list[Member], rt: Runtime, t0: float, prune: Prune | None = None) -> list[dict]:
     """Train the members together from their common start step to their common last step. Every member ends
     with its summary written, whatever happens (an exception is re-raised after that). Returns the summaries,
-    each with the process's exit code (128 + signal after a stop signal, else 0) and its directory."""
+    each with the process's exit code (128 + signal after a stop signal, else 0) and its directory.
+
+    prune(step, active, members): called after each evaluation of every active member (successive halving,
+    lossbench.tune.Halving); the indices into active it returns end there as 'pruned' (recorded, then dropped from
+    the stack as a diverged member is). It may read validation records only."""
     max_steps, spe, bs = members[0].max_steps, members[0].steps_per_epoch, members[0].batch_size
     if len(members) > 1:
         for k, m in enumerate(members):
@@ -405,15 +432,18 @@ def fit(members: list[Member], rt: Runtime, t0: float) -> list[dict]:
                     evaluate(stack, batches, rows, done, rt)
                     clock["eval"] += time.perf_counter() - te
                     window = (time.perf_counter(), window[1])
-                saving = [m for m in active if m.ckpt_every and done % m.ckpt_every == 0 and m.status != "diverged"]
+                    if prune is not None and len(rows) == len(active) and done < max_steps:
+                        for k in prune(done, active, members):
+                            active[k].status = "pruned"
+                saving = [m for m in active if m.ckpt_every and done % m.ckpt_every == 0 and m.status == "running"]
                 if saving:
                     stack.sync()
                     for m in saving:
                         m.checkpoint(done)
-                if any(m.status == "diverged" for m in active):  # a result: recorded now; the others go on
+                if any(m.status in ("diverged", "pruned") for m in active):  # a result: recorded now; the others go on
                     stack.sync()
                     for m in active:
-                        if m.status == "diverged":
+                        if m.status in ("diverged", "pruned"):
                             m.finish(times())
                     keep = [k for k, m in enumerate(active) if m.status == "running"]
                     if not keep:

@@ -133,7 +133,7 @@ def test_diverged_runs_are_counted_and_their_numerics_totalled(tmp_path, capsys)
     row = row_of(table, "optim.lr=1000", 0)
     assert row[1] == "2" and row[-1] == "2 diverged"
     assert row[2] == "–"  # val/auc is NaN for both: no mean made up
-    numerics = row_of(table, "optim.lr=1000", 2)
+    numerics = row_of(table, "optim.lr=1000", 3)  # after final, best and test-at-val-best
     assert numerics[5] == str(sum(s["numerics"]["nonfinite_loss"] for s in diverged))
     assert "(reached 0/2)" in numerics[1]
     default_lr = report.short_value(make_cfg().optim.lr)

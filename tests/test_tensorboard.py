@@ -160,12 +160,15 @@ def test_a_runs_events_hparams_layout_and_pr_curve(tmp_path):
         assert acc.Scalars(tag)[-1].step == s["steps"] == 30
     assert acc.Scalars("val/auc")[-1].value == pytest.approx(s["final"]["val/auc"], rel=1e-6)
     assert [e.step for e in acc.Scalars("val/auc")] == [15, 30]
+    # the test split at the same evaluations, under the same tag scheme
+    assert [e.step for e in acc.Scalars("test/auc")] == [15, 30]
+    assert acc.Scalars("test/auc")[-1].value == pytest.approx(s["final"]["test/auc"], rel=1e-6)
     assert acc.Scalars("val/diverged")[-1].value == 0.0
     assert read_scalars(tmp_path, ["train/loss", "numerics/grad_norm"]).keys() == {"train/loss", "numerics/grad_norm"}
 
     raw = tensor_util.make_ndarray(acc.Tensors("custom_scalars__config__")[0].tensor_proto).item()
     layout = layout_pb2.Layout.FromString(raw)
-    assert [c.title for c in layout.category] == ["train", "val", "numerics", "speed"]
+    assert [c.title for c in layout.category] == ["train", "val", "test", "numerics", "speed"]
     charts = {ch.title: list(ch.multiline.tag) for c in layout.category for ch in c.chart}
     assert charts["val/auc"] == ["^val/auc$"]
     logged = set(acc.Tags()["scalars"])
@@ -267,7 +270,7 @@ def test_server_time_series_opens_on_train_and_val(server):
     tags = _get(f"{url}/data/plugin/timeseries/tags")
     scalars = tags["scalars"]["runTagInfo"]  # {run: [tags]}
     groups = sorted({t.split("/")[0] for r in runs for t in scalars[r]})
-    assert groups == ["train", "val", "watch"]  # no hparam/*; train and val are the two groups opened
+    assert groups == ["test", "train", "val", "watch"]  # no hparam/*; test (the held-out split) sorts first
     assert not any(tags["histograms"]["runTagInfo"].values())  # 30-step runs: no histograms to draw blank
     amp = {r for r in runs for t in scalars[r] if t.startswith("watch/amp_")}
     assert amp == {r for r in runs if r.startswith("outputs/")}  # the fp16 scaler only in the fp16 run
@@ -306,7 +309,7 @@ def test_server_hparams_columns_order_and_filters(server):
 def test_server_custom_scalars_every_chart_has_data(server):
     url, runs = server
     layout = _get(f"{url}/data/plugin/custom_scalars/layout")
-    assert [c["title"] for c in layout["category"]] == ["train", "val", "numerics", "speed", "fp16 scaler"]
+    assert [c["title"] for c in layout["category"]] == ["train", "val", "test", "numerics", "speed", "fp16 scaler"]
     for category in layout["category"]:
         for chart in category["chart"]:
             for regex in chart["multiline"]["tag"]:

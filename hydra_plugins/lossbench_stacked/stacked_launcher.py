@@ -52,11 +52,13 @@ def task_config(config: DictConfig) -> DictConfig:
 
 class StackedLauncher(Launcher):
     def __init__(self, max_members: int = 64, max_memory_gb: float = 8.0, stacked: bool = True,
-                 executor: str | None = None, submitit: Any = None) -> None:
-        from lossbench.launch import check_launcher_options
+                 executor: str | None = None, submitit: Any = None, halving_rungs: Any = None) -> None:
+        from lossbench.launch import check_launcher_options, plain_list
 
-        check_launcher_options(max_members, max_memory_gb, executor, stacked)  # each named, before any conversion
+        rungs = plain_list(halving_rungs)
+        check_launcher_options(max_members, max_memory_gb, executor, stacked, rungs)  # each named, before any conversion
         self.max_members, self.max_memory_gb, self.stacked = max_members, float(max_memory_gb), stacked
+        self.halving_rungs = tuple(float(r) for r in rungs)
         self.executor = executor
         self.submitit = OmegaConf.to_container(submitit, resolve=True) if submitit is not None else {}
         self.config: DictConfig | None = None
@@ -91,7 +93,8 @@ class StackedLauncher(Launcher):
         results = [Result(error=NOT_STARTED)] * len(configs) if stop_requested() else run_stacks([(task_config(c), d) for c, d in zip(configs, dirs, strict=True)],
                              max_members=self.max_members, max_memory_gb=self.max_memory_gb, stacked=self.stacked,
                              executor=self.executor, submitit=self.submitit,
-                             folder=Path(str(self.config.hydra.sweep.dir)) / ".submitit")
+                             folder=Path(str(self.config.hydra.sweep.dir)) / ".submitit",
+                             halving_rungs=self.halving_rungs)
         # Each job's record and callbacks, as Hydra's run_job makes them; its "task" hands back the result.
         returns = []
         for config, result in zip(configs, results, strict=True):
