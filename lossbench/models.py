@@ -9,6 +9,7 @@ user's model would apply it, so that the monitors can see both z and the activat
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -41,9 +42,51 @@ class CosineLinear(nn.Module):
         return F.linear(F.normalize(h, dim=1), F.normalize(self.weight, dim=1))
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout whose masks are drawn from ``generator`` (the run's own, :func:`use_generator`) when it is set:
+    a run's masks then depend on its seed alone, are restored with its checkpoint, and are the same whether it
+    trains alone or in a stack (lossbench/stack.py draws each member's masks from that member's generator).
+    Without a generator (a model built outside a run) it is nn.Dropout. Identity in eval mode."""
+
+    generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or self.generator is None:
+            return super().forward(x)
+        return x * dropout_mask(x.shape, self.p, x.device, x.dtype, self.generator)
+
+
+def dropout_mask(shape: torch.Size, p: float, device: torch.device, dtype: torch.dtype,
+                 generator: torch.Generator) -> torch.Tensor:
+    """Inverted dropout's multiplier: 0 with probability p, else 1 / (1 - p)."""
+    keep = torch.empty(shape, device=device, dtype=dtype).bernoulli_(1 - p, generator=generator)
+    return keep.div_(1 - p)
+
+
+def use_generator(model: nn.Module, generator: torch.Generator) -> None:
+    """Draw model's dropout masks from generator (a run's own, which also orders its data)."""
+    for m in model.modules():
+        if isinstance(m, Dropout):
+            m.generator = generator
+
+
+def _sequential(layers: list[nn.Module], dropout: float, after: tuple[int, ...]) -> nn.Sequential:
+    """nn.Sequential of layers, with Dropout(dropout) after the layers at the indices `after` when dropout > 0.
+    The other layers keep the names they have without dropout ('0', '1', ...; a dropout layer after layer i is
+    'dropout<i>'), so that a checkpoint's weights load into the model with or without dropout (model.init_from,
+    a teacher)."""
+    named: list[tuple[str, nn.Module]] = []
+    for i, layer in enumerate(layers):
+        named.append((str(i), layer))
+        if dropout > 0 and i in after:
+            named.append((f"dropout{i}", Dropout(dropout)))
+    return nn.Sequential(OrderedDict(named))
+
+
 def build(mc: DictConfig, input_shape: tuple[int, ...], n_out: int) -> nn.Module:
     n_in = math.prod(input_shape)
     out_layer = CosineLinear if mc.get("cosine_head", False) else nn.Linear
+    dropout = float(mc.get("dropout") or 0.0)  # after each hidden layer's ReLU (Hinton et al. 2012: 0.5)
     if mc.name == "linear":
         model = nn.Sequential(nn.Flatten(), out_layer(n_in, n_out))
     elif mc.name == "mlp":
@@ -52,16 +95,17 @@ def build(mc: DictConfig, input_shape: tuple[int, ...], n_out: int) -> nn.Module
         for h in mc.hidden:
             layers += [nn.Linear(width, h), nn.ReLU()]
             width = h
-        model = nn.Sequential(*layers, out_layer(width, n_out))
-    else:  # cnn, on (N, 1, 28, 28) images
+        layers.append(out_layer(width, n_out))
+        model = _sequential(layers, dropout, after=tuple(range(2, len(layers) - 1, 2)))
+    else:  # cnn, on (N, 1, 28, 28) images; dropout on the fully connected hidden layer (not the conv maps)
         c1, c2 = mc.channels
         side = input_shape[-1] // 4
-        model = nn.Sequential(
+        model = _sequential([
             nn.Conv2d(input_shape[0], c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(), nn.Linear(c2 * side * side, mc.hidden), nn.ReLU(),
             out_layer(mc.hidden, n_out),
-        )
+        ], dropout, after=(8,))
     if mc.init_scale != 1.0:
         with torch.no_grad():
             for p in model.parameters():

@@ -84,6 +84,18 @@ def cli_refused(tmp_path: Path, *args: str, match: str) -> str:
         (["model.head_bias=big"], r"model.head_bias must be null, prior or a finite number, got 'big'"),
         (["loss.name=ce"], r"loss.name='ce' does not match the keys of the chosen loss config.*loss=<name>"),
         (["trainer.target_metric=val/auc", "trainer.target_value=2"], r"trainer.target_value must be in \[0, 1\]"),
+        (["loss.reduction=positives"], r"Unknown loss.reduction='positives'. Valid choices: mean, num_pos, sum"),
+        (["loss=bce_logits", "loss.reduction=num_pos"],
+         r"loss.reduction=num_pos .* is for loss=focal on a sigmoid head; loss=bce_logits .*reduction=mean or sum"),
+        (["loss=focal", "head=softmax", "loss.reduction=num_pos"],
+         r"loss.reduction=num_pos .*head=softmax takes loss.reduction=mean or sum \(on a softmax head"),
+        (["model.dropout=1"], r"model.dropout must be in \[0, 1\), got 1"),
+        (["model.dropout=-0.1"], r"model.dropout must be in \[0, 1\), got -0.1"),
+        (["model=linear", "model.dropout=0.5"], r"model.dropout is not a key of model"),
+        (["data.jitter=2"], r"data.jitter is not a key of data"),
+        (["data=mnist", "data.jitter=-1"], r"data.jitter must be an integer >= 0, got -1"),
+        (["data=mnist", "data.jitter=1.5"], r"data.jitter must be an integer"),
+        (["data=mnist", "data.jitter=28"], r"data.jitter=28 shifts the 28x28 training images .* use 0 \(off\) to 27"),
     ],
 )
 def test_bad_config_is_refused_before_training(tmp_path, overrides, match):

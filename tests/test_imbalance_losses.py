@@ -84,6 +84,54 @@ def test_alpha_defaults_to_torchvision_unless_class_weights_replace_it():
     assert cb(z, y).item() == pytest.approx(want.item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("gamma", [0.0, 2.0])
+@pytest.mark.parametrize("impl", ["stable", "naive"])
+def test_focal_num_pos_is_torchvision_sum_over_the_positives(gamma, impl):
+    """reduction=num_pos: torchvision's sigmoid_focal_loss(reduction="sum") / max(1, positives), as detectron2's
+    RetinaNet and Cui et al.'s code normalise it; on a one-vs-rest head every sample is one positive (K x 'mean')."""
+    z, y = batch(scale=4.0)
+    t = F.one_hot(y, 5).double()
+    obj = objective("focal", "sigmoid", COUNTS, f"loss.gamma={gamma}", f"loss.impl={impl}", "loss.reduction=num_pos")
+    want = sigmoid_focal_loss(z, t, alpha=0.25, gamma=gamma, reduction="sum") / t.sum()
+    assert obj(z, y).item() == pytest.approx(want.item(), rel=1e-12)
+    mean = objective("focal", "sigmoid", COUNTS, f"loss.gamma={gamma}", f"loss.impl={impl}")
+    assert obj(z, y).item() == pytest.approx(5 * mean(z, y).item(), rel=1e-12)
+    # binary head on imbalanced data: 3 positives in 64, the sum / 3 (about 21x 'mean')
+    zb = torch.randn(64, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 3
+    yb = torch.zeros(64, dtype=torch.long)
+    yb[[5, 17, 40]] = 1
+    two = torch.tensor([61, 3])
+    obj = objective("focal", "sigmoid", two, f"loss.gamma={gamma}", f"loss.impl={impl}", "loss.reduction=num_pos")
+    want = sigmoid_focal_loss(zb[:, 0], yb.double(), alpha=0.25, gamma=gamma, reduction="sum") / 3
+    assert obj(zb, yb).item() == pytest.approx(want.item(), rel=1e-12)
+
+
+def test_focal_num_pos_batch_without_positives_is_the_sum_and_gradients_stay_finite():
+    """No positive in the batch: max(1, 0) = 1, the plain sum (detectron2's guard), not a division by zero."""
+    z = torch.tensor([[2.0], [-1.0], [0.5], [-3.0]], dtype=torch.float64, requires_grad=True)
+    y = torch.zeros(4, dtype=torch.long)
+    obj = objective("focal", "sigmoid", torch.tensor([40, 4]), "loss.reduction=num_pos")
+    loss = obj(z, y)
+    want = sigmoid_focal_loss(z[:, 0].detach(), torch.zeros(4, dtype=torch.float64), reduction="sum")
+    assert loss.item() == pytest.approx(want.item(), rel=1e-12) and want.item() > 0
+    loss.backward()
+    assert torch.isfinite(z.grad).all() and (z.grad != 0).all()
+
+
+def test_focal_num_pos_with_class_weights_and_ignored_labels():
+    """Cui et al.: the class-weighted sum over the positive labels; an ignored label (-100) counts neither in the
+    sum nor among the positives."""
+    z, y = batch(n=32, scale=2.0)
+    y[[0, 3, 9]] = -100
+    cfg = make_cfg("loss=focal", "loss.class_weight=effective", "loss.beta=0.99", "loss.reduction=num_pos")
+    obj = losses.build(cfg.loss, "sigmoid", 5, COUNTS, partial=True)
+    keep = y != -100
+    t = F.one_hot(y[keep], 5).double()
+    w = effective(COUNTS, 0.99)[y[keep]].unsqueeze(1)
+    want = (w * focal_sigmoid_reference(z[keep], t, -1, 2.0)).sum() / keep.sum()
+    assert obj(z, y).item() == pytest.approx(want.item(), rel=1e-6)
+
+
 def saturated(dtype=torch.float32):
     """Right and wrong samples with logits far beyond sigmoid's saturation, and moderate ones."""
     z = torch.tensor([[40.0], [-40.0], [40.0], [-40.0], [2.0], [-1.0]], dtype=dtype, requires_grad=True)

@@ -235,3 +235,27 @@ def test_a_run_alone_and_a_stack_meet_the_same_engine_contract(tmp_path):
         engine.step()
         assert engine.predict(list(range(k)), batches.val(torch.arange(k), 0, 8)).shape[:2] == (k, 8)
         engine.sync()
+
+
+@needs_mnist
+@pytest.mark.parametrize("model", [["model=mlp", "model.hidden=[32,16]"], ["model=cnn", "model.channels=[4,8]",
+                                                                          "model.hidden=16"]])
+def test_dropout_and_jitter_members_equal_their_runs_alone(tmp_path, model):
+    """model.dropout and data.jitter draw from each run's own generator: a member of a stack (mixed with members
+    without them, and with another jitter) sees the masks and shifts of its run alone, and a different seed other
+    ones."""
+    common = ["data=mnist", *model, "loss=ce", "data.n_train=512", "data.n_val=256", "trainer.max_steps=30",
+              "trainer.eval_every=15", "trainer.log_every=15", "trainer.threads=1"]
+    grid = [["model.dropout=0.5", "data.jitter=2", "seed=0"], ["model.dropout=0.5", "data.jitter=2", "seed=1"],
+            ["model.dropout=0.5", "data.jitter=1", "seed=0"], ["model.dropout=0.5", "seed=0"]]
+
+    def drop_jobs(root):
+        return [(make_cfg(*common, *ov), root / str(i)) for i, ov in enumerate(grid)]
+
+    alone = train.run_jobs(drop_jobs(tmp_path / "alone"), stacked=False)
+    stacked = train.run_jobs(drop_jobs(tmp_path / "stacked"))
+    assert {s["stack"]["size"] for s in stacked} == {4}
+    for a, b in zip(alone, stacked, strict=True):
+        close(a, b)
+    finals = [a["final"]["val/loss"] for a in alone]
+    assert len(set(finals)) == len(finals)  # seeds and jitters change the draws

@@ -41,7 +41,7 @@ MODELS = ("mlp", "linear", "cnn")
 OPTIMS = ("sgd", "adam", "adamw", "pesg")
 PRECISIONS = ("fp32", "bf16", "fp16")
 ON_NONFINITE = ("stop", "skip", "continue")
-REDUCTIONS = ("mean", "sum")
+REDUCTIONS = ("mean", "sum", "num_pos")  # num_pos: loss=focal on a sigmoid head only (a cross-key rule)
 TASKS = ("multiclass", "binary", "multilabel")
 TASKS_OF = {"synthetic": ("multiclass", "multilabel"), "imbalanced": ("multiclass", "multilabel"),
             "longtail": ("multiclass",), "mnist": TASKS,  # binary is data.n_classes=2 for the synthetic sets
@@ -81,6 +81,8 @@ RANGES: dict[str, Range] = {
     "model.init_scale": POSITIVE,
     "model.hidden": COUNT,  # a width of 0 would train a constant model
     "model.channels": COUNT,
+    "model.dropout": Range(0, 1, hi_open=True),
+    "data.jitter": Range(0, INT64_MAX),  # pixels; below the image side (a cross-key rule below)
     "optim.lr": POSITIVE,
     "optim.weight_decay": Range(0),
     "optim.momentum": Range(0),  # adam/adamw: beta1, in [0, 1) (a cross-key rule below)
@@ -357,6 +359,12 @@ def _validate_loss(cfg: DictConfig, head: str) -> None:
             f"Unknown loss.class_weight={show(cw)}. Valid choices: null, inverse, effective, or a list with "
             "one non-negative weight per class, e.g. loss.class_weight=[1.0,5.0]."
         )
+    if lc.reduction == "num_pos" and (lc.name != "focal" or head != "sigmoid"):
+        raise ConfigError(
+            f"loss.reduction=num_pos (the sum divided by the batch's positive targets, RetinaNet's normalisation) is "
+            f"for loss=focal on a sigmoid head; loss={lc.name} with head={head} takes loss.reduction=mean or sum"
+            + (" (on a softmax head 'mean' already divides by the samples, one positive each)." if lc.name == "focal"
+               else "."))
     spec = loss_registry.get(lc.name)
     if spec.binary_only and not _binary(cfg):
         raise ConfigError(f"loss={lc.name} ranks positives above negatives of a binary task; this task is not "
@@ -400,6 +408,11 @@ def _validate_data(dc: DictConfig) -> None:
                 "every class needs a sample in each split. Lower data.n_classes or raise the split sizes."
             )
     if dc.name == "mnist":
+        side = 28 * (dc.grid if dc.task == "multilabel" else 1)
+        if dc.jitter >= side:
+            raise ConfigError(f"data.jitter={dc.jitter} shifts the {side}x{side} training images by up to that many "
+                              f"pixels, which moves a whole image out of view: use 0 (off) to {side - 1}; Hinton "
+                              "et al. jittered MNIST by up to 2.")
         pos = list(dc.positive_classes)
         if not pos or len(set(pos)) != len(pos) or len(pos) == MNIST_LABELS:
             raise ConfigError(

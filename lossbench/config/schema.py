@@ -107,6 +107,7 @@ class MnistData:
     label_noise: float = MISSING  # training labels
     soft_labels: str | None = MISSING
     unlabeled_frac: float = MISSING
+    jitter: int = MISSING  # random shifts of the training images, up to this many pixels (0 = off)
 
 
 @dataclass
@@ -164,12 +165,14 @@ class LinearModel:
 @dataclass
 class MlpModel(LinearModel):
     hidden: list[int] = MISSING
+    dropout: float = MISSING  # after each hidden layer (0 = off)
 
 
 @dataclass
 class CnnModel(LinearModel):
     channels: list[int] = MISSING
     hidden: int = MISSING
+    dropout: float = MISSING  # after the fully connected hidden layer (0 = off)
 
 
 # --- optimiser, trainer, numerics, logger -------------------------------------------------------------------

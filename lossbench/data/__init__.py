@@ -525,3 +525,16 @@ def share_order(pos: torch.Tensor, neg: torch.Tensor, n_pos: int, steps: int, bs
     p = _cycled(pos, steps * n_pos, gen).view(steps, n_pos)
     n = _cycled(neg, steps * (bs - n_pos), gen).view(steps, bs - n_pos)
     return torch.cat([p, n], dim=1).flatten()
+
+
+def shift_images(x: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+    """data.jitter: each image of x (B, C, H, W) shifted by its own (dy, dx), each drawn uniformly from
+    -n..n pixels, the edge pixels repeated into the gap (MNIST's background: any normalisation keeps it).
+    On x's device from gen, by index arithmetic on the padded batch: no host sync, one draw of 2B integers."""
+    b, _, h, w = x.shape
+    d = torch.randint(0, 2 * n + 1, (2, b, 1), device=x.device, generator=gen)  # offsets into the padded image
+    padded = torch.nn.functional.pad(x, (n, n, n, n), mode="replicate")
+    rows = d[0] + torch.arange(h, device=x.device)  # (B, H): output row i reads padded row i + dy + n
+    cols = d[1] + torch.arange(w, device=x.device)  # (B, W)
+    picked = padded[torch.arange(b, device=x.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    return picked.permute(0, 3, 1, 2)  # the advanced indices' (B, H, W) come first, then C

@@ -109,6 +109,7 @@ class Member:
         self.hist_every = histogram_every(self.cfg.numerics.hist_every, self.max_steps)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.pos_share = tc.get("pos_share")
+        self.jitter = int(self.cfg.data.get("jitter") or 0)  # random shifts of the training images, in pixels
         self._class_indices: tuple[torch.Tensor, torch.Tensor] | None = None
         self.skip_nonfinite = self.on_nonfinite == "skip" and not self.scaler.is_enabled()
         # Gradients are checked every step only where a per-step answer is needed (see numerics.py): the skip
@@ -290,6 +291,9 @@ def build(cfg: DictConfig, plan: Plan, device: torch.device, datasets: dict, pre
     if cfg.model.get("init_from"):
         init_from(model, Path(cfg.model.init_from))
     model.to(device)
+    # the run's own generator: its data order, and its jitter shifts and dropout masks when those are on
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    models.use_generator(model, gen)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     n_train = len(ds.y_train)
     bs = min(tc.batch_size, n_train)
@@ -297,7 +301,7 @@ def build(cfg: DictConfig, plan: Plan, device: torch.device, datasets: dict, pre
     m = Member(
         cfg=cfg, plan=plan, resolved=OmegaConf.to_container(cfg, resolve=True), head=head, ds=ds,
         objective=objective, model=model, optimizer=make_optimizer(cfg.optim, model.parameters(), objective), scaler=scaler,
-        gen=torch.Generator(device=device).manual_seed(cfg.seed),
+        gen=gen,
         monitor=Monitor(device, objective, cfg.numerics.enabled, cfg.numerics.every, scaled_grads=scaler.is_enabled()),
         log=None,  # opened below, once the start step is known
         max_steps=tc.epochs * steps_per_epoch if tc.epochs else tc.max_steps,

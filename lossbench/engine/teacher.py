@@ -116,6 +116,10 @@ def attach(cfg: DictConfig, ds, device, batch_size: int = 8192):
         "train_accuracy": float((v_train.argmax(1)[labelled] == y_train[labelled]).float().mean()),
         "val_accuracy_here": float((v_val.argmax(1) == y_val).float().mean()),
     }
-    t_test = None if ds.x_test is None else losses.pack_teacher(ds.y_test.to(device), logits(ds.x_test))
+    t_test = None
+    if ds.x_test is not None:  # the teacher's own test accuracy (its final weights, as distilled), never chosen on
+        y_test, v_test = ds.y_test.to(device), logits(ds.x_test)
+        info["teacher"]["test_accuracy_here"] = float((v_test.argmax(1) == y_test).float().mean())
+        t_test = losses.pack_teacher(y_test, v_test)
     return replace(ds, t_train=losses.pack_teacher(y_train, v_train), t_val=losses.pack_teacher(y_val, v_val),
                    t_test=t_test, info=info)

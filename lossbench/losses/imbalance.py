@@ -73,10 +73,24 @@ class Focal(Objective):
     Monitors: no clamp (clamped_frac 0); dead_frac counts wrong samples whose logit gradient is exactly 0 (none
     in the stable form); loss_gap is rounding only (the stable form in float32 is :meth:`exact`).
 
+    Reductions: ``mean`` (torchvision's: over all N*K elements), ``sum``, and on the sigmoid head ``num_pos``, the
+    papers' normalisation: the sum divided by the number of positive targets in the batch, max(1, sum t)
+    (detectron2's RetinaNet divides ``sigmoid_focal_loss(reduction="sum")`` by max(1, positive anchors), smoothed by
+    a running average; Cui et al.'s class-balanced code divides the weighted sum by the number of positive labels;
+    ignored labels are not counted). In detection nearly all anchors are easy negatives; in classification with one
+    label per sample that count is N for a one-vs-rest head (a constant factor K over 'mean') and, for a binary head
+    on a 1:100 task, about one positive per batch of 128: about 100x 'mean', a per-batch step size that swings with
+    the count, and max(1, 0) = 1 (the plain sum) for a batch without positives.
+
     Shape: z (N, K), y (N,) long; output scalar.
     """
 
     def __init__(self, gamma: float = 2.0, alpha: float | None = None, impl: str = "stable", **common):
+        self.num_pos = common.get("reduction") == "num_pos"
+        if self.num_pos:
+            if common.get("head", "sigmoid") != "sigmoid":
+                raise ValueError("focal: reduction='num_pos' is for the sigmoid head")
+            common["reduction"] = "sum"  # then divided by the positives (_loss)
         super().__init__(**common)
         if not gamma >= 0 or impl not in FOCAL_IMPLS or (alpha is not None and alpha != -1 and not 0 <= alpha <= 1):
             raise ValueError(f"focal: gamma >= 0, alpha in [0, 1], -1 or None, impl in {FOCAL_IMPLS}; got {gamma}, "
@@ -110,7 +124,12 @@ class Focal(Objective):
     def _loss(self, z: torch.Tensor, y: torch.Tensor, impl: str) -> torch.Tensor:
         terms = self.terms(z, y, impl)
         if self.head == "sigmoid":
-            return self._reduce(terms, y)
+            loss = self._reduce(terms, y)  # the sum, for reduction=num_pos
+            if self.num_pos:
+                t = self.targets(y, terms.dtype)
+                pos = torch.where(self.labelled(y), t, 0).sum() if self.partial else t.sum()  # ignored: not counted
+                loss = loss / pos.clamp_min(1)
+            return loss
         w = self.class_weight
         return softmax_reduce(terms if w is None else terms * w[y].to(terms.dtype), y, w, self.reduction)
 
