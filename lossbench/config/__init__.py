@@ -576,6 +576,7 @@ def preflight(argv: list[str], task_function: Any, config_path: str, config_name
     (the command line's and the sweeper's params) once, and an interval's lower end for its type. Ranges are
     left to each job, where a refused job is recorded as failed and the sweep goes on.
     """
+    config_path = str(config_path)  # a Path (lossbench.config.CONFIGS) is taken too
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import (
         create_automatic_config_search_path,

@@ -78,12 +78,14 @@ ROLES: dict[str, Role] = {
     "data.digits_per_image": S,
     "data.grid": S,
     "data.length": S,
+    "data.jitter": S,  # training images shifted per step by each member's own generator
     # model: the architecture is shared by a stack; its initialisation may differ
     "model.name": RUN,
     "model.hidden": RUN,
     "model.channels": RUN,
     "model.cosine_head": RUN,
     "model.init_from": RUN,
+    "model.dropout": RUN,  # one architecture per stack: the template's dropout layers
     "model.init_scale": S,
     "model.head_bias": S,
     # optim: one optimiser type per stack, its step sizes per member
