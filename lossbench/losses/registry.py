@@ -138,6 +138,12 @@ def register(spec: LossSpec) -> LossSpec:
     return spec
 
 
+def unregister(name: str) -> None:
+    """Remove a loss from the tables (tests; its schema stays in the ConfigStore, unreachable without its YAML)."""
+    _SPECS.pop(name, None)
+    SCHEMAS.pop(name, None)
+
+
 def get(name: str) -> LossSpec:
     return _SPECS[name]
 
