@@ -6,7 +6,7 @@ Three layers, each naming the key:
   ConfigError;
 - ranges and choices of single keys (RANGES, the *_CHOICES tuples) and cross-key rules: `validate`;
 - what needs the data (class-weight lengths, an imbalance leaving a class empty, the MNIST files) is checked
-  next to the code that uses it (data.py, losses.py), still before the first training step.
+  next to the code that uses it (data.py, lossbench/losses/factory.py), still before the first training step.
 """
 
 from __future__ import annotations
