@@ -2,7 +2,7 @@
 
 K, the number of outputs, is fixed by the head (heads.n_outputs): a binary sigmoid head has 1 unit, a
 softmax head 2 units for a binary task; with C classes both have C units (sigmoid = one-vs-rest). The
-head's activation (Sigmoid, LogSoftmax, ...) is applied by the loss pipeline in losses.py, exactly as a
+head's activation (Sigmoid, LogSoftmax, ...) is applied by the loss pipeline in lossbench/losses/, exactly as a
 user's model would apply it, so that the monitors can see both z and the activation's output.
 """
 

@@ -90,7 +90,7 @@ def test_auc_pairwise_equals_a_double_loop_over_pairs(surrogate, monkeypatch):
     obj = losses.build(loss_cfg("auc_pairwise", surrogate=surrogate, margin=0.6), "sigmoid", 2, torch.tensor([20, 10]))
     want = pairwise_brute(z, y, surrogate, 0.6)
     assert float(obj(z.float(), y)) == pytest.approx(want, rel=1e-5)
-    monkeypatch.setattr(losses, "PAIR_CHUNK", 64)  # rows in chunks of 2, as for an evaluation set
+    monkeypatch.setattr(losses.auc, "PAIR_CHUNK", 64)  # rows in chunks of 2, as for an evaluation set
     assert float(obj(z.float(), y)) == pytest.approx(want, rel=1e-5)
 
 

@@ -6,7 +6,7 @@ Three layers, each naming the key:
   ConfigError;
 - ranges and choices of single keys (RANGES, the *_CHOICES tuples) and cross-key rules: `validate`;
 - what needs the data (class-weight lengths, an imbalance leaving a class empty, the MNIST files) is checked
-  next to the code that uses it (data.py, losses.py), still before the first training step.
+  next to the code that uses it (data.py, lossbench/losses/factory.py), still before the first training step.
 """
 
 from __future__ import annotations
@@ -47,8 +47,6 @@ TASKS_OF = {"synthetic": ("multiclass", "multilabel"), "imbalanced": ("multiclas
             "longtail": ("multiclass",), "mnist": TASKS,  # binary is data.n_classes=2 for the synthetic sets
             "breast_cancer": ("binary",), "digits": ("multiclass",), "yeast": ("multilabel",), "shuttle": ("binary",)}
 SOFT_LABELS = ("noise_aware", "bayes")
-SURROGATES = ("squared", "squared_hinge", "logistic")  # loss=auc_pairwise (lossbench.losses.auc)
-AUC_PRIORS = ("train", "batch")  # loss=auc_margin: p from the training split, or each batch (LibAUC's auto=True)
 METRICS = ("loss", "nll", "auc", "ap", "accuracy", "balanced_accuracy", "ece")
 # multi-label runs also have these (metrics.evaluate_multilabel); there accuracy is the subset accuracy
 MULTILABEL_METRICS = ("auc_micro", "f1_micro", "f1_macro", "hamming_loss", "lrap")
@@ -58,7 +56,6 @@ LOWER_IS_BETTER |= {"test/" + k.removeprefix("val/") for k in LOWER_IS_BETTER}
 BOUNDED_METRICS = {"val/auc", "val/ap", "val/accuracy", "val/balanced_accuracy", "val/ece",
                    *(f"val/{m}" for m in MULTILABEL_METRICS)}  # in [0, 1]
 IMBALANCE_PROFILES = ("exp", "step")
-FOCAL_IMPLS = ("stable", "naive")  # loss=focal (lossbench.losses.imbalance)
 MNIST_LABELS = 10
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
@@ -138,15 +135,14 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.name": MODELS,
     "loss.name": LossNames(),
     "loss.reduction": REDUCTIONS,
-    "loss.impl": FOCAL_IMPLS,
     "data.imbalance_profile": IMBALANCE_PROFILES,
     "optim.name": OPTIMS,
     "trainer.precision": PRECISIONS,
     "trainer.on_nonfinite": ON_NONFINITE,
     "trainer.target_metric": METRIC_CHOICES,
     "data.soft_labels": SOFT_LABELS,
-    "loss.surrogate": SURROGATES,
-    "loss.prior": AUC_PRIORS,
+    # a loss's own string keys (loss.impl, loss.surrogate, loss.prior): in its registration
+    **{f"loss.{k}": v for spec in loss_registry.specs() for k, v in spec.choices.items()},
 }
 # String keys whose values are not a fixed list: checked by their own rule (or any string is valid).
 FREE_STRINGS = {
@@ -228,9 +224,10 @@ def validate(cfg: DictConfig) -> None:
     for key, value in flat.items():
         if (rng := range_of(key, loss)) is not None and value is not None:
             _check_number(key, value, rng, _range_owner(key, loss))
-    for key, valid in CHOICES.items():
+    own = loss_registry.get(loss).choices if loss in loss_registry.names() else {}
+    for key, valid in [*CHOICES.items(), *((f"loss.{k}", v) for k, v in own.items())]:
         if flat.get(key) is not None and flat[key] not in valid:
-            raise ConfigError(f"Unknown {key}={flat[key]!r}. Valid choices: {_choices_of(key)}.")
+            raise ConfigError(f"Unknown {key}={flat[key]!r}. Valid choices: {_choices_of(key, valid)}.")
     for group, options in schema.SCHEMAS.items():  # a typed node (as composed; a copy may be a plain dict)
         name, node_type = cfg[group].get("name"), OmegaConf.get_type(cfg[group])
         if name is not None and node_type is not dict and options.get(name) not in (None, node_type):
@@ -301,7 +298,7 @@ def _leaves(cfg: DictConfig) -> list[tuple[str, Any]]:
     return out
 
 
-def _choices_of(key: str) -> str:
+def _choices_of(key: str, valid: Sequence[str]) -> str:
     if key == "head":
         return f"head={choices(HEADS)}, or null for the loss's natural head"
     if key in ("trainer.precision", "loss.name", "data.name", "model.name", "optim.name"):
@@ -311,7 +308,7 @@ def _choices_of(key: str) -> str:
         return f"null, {choices(SOFT_LABELS)}"
     if key in ("objective_metric", "trainer.target_metric"):
         return ", ".join(METRIC_CHOICES) + (", or null for none" if key == "trainer.target_metric" else "")
-    return choices(CHOICES[key])
+    return choices(valid)
 
 
 def range_of(key: str, loss: str | None = None) -> Range | None:

@@ -11,9 +11,7 @@ from torch import nn
 
 from lossbench.errors import ConfigError
 from lossbench.losses.base import Objective
-
-AUC_PRIORS = ("train", "batch")  # auc_margin's p: the training split's positive rate, or each batch's
-SURROGATES = ("squared", "squared_hinge", "logistic")  # auc_pairwise (LibAUC's surrogate losses)
+from lossbench.losses.catalog import AUC_PRIORS, SURROGATES
 
 
 def _positive_rate(counts: torch.Tensor | None, key: str) -> float:

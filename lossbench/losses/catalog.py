@@ -19,6 +19,9 @@ from lossbench.values import POSITIVE, Range, show
 
 _BASIC, _ASL = "lossbench.losses.basic", "lossbench.losses.asymmetric"
 _KD, _IMB, _AUC = "lossbench.losses.distillation", "lossbench.losses.imbalance", "lossbench.losses.auc"
+FOCAL_IMPLS = ("stable", "naive")  # loss.impl: (1 - p_t)^gamma from logits | as commonly written
+AUC_PRIORS = ("train", "batch")  # loss.prior of auc_margin: the training split's positive rate | each batch's
+SURROGATES = ("squared", "squared_hinge", "logistic")  # loss.surrogate of auc_pairwise (LibAUC's surrogate losses)
 
 
 # --- the seeds: BCE on sigmoid or softmax probabilities, BCEWithLogits, CE, NLL and two hand-written ones ----------
@@ -158,7 +161,7 @@ def _check_focal(cfg: Any, head: str) -> None:
 register(LossSpec(
     "focal", f"{_IMB}:Focal", FocalLoss, "sigmoid", color="#882255",  # wine (Tol muted)
     ranges={"gamma": Range(0), "alpha": Range(-1, 1)},  # alpha: [0, 1] or -1 = off, as torchvision (_check_focal)
-    check=_check_focal, skips_unlabelled=False))
+    choices={"impl": FOCAL_IMPLS}, check=_check_focal, skips_unlabelled=False))
 register(LossSpec(
     "ldam", f"{_IMB}:LDAM", LdamLoss, "softmax", color="#332288",  # indigo
     refuses={"sigmoid": "LDAM subtracts a margin from the true class's logit inside a softmax cross-entropy, so "
@@ -226,9 +229,11 @@ AUC_SOFTMAX = ("the AUC losses rank one score per sample, h = sigmoid(z) of a si
                "redundant logit. Use head=sigmoid")
 register(LossSpec(
     "auc_margin", f"{_AUC}:AUCMargin", AucMarginLoss, "sigmoid", color="#EE6677",  # red (Tol bright)
-    refuses={"softmax": AUC_SOFTMAX}, ranges={"margin": POSITIVE}, check=_check_auc_margin, binary_only=True,
+    refuses={"softmax": AUC_SOFTMAX}, ranges={"margin": POSITIVE}, choices={"prior": AUC_PRIORS},
+    check=_check_auc_margin, binary_only=True,
     skips_unlabelled=False))
 register(LossSpec(
     "auc_pairwise", f"{_AUC}:AUCPairwise", AucPairwiseLoss, "sigmoid", color="#4477AA",  # blue (Tol bright)
-    refuses={"softmax": AUC_SOFTMAX}, ranges={"margin": POSITIVE}, check=_check_auc, binary_only=True,
+    refuses={"softmax": AUC_SOFTMAX}, ranges={"margin": POSITIVE}, choices={"surrogate": SURROGATES},
+    check=_check_auc, binary_only=True,
     skips_unlabelled=False))

@@ -33,8 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lossbench.losses.base import BCEFamily, Objective, log_prior, softmax_reduce
-
-FOCAL_IMPLS = ("stable", "naive")
+from lossbench.losses.catalog import FOCAL_IMPLS
 
 
 class Focal(Objective):

@@ -86,6 +86,7 @@ class LossSpec:
     not_multilabel: Mapping[str, str] = field(default_factory=dict)  # head -> why not multi-label, where worth saying
     color: str | None = None  # its colour in every plot (None: one picked from the name)
     ranges: Mapping[str, Range] = field(default_factory=dict)  # its own number keys (loss.<key>): their ranges
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # its own string keys: their valid values
     check: Callable[[Any, str], None] | None = None  # its cross-key rules: check(cfg, head) raises ConfigError
     teacher: bool = False  # its targets are a teacher run's logits packed with the labels (loss.teacher)
     binary_only: bool = False  # single-label binary tasks only
@@ -127,15 +128,21 @@ def register(spec: LossSpec) -> LossSpec:
         raise ValueError(f"loss {spec.name!r}: unknown or refused heads in multilabel/refuses")
     if not dataclasses.is_dataclass(spec.schema) or not issubclass(spec.schema, Loss):
         raise ValueError(f"loss {spec.name!r}: schema must be a dataclass subclassing {__name__}.Loss")
-    unknown = set(spec.ranges) - {f.name for f in dataclasses.fields(spec.schema)}
+    unknown = {*spec.ranges, *spec.choices} - {f.name for f in dataclasses.fields(spec.schema)}
     if unknown:
-        raise ValueError(f"loss {spec.name!r}: ranges for keys its schema lacks: {sorted(unknown)}")
+        raise ValueError(f"loss {spec.name!r}: ranges or choices for keys its schema lacks: {sorted(unknown)}")
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(group="schema/loss", name=spec.name, node=spec.schema)  # lossbench.config.schema.GROUP
     _SPECS[spec.name] = spec
     SCHEMAS[spec.name] = spec.schema
     return spec
+
+
+def unregister(name: str) -> None:
+    """Remove a loss from the tables (tests; its schema stays in the ConfigStore, unreachable without its YAML)."""
+    _SPECS.pop(name, None)
+    SCHEMAS.pop(name, None)
 
 
 def get(name: str) -> LossSpec:
