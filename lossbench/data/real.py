@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig
 
-from lossbench.data import Dataset, default_data_root, imbalance_subset
+from lossbench.data.base import Dataset, default_data_root, imbalance_subset
 from lossbench.errors import DataError
 
 SPLITS = ("train", "val", "test")
