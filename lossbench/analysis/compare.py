@@ -108,21 +108,10 @@ def compare_runs(runs: list[Run], key: str, bundle: tuple[str, ...] = ()) -> Com
     strata: dict[str, list[Run]] = {}
     for r in runs:
         strata.setdefault(", ".join(f"{short_key(k)}={short_value(r.params[k])}" for k in strata_keys), []).append(r)
-
     rows: list[dict[str, Any]] = []
     sections = []
     for stratum, members in strata.items():
-        by_value: dict[str, dict[str, Run]] = {}
-        for r in members:
-            seed = seed_of(r)
-            seeds = by_value.setdefault(json.dumps(r.params[key], default=str), {})
-            if seed is None:
-                notes.append(f"{label(r)} ({r.dir}): no seed in its config; cannot be matched")
-            elif seed in seeds:
-                notes.append(f"{label(r)} seed {seed} ({r.dir}): a second run of the same config and seed; "
-                             f"{seeds[seed].dir} is used")
-            else:
-                seeds[seed] = r
+        by_value = by_seed(members, key, label, notes)
         present = [v for v in values if v in by_value]
         if len(present) < 2:
             for v in present:
@@ -131,66 +120,97 @@ def compare_runs(runs: list[Run], key: str, bundle: tuple[str, ...] = ()) -> Com
                                  f"another {name} with the same config to compare with")
         table = []
         for va, vb in combinations(present, 2):
-            a, b = by_value[va], by_value[vb]
-            la, lb = label(next(iter(a.values()))), label(next(iter(b.values())))
-            for seed, r in [*((s, r) for s, r in a.items() if s not in b), *((s, r) for s, r in b.items() if s not in a)]:
-                other = lb if r in a.values() else la
-                notes.append(f"{label(r)} seed {seed} ({r.dir}): no {other} run with seed {seed} to pair with")
-            matched = [s for s in a if s in b]
-            tested = any(get(r.summary, "best", f"test/{m}") is not None for r in (*a.values(), *b.values())
-                         for m in METRICS)
-            for kind, metric in [*(("final", f"val/{m}") for m in METRICS),
-                                 *((("best", f"test/{m}") for m in METRICS) if tested else ())]:
-                m = metric.removeprefix("val/") if kind == "final" else f"{metric} at val-best"
-                used, missing = [], []
-                for s in matched:
-                    xa, xb = (finite([get(r.summary, kind, metric)]) for r in (a[s], b[s]))
-                    if xa and xb:
-                        used.append((xa[0], xb[0]))
-                    else:
-                        missing += [f"{label(r)} seed {s} ({r.status})" for r, x in ((a[s], xa), (b[s], xb)) if not x]
-                if missing:
-                    what = f"final {metric}" if kind == "final" else f"{metric} at its val-best evaluation"
-                    notes.append(f"{la} − {lb}, {m}: pairs left out, no {what}: {'; '.join(missing)}")
-                higher = metric not in LOWER_IS_BETTER
-                diff = stats.mean_ci([x - y for x, y in used])
-                verdict = stats.verdict(diff, higher, la) if diff.n else "no matched pair has this metric"
-                if used and all(x == y for x, y in used) and len(used) >= 2:
-                    verdict += " (identical in every seed)"
-                ma, mb = stats.mean_ci([x for x, _ in used]).mean, stats.mean_ci([y for _, y in used]).mean
-                rows.append({"stratum": stratum, "A": la, "B": lb, "metric": metric if kind == "final" else
-                             f"{metric} at val-best", "higher_is_better": higher,
-                             "n": diff.n, "mean_A": ma, "mean_B": mb, "diff": diff.mean, "ci_low": diff.low,
-                             "ci_high": diff.high, "detectable": diff.half_width, "verdict": verdict})
-                ci = "–" if diff.n == 0 else stats.format_interval(diff, ".3g")
-                table.append([f"{la} − {lb}", f"{m} {'↑' if higher else '↓'}", str(diff.n),
-                              *(f"{x:.4f}" if diff.n else "–" for x in (ma, mb)), ci,
-                              f"{diff.half_width:.3g}" if diff.n >= stats.MIN_SEEDS else "–", verdict])
+            pair_rows, pair_table = compare_pair(by_value[va], by_value[vb], label, stratum, notes)
+            rows += pair_rows
+            table += pair_table
         if table:
             header = ["A − B", "metric", "seeds", "A", "B", "A − B [95% CI]", "detectable", "verdict"]
             sections.append((f"### {stratum}\n\n" if stratum else "") + markdown(header, table))
     if not rows:
         raise ReportError(f"--compare {name}: no two runs share a seed and the rest of their config; nothing to "
                           f"pair. Keys that vary: {varying}")
-    intro = (f"## Paired differences by {name}: A − B over matched seeds (same seed, same other config), "
-             f"mean [{stats.DESCRIPTION}]\n\n"
-             "val metrics: final evaluation. test metrics (when the runs have a test split): each run's test value at "
-             "its evaluation best on validation for that metric (retrospective selection on validation; the test "
-             "split chooses nothing). "
-             "↑ higher is better, ↓ lower is better. Verdict: better / worse when the interval excludes 0, else "
-             f'"{stats.NO_DIFFERENCE}". detectable: the interval\'s half-width, the smallest mean difference these '
-             "seeds could tell from 0 (a true difference of that size is detected about half the time).\n")
-    if rows and min(r["n"] for r in rows) < 5:
-        intro += ("\nFew seeds: a bootstrap interval from n < 5 values is too narrow (from 3 seeds it is the range of "
-                  "the 3 differences, which holds the true difference only ~75% of the time), so read these verdicts as "
-                  "provisional.\n")
-    if bundled:
-        intro += (f"\n{', '.join(short_key(k) for k in bundled)} changes with {name} in these runs and is compared "
-                  f"as part of it.\n")
-    text = intro + "\n" + "\n\n".join(sections) + "\n"
+    text = intro(name, rows, bundled) + "\n" + "\n\n".join(sections) + "\n"
     if notes:
         text += "\nNot compared (listed, not dropped):\n" + "".join(f"- {n}\n" for n in dict.fromkeys(notes))
     return Comparison(name, text, rows)
+
+
+def by_seed(members: list[Run], key: str, label, notes: list[str]) -> dict[str, dict[str, Run]]:
+    """The runs of one stratum by KEY's value, then by seed (a run without a seed, or a second run of a seed, is
+    noted and left out)."""
+    by_value: dict[str, dict[str, Run]] = {}
+    for r in members:
+        seed = seed_of(r)
+        seeds = by_value.setdefault(json.dumps(r.params[key], default=str), {})
+        if seed is None:
+            notes.append(f"{label(r)} ({r.dir}): no seed in its config; cannot be matched")
+        elif seed in seeds:
+            notes.append(f"{label(r)} seed {seed} ({r.dir}): a second run of the same config and seed; "
+                         f"{seeds[seed].dir} is used")
+        else:
+            seeds[seed] = r
+    return by_value
+
+
+def compare_pair(a: dict[str, Run], b: dict[str, Run], label, stratum: str,
+                 notes: list[str]) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    """Two values' runs, paired by seed: per metric (final val/*, and test/* at the val-best evaluation when the
+    runs have a test split) the rows of the CSV and of the markdown table."""
+    la, lb = label(next(iter(a.values()))), label(next(iter(b.values())))
+    for seed, r in [*((s, r) for s, r in a.items() if s not in b), *((s, r) for s, r in b.items() if s not in a)]:
+        other = lb if r in a.values() else la
+        notes.append(f"{label(r)} seed {seed} ({r.dir}): no {other} run with seed {seed} to pair with")
+    matched = [s for s in a if s in b]
+    tested = any(get(r.summary, "best", f"test/{m}") is not None for r in (*a.values(), *b.values()) for m in METRICS)
+    rows, table = [], []
+    for kind, metric in [*(("final", f"val/{m}") for m in METRICS),
+                         *((("best", f"test/{m}") for m in METRICS) if tested else ())]:
+        m = metric.removeprefix("val/") if kind == "final" else f"{metric} at val-best"
+        used, missing = [], []
+        for s in matched:
+            xa, xb = (finite([get(r.summary, kind, metric)]) for r in (a[s], b[s]))
+            if xa and xb:
+                used.append((xa[0], xb[0]))
+            else:
+                missing += [f"{label(r)} seed {s} ({r.status})" for r, x in ((a[s], xa), (b[s], xb)) if not x]
+        if missing:
+            what = f"final {metric}" if kind == "final" else f"{metric} at its val-best evaluation"
+            notes.append(f"{la} − {lb}, {m}: pairs left out, no {what}: {'; '.join(missing)}")
+        higher = metric not in LOWER_IS_BETTER
+        diff = stats.mean_ci([x - y for x, y in used])
+        verdict = stats.verdict(diff, higher, la) if diff.n else "no matched pair has this metric"
+        if used and all(x == y for x, y in used) and len(used) >= 2:
+            verdict += " (identical in every seed)"
+        ma, mb = stats.mean_ci([x for x, _ in used]).mean, stats.mean_ci([y for _, y in used]).mean
+        rows.append({"stratum": stratum, "A": la, "B": lb, "metric": metric if kind == "final" else
+                     f"{metric} at val-best", "higher_is_better": higher,
+                     "n": diff.n, "mean_A": ma, "mean_B": mb, "diff": diff.mean, "ci_low": diff.low,
+                     "ci_high": diff.high, "detectable": diff.half_width, "verdict": verdict})
+        ci = "–" if diff.n == 0 else stats.format_interval(diff, ".3g")
+        table.append([f"{la} − {lb}", f"{m} {'↑' if higher else '↓'}", str(diff.n),
+                      *(f"{x:.4f}" if diff.n else "–" for x in (ma, mb)), ci,
+                      f"{diff.half_width:.3g}" if diff.n >= stats.MIN_SEEDS else "–", verdict])
+    return rows, table
+
+
+def intro(name: str, rows: list[dict[str, Any]], bundled: list[str]) -> str:
+    """What the comparison's table says, and its caveats (few seeds, keys compared together with KEY)."""
+    text = (f"## Paired differences by {name}: A − B over matched seeds (same seed, same other config), "
+            f"mean [{stats.DESCRIPTION}]\n\n"
+            "val metrics: final evaluation. test metrics (when the runs have a test split): each run's test value at "
+            "its evaluation best on validation for that metric (retrospective selection on validation; the test "
+            "split chooses nothing). "
+            "↑ higher is better, ↓ lower is better. Verdict: better / worse when the interval excludes 0, else "
+            f'"{stats.NO_DIFFERENCE}". detectable: the interval\'s half-width, the smallest mean difference these '
+            "seeds could tell from 0 (a true difference of that size is detected about half the time).\n")
+    if rows and min(r["n"] for r in rows) < 5:
+        text += ("\nFew seeds: a bootstrap interval from n < 5 values is too narrow (from 3 seeds it is the range of "
+                 "the 3 differences, which holds the true difference only ~75% of the time), so read these verdicts "
+                 "as provisional.\n")
+    if bundled:
+        text += (f"\n{', '.join(short_key(k) for k in bundled)} changes with {name} in these runs and is compared "
+                 f"as part of it.\n")
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -240,8 +240,8 @@ def log_ticks(ax) -> None:
 
 def plot_grid(path: Path, groups: list[Group], curves: list[Curves], tags: tuple[str, ...], title: str) -> bool:
     """One row of panels per regime (see layout), one panel per tag, one line per group: the mean over its
-    runs at each step, with a band for the 95% CI of that mean, and each run's own curve thin beside it (x). With a single regime the panels wrap three
-    to a row. Lines that coincide in every panel share a legend entry; those that coincide in one panel only
+    runs at each step, with a band for the 95% CI of that mean, and each run's own curve thin beside it (x).
+    With a single regime the panels wrap three to a row. Lines that coincide in every panel share a legend entry; those that coincide in one panel only
     are named in that panel. False (nothing written) if no tag has data."""
     import matplotlib
 
@@ -255,24 +255,7 @@ def plot_grid(path: Path, groups: list[Group], curves: list[Curves], tags: tuple
         return False
     rows, legend_title = layout(groups)
     seeds = {id(g): runs for g, runs in zip(groups, curves, strict=True)}  # each run's own curve, drawn thin
-    means: dict[int, dict] = {id(g): {} for g in groups}
-    bands = {}
-    spans: dict[str, tuple[float, float, bool]] = {}
-    for tag in present:
-        values = []
-        for g, runs in zip(groups, curves, strict=True):
-            mb = mean_band(runs, tag)
-            if mb is not None:
-                x, mean, low, high = mb
-                means[id(g)][tag] = (x, mean)
-                bands[id(g), tag] = (low, high)
-                values.append(np.concatenate([mean, low, high]))
-        v = np.concatenate(values) if values else np.array([])
-        v = v[np.isfinite(v)]
-        log = bool(len(v) and v.min() > 0 and v.max() / v.min() > 100)  # losses and logits spanning decades
-        t = np.log10(v) if log else v
-        spans[tag] = (float(t.min()), float(t.max()), log) if len(t) else (0.0, 1.0, False)
-
+    means, bands, spans = panel_data(groups, curves, present)
     entries = [legend_entries(r.lines, [means[id(ln.group)] for ln in r.lines], spans) for r in rows]
     longest = max(len(s) for s in [legend_title, *(label for e in entries for _, label in e)])
     legend_w = min(max(1.5, 0.065 * longest + 0.8), 5.0)
@@ -306,19 +289,8 @@ def plot_grid(path: Path, groups: list[Group], curves: list[Curves], tags: tuple
                                   marker=ln.marker if m else "x", ms=4))
         merged = {frozenset(members) for members, _ in row_entries}
         for ax, tag in zip(axes, present, strict=True):
-            if spans[tag][2]:
-                ax.set_yscale("log")
-                log_ticks(ax)
-            notes = panel_notes(row.lines, [means[id(ln.group)] for ln in row.lines], tag, spans[tag], merged)
-            # wrapped to the panel's width (~46 characters at this size), or they run into the next title
-            text = [w for n in notes for w in textwrap.wrap(f"{n}: lines overlap", 46)]
-            ax.set_title(tag, fontsize=9, pad=5 + 9 * len(text))
-            if text:  # under the title, not over the data
-                ax.text(0.5, 1.01, "\n".join(text), transform=ax.transAxes,
-                        fontsize=6.5, color="0.25", ha="center", va="bottom")
-            ax.set_xlabel("step", fontsize=8)
-            ax.tick_params(which="both", labelsize=7)
-            ax.grid(alpha=0.3)
+            style_panel(ax, tag, spans[tag],
+                        panel_notes(row.lines, [means[id(ln.group)] for ln in row.lines], tag, spans[tag], merged))
         leg = sub.add_subplot(gs[:, -1])
         leg.axis("off")
         leg.legend([tuple(handles[j] for j in members) if len(members) > 1 else handles[members[0]]
@@ -328,6 +300,45 @@ def plot_grid(path: Path, groups: list[Group], curves: list[Curves], tags: tuple
     fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)
     return True
+
+
+def panel_data(groups: list[Group], curves: list[Curves], present: list[str]) -> tuple[dict, dict, dict]:
+    """Per group and tag the mean curve (x, mean) and its band (low, high); per tag the span of all of them
+    (lo, hi, log): a log scale where the values span more than two decades (losses, logits)."""
+    means: dict[int, dict] = {id(g): {} for g in groups}
+    bands = {}
+    spans: dict[str, tuple[float, float, bool]] = {}
+    for tag in present:
+        values = []
+        for g, runs in zip(groups, curves, strict=True):
+            mb = mean_band(runs, tag)
+            if mb is not None:
+                x, mean, low, high = mb
+                means[id(g)][tag] = (x, mean)
+                bands[id(g), tag] = (low, high)
+                values.append(np.concatenate([mean, low, high]))
+        v = np.concatenate(values) if values else np.array([])
+        v = v[np.isfinite(v)]
+        log = bool(len(v) and v.min() > 0 and v.max() / v.min() > 100)
+        t = np.log10(v) if log else v
+        spans[tag] = (float(t.min()), float(t.max()), log) if len(t) else (0.0, 1.0, False)
+    return means, bands, spans
+
+
+def style_panel(ax, tag: str, span: tuple[float, float, bool], notes: list[str]) -> None:
+    """A panel's scale, title, overlap notes (wrapped to its width, ~46 characters, under the title and not over
+    the data), axis label and grid."""
+    if span[2]:
+        ax.set_yscale("log")
+        log_ticks(ax)
+    text = [w for n in notes for w in textwrap.wrap(f"{n}: lines overlap", 46)]
+    ax.set_title(tag, fontsize=9, pad=5 + 9 * len(text))
+    if text:
+        ax.text(0.5, 1.01, "\n".join(text), transform=ax.transAxes, fontsize=6.5, color="0.25", ha="center",
+                va="bottom")
+    ax.set_xlabel("step", fontsize=8)
+    ax.tick_params(which="both", labelsize=7)
+    ax.grid(alpha=0.3)
 
 
 def seed_lines(ax, runs: Curves, tag: str, line: Line) -> None:

@@ -395,8 +395,8 @@ def fit(members: list[Member], rt: Runtime, t0: float, prune: Prune | None = Non
     each with the process's exit code (128 + signal after a stop signal, else 0) and its directory.
 
     prune(step, active, members): called after each evaluation of every active member (successive halving,
-    lossbench.sweeps.halving.Halving); the indices into active it returns end there as 'pruned' (recorded, then dropped from
-    the stack as a diverged member is). It may read validation records only."""
+    lossbench.sweeps.halving.Halving); the indices into active it returns end there as 'pruned' (recorded, then
+    dropped from the stack as a diverged member is). It may read validation records only."""
     max_steps, spe, bs = members[0].max_steps, members[0].steps_per_epoch, members[0].batch_size
     if len(members) > 1:
         for k, m in enumerate(members):
@@ -412,26 +412,25 @@ def fit(members: list[Member], rt: Runtime, t0: float, prune: Prune | None = Non
             t_loop, c_loop = time.perf_counter(), time.process_time()
             window = (time.perf_counter(), members[0].start_step)  # since the last log point: (time, step)
             for step in range(members[0].start_step, max_steps):
-                if stop.requested:  # between steps (or before the first: a signal while the stack was loading)
+                # stop between steps (or before the first: a signal while the stack was loading)
+                if stop.requested:
                     clock["train"] += time.perf_counter() - window[0]
                     for m in stack.members:
                         m.status = "interrupted"
                     break
+                # the batch: a new epoch gives each member its own order
                 active = stack.members
-                if step % spe == 0 or active[0].perm is None:  # a new epoch: each member its own order
+                if step % spe == 0 or active[0].perm is None:
                     batches.new_epoch(rt.device)
+                # forward, backward, update: no host sync from here to the update
                 skip = [m.skip_nonfinite for m in active] if any(m.skip_nonfinite for m in active) else None
                 with rt.no_sync():
                     z = train_step(stack, batches, step % spe, bs, step, stack.monitor.wants_detail(step), rt.amp,
                                    any(m.grads_every_step for m in active), skip)
                 done = step + 1
-                for k, m in enumerate(active):
-                    m.steps = done
-                    if m.hist_every and done % m.hist_every == 0:
-                        zk = z[k].detach()
-                        m.log.histograms(done, zk, m.objective.probs(zk))
-                # An interrupt logs and evaluates nothing extra: the unread monitor window goes into the
-                # checkpoint, so that a resumed run logs exactly what an uninterrupted one would.
+                step_records(active, z, done)
+                # log: the monitors' window. An interrupt logs and evaluates nothing extra: the unread window goes
+                # into the checkpoint, so that a resumed run logs exactly what an uninterrupted one would.
                 if done % rt.log_every == 0 or done == max_steps:
                     windows = stack.monitor.read_all()  # the host read: the device's queued work is done here
                     clock["train"] += time.perf_counter() - window[0]
@@ -440,6 +439,7 @@ def fit(members: list[Member], rt: Runtime, t0: float, prune: Prune | None = Non
                     shown.update(done, [w["train/loss"] for w in windows],
                                  [m.final.get(shown.metric) for m in active], len(active))
                     window = (time.perf_counter(), done)
+                # evaluate (the diverged at once: their last values), then prune on validation
                 rows = [k for k, m in enumerate(active)
                         if m.status == "diverged" or done % rt.eval_every == 0 or done == max_steps]
                 if rows:
@@ -450,48 +450,17 @@ def fit(members: list[Member], rt: Runtime, t0: float, prune: Prune | None = Non
                     if prune is not None and len(rows) == len(active) and done < max_steps:
                         for k in prune(done, active, members):
                             active[k].status = "pruned"
-                saving = [m for m in active if m.ckpt_every and done % m.ckpt_every == 0 and m.status == "running"]
-                if saving:
-                    stack.sync()
-                    for m in saving:
-                        m.checkpoint(done)
-                if any(m.status in ("diverged", "pruned") for m in active):  # a result: recorded now; the others go on
-                    stack.sync()
-                    for m in active:
-                        if m.status in ("diverged", "pruned"):
-                            m.finish(times())
-                    keep = [k for k, m in enumerate(active) if m.status == "running"]
-                    if not keep:
-                        break
-                    stack.drop(keep)
-                    batches.set_members(stack.members)
+                # checkpoint, then drop the members that ended (diverged, pruned): results, recorded now
+                save_checkpoints(stack, active, done)
+                if not drop_ended(stack, batches, active, times):
+                    break
             clock["loop"], clock["cpu"] = time.perf_counter() - t_loop, time.process_time() - c_loop
-            stack.sync()
-            for m in [m for m in stack.members if not m.finished]:
-                if m.status == "running":
-                    m.status = end_status(m)
-                if m.status in ("completed", "interrupted"):
-                    m.checkpoint(m.steps)
-                m.finish(times())
+            finish_all(stack, times)
     except BaseException as e:
         shown.close()
-        with contextlib.suppress(Exception):  # what the stack holds of each member: as far as it can be had
-            stack.sync()
-        for m in members:
-            if not m.finished:
-                if m.status != "diverged":
-                    m.status, m.summary["error"] = "failed", str(e) if isinstance(e, DiskFull) else \
-                        f"{type(e).__name__}: {e}"
-                if isinstance(e, DiskFull):
-                    m.back_to_checkpoint()
-                m.finish(times())
-        if isinstance(e, RuntimeError) and "does not have a deterministic implementation" in str(e) and \
-                torch.are_deterministic_algorithms_enabled():
-            raise ConfigError(
-                f"trainer.deterministic=true, but an operation of this run has no deterministic kernel on "
-                f"{rt.device.type}: PyTorch says \"{str(e).split('.')[0]}\". Use trainer.deterministic=false (runs "
-                "are then reproducible only up to floating-point summation order), or another model/loss."
-            ) from None
+        record_failed(stack, members, e, times)
+        if (why := no_deterministic_kernel(e, rt)) is not None:
+            raise why from None
         raise
     shown.close()
     # A stop signal also counts when it came during the last evaluation or the writing of the results.
@@ -499,3 +468,74 @@ def fit(members: list[Member], rt: Runtime, t0: float, prune: Prune | None = Non
     for m in members:
         m.summary.update(exit_code=exit_code, out_dir=str(m.out_dir))
     return [m.summary for m in members]
+
+
+def step_records(active: list[Member], z: torch.Tensor, done: int) -> None:
+    """Each member's step count, and its logits' and probabilities' histograms when due."""
+    for k, m in enumerate(active):
+        m.steps = done
+        if m.hist_every and done % m.hist_every == 0:
+            zk = z[k].detach()
+            m.log.histograms(done, zk, m.objective.probs(zk))
+
+
+def save_checkpoints(stack: Engine, active: list[Member], done: int) -> None:
+    """The running members whose trainer.ckpt_every falls on this step (the stack's state synced first)."""
+    saving = [m for m in active if m.ckpt_every and done % m.ckpt_every == 0 and m.status == "running"]
+    if saving:
+        stack.sync()
+        for m in saving:
+            m.checkpoint(done)
+
+
+def drop_ended(stack: Engine, batches: Batches, active: list[Member], times: Callable[[], dict]) -> bool:
+    """Finish the members that diverged or were pruned and go on without them; False when none is left."""
+    if not any(m.status in ("diverged", "pruned") for m in active):
+        return True
+    stack.sync()
+    for m in active:
+        if m.status in ("diverged", "pruned"):
+            m.finish(times())
+    keep = [k for k, m in enumerate(active) if m.status == "running"]
+    if not keep:
+        return False
+    stack.drop(keep)
+    batches.set_members(stack.members)
+    return True
+
+
+def finish_all(stack: Engine, times: Callable[[], dict]) -> None:
+    """The loop's end: each member still in the stack gets its status, its last checkpoint and its summary."""
+    stack.sync()
+    for m in [m for m in stack.members if not m.finished]:
+        if m.status == "running":
+            m.status = end_status(m)
+        if m.status in ("completed", "interrupted"):
+            m.checkpoint(m.steps)
+        m.finish(times())
+
+
+def record_failed(stack: Engine, members: list[Member], e: BaseException, times: Callable[[], dict]) -> None:
+    """An exception in the loop: every unfinished member ends 'failed' with the error, its summary written
+    (after a full disk, from its last checkpoint)."""
+    with contextlib.suppress(Exception):  # what the stack holds of each member: as far as it can be had
+        stack.sync()
+    for m in members:
+        if not m.finished:
+            if m.status != "diverged":
+                m.status, m.summary["error"] = "failed", str(e) if isinstance(e, DiskFull) else \
+                    f"{type(e).__name__}: {e}"
+            if isinstance(e, DiskFull):
+                m.back_to_checkpoint()
+            m.finish(times())
+
+
+def no_deterministic_kernel(e: BaseException, rt: Runtime) -> ConfigError | None:
+    """trainer.deterministic=true met an operation without a deterministic kernel: said as the config's fault."""
+    if isinstance(e, RuntimeError) and "does not have a deterministic implementation" in str(e) and \
+            torch.are_deterministic_algorithms_enabled():
+        return ConfigError(
+            f"trainer.deterministic=true, but an operation of this run has no deterministic kernel on "
+            f"{rt.device.type}: PyTorch says \"{str(e).split('.')[0]}\". Use trainer.deterministic=false (runs "
+            "are then reproducible only up to floating-point summation order), or another model/loss.")
+    return None
