@@ -25,7 +25,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lossbench.config import CONFIGS, fastconfig, preflight
+from lossbench.config import CONFIGS, fastconfig
+from lossbench.config.preflight import preflight
 from lossbench.errors import LossbenchError
 from lossbench.runs.signals import Interrupted, hand_over, note, stop_requested
 from lossbench.store import DiskFull

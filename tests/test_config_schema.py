@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from lossbench import config
-from lossbench.config import Range, schema
+from lossbench.config import Range, preflight, schema
 from lossbench.losses import registry
 from tests.conftest import CONFIGS
 from tests.inprocess import run_cli
@@ -250,8 +250,8 @@ def test_presets_and_sweeps_pass_the_preflight(tmp_path):
 
     presets = [f"experiment={p.stem}" for p in (CONFIGS / "experiment").glob("*.yaml")]
     for preset in [*presets, "hparams_search=optuna", "+regime=scale50_fp16", "+heads=softmax_bce"]:
-        config.preflight([preset], main, MAIN_CONFIGS, "config")
-        config.preflight(["-m", preset, "seed=0,1"], main, MAIN_CONFIGS, "config")
+        preflight.preflight([preset], main, MAIN_CONFIGS, "config")
+        preflight.preflight(["-m", preset, "seed=0,1"], main, MAIN_CONFIGS, "config")
     r = run_cli("-m", "seed=0,abc", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert r.returncode == 2 and r.stderr == "lossbench: error: seed must be an integer, got 'abc'.\n"
     r = run_cli("hparams_search=optuna", "trainer.batch_size=interval(0.5,8.5)", f"hydra.sweep.dir={tmp_path / 's'}")

@@ -2,7 +2,7 @@
 
 Hydra composes every job of a sweep from scratch (the defaults tree, every YAML file, every structured-config
 merge), twice: the basic sweeper's `validate_batch_is_legal` composes each job, then the launcher composes it
-again, and `lossbench.config.preflight` composes the command line before both. `install()` replaces Hydra's
+again, and `lossbench.config.preflight.preflight` composes the command line before both. `install()` replaces Hydra's
 `ConfigLoaderImpl.load_configuration` and `load_sweep_config` (hydra-core is pinned to 1.3) by:
 
 - `load_configuration` (run mode RUN): Hydra's own steps, split where the command line's value overrides come

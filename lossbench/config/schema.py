@@ -10,7 +10,7 @@ first in its defaults list, and Hydra merges the YAML into it:
       - _self_
 
 so a value of the wrong type, from the command line or a preset, fails while Hydra composes, with the key's
-name (`lossbench.config.preflight` turns that into one `lossbench: error:` line). Ranges, choices and
+name (`lossbench.config.preflight.preflight` turns that into one `lossbench: error:` line). Ranges, choices and
 cross-key rules are checked in `lossbench.config.validate`.
 
 Adding a dataset or a model:

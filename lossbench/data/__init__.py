@@ -188,6 +188,11 @@ def mnist_val_test(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(np.sort(val)), torch.from_numpy(np.sort(test))
 
 
+def mnist_pixels(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """uint8 images (N, 28, 28) -> normalised float32 (N, 1, 28, 28), times data.scale (in place: one copy)."""
+    return x.float().div_(255.0).sub_(MNIST_MEAN).div_(MNIST_STD).mul_(scale).unsqueeze(1)
+
+
 def _subset(n: int | None, size: int) -> torch.Tensor:
     """data.n_val of a held-out half: a random subset, the same for every seed (all of it for null)."""
     if n is None or n >= size:
@@ -220,10 +225,8 @@ def mnist(dc: DictConfig) -> Dataset:
                                 gen, binary=dc.task == "binary", what="MNIST")
         x_train, y_train = x_train[keep], y_train[keep]
 
-    def prep(x: torch.Tensor) -> torch.Tensor:
-        return x.float().div_(255.0).sub_(MNIST_MEAN).div_(MNIST_STD).mul_(dc.scale).unsqueeze(1)  # in place: one copy
-
-    return Dataset("mnist", prep(x_train), y_train, prep(x_val), y_val, n_classes, x_test=prep(x_test), y_test=y_test)
+    return Dataset("mnist", mnist_pixels(x_train, dc.scale), y_train, mnist_pixels(x_val, dc.scale), y_val, n_classes,
+                   x_test=mnist_pixels(x_test, dc.scale), y_test=y_test)
 
 
 # --- training-label options: noise, soft labels, unlabelled samples -----------------------------------------
@@ -357,13 +360,11 @@ def mnist_multilabel(dc: DictConfig) -> Dataset:
     lo, hi = (int(v) for v in dc.digits_per_image)
     grid = int(dc.grid)
 
-    def prep(x: torch.Tensor) -> torch.Tensor:
-        return x.float().div_(255.0).sub_(MNIST_MEAN).div_(MNIST_STD).mul_(dc.scale).unsqueeze(1)  # in place: one copy
-
     xt, yt = _compose(x_train, y_train, dc.n_train or 60000, lo, hi, grid, _rng(int(dc.seed), "mnist_multilabel"))
     xv, yv = _compose(x_held[val], y_held[val], dc.n_val or 10000, lo, hi, grid, _rng(0, "mnist_multilabel_val"))
     xs, ys = _compose(x_held[test], y_held[test], dc.n_val or 10000, lo, hi, grid, _rng(0, "mnist_multilabel_test"))
-    return Dataset("mnist", prep(xt), yt, prep(xv), yv, 10, task="multilabel", x_test=prep(xs), y_test=ys)
+    pix = lambda x: mnist_pixels(x, dc.scale)  # noqa: E731
+    return Dataset("mnist", pix(xt), yt, pix(xv), yv, 10, task="multilabel", x_test=pix(xs), y_test=ys)
 
 
 def _compose(x: torch.Tensor, y: torch.Tensor, n: int, lo: int, hi: int, grid: int,

@@ -268,7 +268,7 @@ def training_tensors(args: argparse.Namespace, cfg: DictConfig, device: torch.de
         gen = torch.Generator().manual_seed(0)
         u8 = (torch.randint(0, 256, (args.n_train, 28, 28), dtype=torch.uint8, generator=gen),
               torch.randint(0, 10, (args.n_train,), generator=gen))
-        x = ((u8[0].float() / 255 - data.MNIST_MEAN) / data.MNIST_STD).unsqueeze(1)
+        x = data.mnist_pixels(u8[0], 1.0)
         y = u8[1]
         source = "synthetic data of MNIST's shape (no MNIST under --data-root / LOSSBENCH_DATA_DIR)"
     return x.to(device), y.to(device), u8, source
