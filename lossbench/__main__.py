@@ -79,7 +79,7 @@ def main(cfg: DictConfig) -> float | None:
         from lossbench.engine import train  # torch is imported here, after Hydra has parsed the command line
         from lossbench.engine.plan import record_failure
 
-        summary = train.run(cfg, out_dir, jobs=parallel_jobs(hc))
+        summary = train.run(cfg, out_dir, jobs=parallel_jobs(hc), record=multirun)  # a sweep job's failure: recorded
     except Interrupted:  # a single run stopped before training: it leaves nothing behind
         rundir.discard(out_dir, hc.output_subdir)
         raise
@@ -94,17 +94,16 @@ def main(cfg: DictConfig) -> float | None:
         # A single run refused before training leaves no directory behind; a sweep job's says failed, unless the
         # directory holds another run: then it is left as it was (.hydra/ too) and the job is listed as refused.
         if multirun:
-            if not record_failure(out_dir, cfg, str(e)):
+            if isinstance(e, train.Refused):
                 refuse_job(out_dir, hc, str(e))
             return None  # a sweep goes on (see sweep_value)
         if not rundir.discard(out_dir, hc.output_subdir):
             record_failure(out_dir, cfg, str(e))
         sys.exit(1 if isinstance(e, DiskFull) else 2)  # a full disk is no bad input
-    except Exception as e:
+    except Exception:
         if not multirun:
             raise
-        traceback.print_exc()
-        record_failure(out_dir, cfg, f"{type(e).__name__}: {e}")
+        traceback.print_exc()  # its summary says failed (train.run_jobs recorded it)
         return None
     if multirun and summary.get("skipped"):
         rundir.restore_job(out_dir, hc.output_subdir)  # the directory keeps the record of the run it holds

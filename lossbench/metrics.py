@@ -30,28 +30,25 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lossbench.losses import log1mexp
+from lossbench.losses import head_probabilities, log1mexp
 
 
 def probabilities(z: torch.Tensor, head: str) -> torch.Tensor:
     """(N, C) class probabilities from logits (float32). A sigmoid one-vs-rest head is normalised."""
-    z = z.float()
+    p = head_probabilities(z.float(), head)
     if head == "softmax":
-        return torch.softmax(z, dim=1)
-    if z.shape[1] == 1:
-        p1 = torch.sigmoid(z[:, 0])
-        return torch.stack([1 - p1, p1], dim=1)
-    s = torch.sigmoid(z)
-    return s / s.sum(dim=1, keepdim=True)
+        return p
+    if p.shape[1] == 1:
+        return torch.stack([1 - p[:, 0], p[:, 0]], dim=1)
+    return p / p.sum(dim=1, keepdim=True)
 
 
 def scores(z: torch.Tensor, head: str) -> torch.Tensor:
     """Ranking scores for AUC/AP: the positive-class probability (N,) for binary tasks, else (N, C)
     per-class probabilities (raw sigmoids for one-vs-rest, which need not sum to 1)."""
-    z = z.float()
+    p = head_probabilities(z.float(), head)
     if head == "sigmoid":
-        return torch.sigmoid(z[:, 0]) if z.shape[1] == 1 else torch.sigmoid(z)
-    p = torch.softmax(z, dim=1)
+        return p[:, 0] if p.shape[1] == 1 else p
     return p[:, 1] if p.shape[1] == 2 else p
 
 
@@ -166,8 +163,7 @@ def per_class_recall(z: torch.Tensor, y: torch.Tensor, head: str, n_classes: int
 def label_probabilities(z: torch.Tensor, head: str) -> torch.Tensor:
     """Per-label probabilities (N, C) of a multi-label model, float32: sigmoid(z), or softmax(z) for a softmax
     head (which cannot give two labels more than 0.5 each: the point of comparing it)."""
-    z = z.float()
-    return torch.sigmoid(z) if head == "sigmoid" else torch.softmax(z, dim=1)
+    return head_probabilities(z.float(), head)
 
 
 def bernoulli_nll(z: torch.Tensor, y: torch.Tensor, head: str) -> torch.Tensor:

@@ -45,7 +45,7 @@ class CosineLinear(nn.Module):
 class Dropout(nn.Dropout):
     """nn.Dropout whose masks are drawn from ``generator`` (the run's own, :func:`use_generator`) when it is set:
     a run's masks then depend on its seed alone, are restored with its checkpoint, and are the same whether it
-    trains alone or in a stack (lossbench/stack.py draws each member's masks from that member's generator).
+    trains alone or in a stack (lossbench/engine/stack.py draws each member's masks from that member's generator).
     Without a generator (a model built outside a run) it is nn.Dropout. Identity in eval mode."""
 
     generator: torch.Generator | None = None

@@ -36,11 +36,11 @@ from lossbench.analysis.runs import (
     markdown,
     short_value,
 )
+from lossbench.config import MULTILABEL_METRICS
 from lossbench.engine import diagnosis
 from lossbench.errors import LossbenchError
 
 # multi-label runs' own metrics, as columns when a run has them (there ap = mAP, accuracy = subset accuracy)
-MULTILABEL_METRICS = ("f1_micro", "f1_macro", "hamming_loss", "lrap", "auc_micro")
 CURVES = ("val/auc", "val/ap", "val/balanced_accuracy", "val/nll", "val/ece", "val/loss", "val/f1_macro",
           "val/f1_micro")
 NUMERICS = ("train/loss", "numerics/saturated_frac", "numerics/dead_frac", "numerics/clamped_frac",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lossbench import config
 from lossbench.config import flatten, keys
 from lossbench.engine import diagnosis
 from lossbench.errors import LossbenchError
@@ -173,7 +174,7 @@ def get(summary: dict, *keys: str) -> Any:
     return summary
 
 
-METRICS = ("auc", "ap", "accuracy", "balanced_accuracy", "nll", "ece")
+METRICS = tuple(m for m in config.METRICS if m != "loss")  # the report's columns: what each loss is scored by
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:

@@ -46,9 +46,10 @@ TASKS_OF = {"synthetic": ("multiclass", "multilabel"), "imbalanced": ("multiclas
             "longtail": ("multiclass",), "mnist": TASKS,  # binary is data.n_classes=2 for the synthetic sets
             "breast_cancer": ("binary",), "digits": ("multiclass",), "yeast": ("multilabel",), "shuttle": ("binary",)}
 SOFT_LABELS = ("noise_aware", "bayes")
-METRICS = ("loss", "nll", "auc", "ap", "accuracy", "balanced_accuracy", "ece")
+# The metric catalogue, in the report's column order (every evaluation computes these; lossbench/metrics.py)
+METRICS = ("loss", "auc", "ap", "accuracy", "balanced_accuracy", "nll", "ece")
 # multi-label runs also have these (metrics.evaluate_multilabel); there accuracy is the subset accuracy
-MULTILABEL_METRICS = ("auc_micro", "f1_micro", "f1_macro", "hamming_loss", "lrap")
+MULTILABEL_METRICS = ("f1_micro", "f1_macro", "hamming_loss", "lrap", "auc_micro")
 LOWER_IS_BETTER = {"val/loss", "val/nll", "val/ece", "val/hamming_loss", "val/posthoc/nll", "val/posthoc/ece"}
 # the test split's metrics, named as validation's (reported only: never compared to choose)
 LOWER_IS_BETTER |= {"test/" + k.removeprefix("val/") for k in LOWER_IS_BETTER}

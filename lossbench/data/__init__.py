@@ -9,7 +9,7 @@ Three splits: train (fitted), validation (``*_val``: every choice is made on it:
 any tuned knob) and test (``*_test``: reported, never used to choose). Synthetic data draws the test split
 after the validation split from the same generator (same size and class profile as validation), so train and
 validation are unchanged by it; MNIST halves its 10,000 test images into validation and test, stratified by digit,
-fixed (``TEST_SPLIT_SEED``, the same for every run seed); the real sets keep or cut their own (lossbench/real.py).
+fixed (``TEST_SPLIT_SEED``, the same for every run seed); the real sets keep or cut their own (lossbench/data/real.py).
 
 Training-label options (training split only; validation and test labels stay clean and complete):
 - ``data.label_noise`` e: each training label is replaced, with probability e, by a uniformly drawn *other*

@@ -158,24 +158,15 @@ class Runtime:
 # --- entry points ----------------------------------------------------------------------------------------------
 
 
-def run(cfg: DictConfig, out_dir: Path, jobs: int = 1) -> dict:
-    """Train and evaluate one configuration: a stack of one. Writes out_dir/summary.json (atomically) and
-    TensorBoard events; returns the summary. Raises LossbenchError for bad input, before training."""
-    t0 = time.perf_counter()
-    validate(cfg)
-    p = plan(cfg, Path(out_dir), None if cfg.trainer.epochs else cfg.trainer.max_steps)
-    with run_lock(p.out_dir):  # two processes never write into one directory at once
-        if p.action == "skip":
-            return skipped(p)
-        rt = Runtime.start(cfg, jobs)
-        check_precision(rt.precision, rt.device, cfg.loss.name)
-        try:
-            m = build(cfg, p, rt.device, {}, rt.precision)
-        except Interrupted:  # while loading: a fresh run leaves nothing behind
-            if p.action == "fresh":
-                discard(p.out_dir)
-            raise
-        return fit([m], rt, t0)[0]
+def run(cfg: DictConfig, out_dir: Path, jobs: int = 1, record: bool = False) -> dict:
+    """Train and evaluate one configuration: run_jobs' path with a stack of one. Writes out_dir/summary.json
+    (atomically) and TensorBoard events; returns the summary. Raises the error that stopped it (LossbenchError
+    for bad input, before training), recorded in the directory only with record=True (a sweep's job; a single
+    run refused leaves nothing behind). jobs: how many jobs share this machine's cores."""
+    result = run_jobs([(cfg, Path(out_dir))], stacked=False, record=record, jobs_per_machine=jobs)[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 def skipped(p: Plan) -> dict:
@@ -197,10 +188,13 @@ Prune = Callable[[int, list[Member], list[Member]], list[int]]
 
 
 def run_jobs(jobs: list[tuple[DictConfig, Path]], max_members: int = 64, max_memory_gb: float = 8.0,
-             stacked: bool = True, prune: Prune | None = None) -> list[dict | BaseException]:
-    """A sweep's jobs, trained in stacks (or one by one with stacked=False). Returns, per job, its summary or the
-    error that stopped it; a failed job never stops the others. Each job's failure is recorded in its
-    directory (status failed) unless the directory holds another run's files. prune: see fit()."""
+             stacked: bool = True, prune: Prune | None = None, record: bool = True,
+             jobs_per_machine: int = 1) -> list[dict | BaseException]:
+    """The one path of every job, alone or in a sweep: validate, plan, lock, start, build, fit. Jobs are trained
+    in stacks (or one by one with stacked=False). Returns, per job, its summary or the error that stopped it; a
+    failed job never stops the others. record: each job's failure is recorded in its directory (status failed)
+    unless the directory holds another run's files; without it, a fresh directory interrupted while loading is
+    removed again. prune: see fit(). jobs_per_machine: processes sharing the cores (torch's threads)."""
     results: list[dict | BaseException | None] = [None] * len(jobs)
     plans: dict[int, Plan] = {}
     stops = stops_received()  # a stop signal during this call: the jobs not yet started are not started
@@ -208,8 +202,8 @@ def run_jobs(jobs: list[tuple[DictConfig, Path]], max_members: int = 64, max_mem
         try:
             validate(cfg)
             plans[i] = plan(cfg, Path(out_dir), None if cfg.trainer.epochs else cfg.trainer.max_steps)
-        except LossbenchError as e:
-            results[i] = _failed(cfg, Path(out_dir), e)
+        except Exception as e:
+            results[i] = _failed(cfg, Path(out_dir), e) if record else e
             continue
         if plans[i].action == "skip":
             results[i] = skipped(plans[i])
@@ -217,6 +211,7 @@ def run_jobs(jobs: list[tuple[DictConfig, Path]], max_members: int = 64, max_mem
     for group in group_jobs([jobs[i][0] for i in todo], stacked, max_members):
         idxs = [todo[j] for j in group]
         with contextlib.ExitStack() as locks:
+            t_group = time.perf_counter()  # a run's wall time counts its loading (the first stack's: the group's)
             built, datasets, rt = [], {}, None  # members of this group share the datasets they have in common
             for i in idxs:
                 cfg = jobs[i][0]
@@ -229,13 +224,17 @@ def run_jobs(jobs: list[tuple[DictConfig, Path]], max_members: int = 64, max_mem
                     results[i] = Refused(str(e))
                     continue
                 try:
-                    rt = rt or Runtime.start(cfg)
+                    rt = rt or Runtime.start(cfg, jobs_per_machine)
                     check_precision(rt.precision, rt.device, cfg.loss.name)
                     built.append((i, build(cfg, plans[i], rt.device, datasets, rt.precision)))
+                except Interrupted:  # while loading a single run: a fresh one leaves nothing behind
+                    if not record and plans[i].action == "fresh":
+                        discard(plans[i].out_dir)
+                    raise
                 except Exception as e:  # recorded in its own summary (this process holds its lock)
-                    results[i] = _failed(cfg, plans[i].out_dir, e, locked=True)
-            for stack in split(built, max_memory_gb * 2**30):
-                t0 = time.perf_counter()
+                    results[i] = _failed(cfg, plans[i].out_dir, e, locked=True) if record else e
+            for n, stack in enumerate(split(built, max_memory_gb * 2**30)):
+                t0 = t_group if n == 0 else time.perf_counter()
                 try:
                     for (i, _), summary in zip(stack, fit([m for _, m in stack], rt, t0, prune), strict=True):
                         results[i] = summary

@@ -16,7 +16,7 @@ from lossbench.losses.registry import LossSpec, register
 _LAZY = {  # name -> the module that defines it
     "build": "factory", "weights": "factory",
     "Objective": "base", "BCEFamily": "base", "ClassIndexFamily": "base", "CLAMP": "base", "log1mexp": "base",
-    "log1m_softmax": "base", "log_prior": "base", "normalised": "base", "softmax_reduce": "base",
+    "log1m_softmax": "base", "head_probabilities": "base", "log_prior": "base", "normalised": "base", "softmax_reduce": "base",
     "BCE": "basic", "BCEWithLogits": "basic", "ManualBCE": "basic", "CrossEntropy": "basic", "NLL": "basic",
     "ManualNLL": "basic", "Asymmetric": "asymmetric",
     "Distillation": "distillation", "DistillationKLMean": "distillation", "DistillationProbInput": "distillation",

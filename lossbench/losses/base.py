@@ -45,6 +45,11 @@ REDUCTIONS = ("mean", "sum")
 _LEGACY_BUFFERS = ("bce_logits.pos_weight", "nll.weight", "ce.weight")
 
 
+def head_probabilities(z: torch.Tensor, head: str) -> torch.Tensor:
+    """The head's probabilities, in z's dtype: sigmoid(z) per output, or softmax(z) over the outputs."""
+    return torch.sigmoid(z) if head == "sigmoid" else torch.softmax(z, dim=1)
+
+
 def log1m_softmax(z: torch.Tensor) -> torch.Tensor:
     """log(1 - softmax(z)_c) for every c, (N, C): logsumexp of the other logits minus logsumexp of all. Finite
     where softmax(z)_c rounds to 1 (log1mexp of log_softmax would give -inf there)."""
@@ -161,7 +166,7 @@ class Objective(nn.Module):
     # --- what the monitors and metrics need ----------------------------------------------------------------
     def probs(self, z: torch.Tensor) -> torch.Tensor:
         """The head's probabilities, in z's dtype (for saturation counts)."""
-        return torch.sigmoid(z) if self.head == "sigmoid" else torch.softmax(z, dim=1)
+        return head_probabilities(z, self.head)
 
     def predict(self, z: torch.Tensor) -> torch.Tensor:
         return (z[:, 0] > 0).long() if self.k == 1 else z.argmax(dim=1)
