@@ -135,7 +135,12 @@ def cli() -> None:
     sweep.refused = 0  # set by this command's sweep, if it runs one
     try:
         signals.guard()
-        preflight(sys.argv[1:], main, str(CONFIGS), "config")
+        try:
+            preflight(sys.argv[1:], main, str(CONFIGS), "config")
+        except LossbenchError:
+            if stop_requested() is not None:  # a signal inside Hydra's composition: what it broke is no bad input
+                raise Interrupted(stop_requested()) from None
+            raise
         main()
     except LossbenchError as e:
         print(f"lossbench: error: {e}", file=sys.stderr)
