@@ -36,7 +36,8 @@ from lossbench.store import SUMMARY, read_regular
 # Config keys that do not change what a run computes (seeds, paths, resuming, bookkeeping): runs that differ
 # only in these belong to one group.
 IGNORED = {"seed", "data.seed", "data.root", "data.download", "trainer.resume", "trainer.skip_completed",
-           "trainer.threads", "logger.flush_secs"}
+           "trainer.threads", "logger.flush_secs",
+           "objective_metric"}  # what a sweep returns to its sweeper (lossbench.tune sets it): not what is trained
 METRICS = ("auc", "ap", "accuracy", "balanced_accuracy", "nll", "ece")
 # multi-label runs' own metrics, as columns when a run has them (there ap = mAP, accuracy = subset accuracy)
 MULTILABEL_METRICS = ("f1_micro", "f1_macro", "hamming_loss", "lrap", "auc_micro")
