@@ -189,3 +189,18 @@ def test_halving_as_a_stacked_launcher_option(tmp_path):
     bad = cli("--multirun", "hydra/launcher=stacked", "hydra.launcher.halving_rungs=[2]", "seed=0,1", *TINY,
               f"hydra.sweep.dir={tmp_path / 'bad'}")
     assert bad.returncode == 2 and "hydra.launcher.halving_rungs must be a list of fractions" in bad.stderr
+
+
+def test_a_stop_signal_ends_the_tuning_before_anything_is_chosen(tmp_path, monkeypatch):
+    from lossbench.runs import signals
+    from lossbench.sweeps import launch
+
+    def interrupted(jobs, **kwargs):
+        signals._received.append(15)  # as the handler records a SIGTERM during the phase
+        return [launch.Result(error="interrupted") for _ in jobs]
+
+    monkeypatch.setattr(signals, "_received", [])
+    monkeypatch.setattr(launch, "run_stacks", interrupted)
+    with pytest.raises(tune.Stopped, match="trainer.skip_completed=true"):
+        tune.tune(["loss=bce_logits", *TINY], lrs=[0.1, 1.0], out=tmp_path)
+    assert not (tmp_path / "search.md").exists() and not (tmp_path / "final").exists()

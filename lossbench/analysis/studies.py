@@ -212,7 +212,7 @@ def study_table(study: str, groups: list[Group]) -> str:
     rows = [[label(study, g), str(len(g.runs))] + [cell([get_(r.summary) for r in g.runs], len(g.runs), fmt)
                                                    for _, get_, fmt in tcols] for g in groups]
     return (text + f"\n\n### {TEST_AT_BEST}\n\n"
-            + markdown(["group", "runs", *(f"test {c[0]}" for c in tcols)], rows))
+            + markdown(["group", "runs", *(f"test {c[0].removeprefix('val ')}" for c in tcols)], rows))
 
 
 def curve_gaps(groups: list[Group]) -> str:

@@ -44,7 +44,7 @@ ROLES: dict[str, Role] = {
     # the root
     "seed": S | P,
     "head": S,
-    "objective_metric": S,
+    "objective_metric": S | P,  # what a sweep returns to its sweeper (tuning sets it), not what is trained
     # data: the task it defines, the split sizes and seeds
     "data.name": S,
     "data.task": S | T,

@@ -215,12 +215,25 @@ def make_jobs(fixed: list[str], grid: dict[str, list[str]], points: list[tuple[s
     return jobs
 
 
-def run(jobs: list, rungs: Sequence[float], max_members: int) -> tuple[list[dict | None], float]:
-    """Train the jobs stacked (lossbench.sweeps.launch.run_stacks), with halving at rungs; (summaries, wall time s)."""
+class Stopped(LossbenchError):
+    """A stop signal (Ctrl-C, SIGTERM) ended a phase: nothing further is chosen or trained."""
+
+    def __init__(self, signum: int, root: Path):
+        self.signum = signum
+        super().__init__(f"stopped by signal {signum}; finished runs are kept and interrupted ones hold checkpoints: "
+                         f"rerun the same command with trainer.skip_completed=true --out {root} to continue")
+
+
+def run(jobs: list, rungs: Sequence[float], max_members: int, root: Path) -> tuple[list[dict | None], float]:
+    """Train the jobs stacked (lossbench.sweeps.launch.run_stacks), with halving at rungs; (summaries, wall time s).
+    Raises Stopped after a stop signal: a choice from an interrupted search would be a choice from partial runs."""
+    from lossbench.runs.signals import stop_requested, stops_received
     from lossbench.sweeps.launch import run_stacks
 
-    t0 = time.perf_counter()
+    t0, stops = time.perf_counter(), stops_received()
     results = run_stacks([(cfg, d) for cfg, d, _ in jobs], max_members=max_members, halving_rungs=tuple(rungs))
+    if stops_received() > stops:  # a stop signal during this phase (one before it belongs to someone else)
+        raise Stopped(stop_requested() or 2, root)
     for (_, d, _), r in zip(jobs, results, strict=True):
         if r.summary is None:
             print(f"lossbench.tune: {d.name}: {r.error}", file=sys.stderr)
@@ -336,7 +349,7 @@ def tune(overrides: list[str], lrs: list[float] | None = None, tune_seeds: Seque
         f"halving at {list(rungs)} of the run; then {len(final_seeds)} final seeds")
     points = [(m, lr, s) for m in methods_ for lr in grid for s in tune_seeds]
     jobs = make_jobs(fixed, methods_, points, metric, root / "search")
-    summaries, search_s = run(jobs, rungs, members)
+    summaries, search_s = run(jobs, rungs, members, root)
     trials = trials_of(jobs, summaries, metric, 1)
     choices = choose(trials, metric)
 
@@ -345,7 +358,7 @@ def tune(overrides: list[str], lrs: list[float] | None = None, tune_seeds: Seque
     if extra:
         say(f"widening: {', '.join(f'{m} {e} edge' for m, (e, new) in edges.items() if new)}")
         jobs2 = make_jobs(fixed, methods_, extra, metric, root / "search", start=len(jobs))
-        summaries2, s2 = run(jobs2, rungs, members)
+        summaries2, s2 = run(jobs2, rungs, members, root)
         search_s += s2
         trials += trials_of(jobs2, summaries2, metric, 2)
         jobs += jobs2
@@ -359,7 +372,7 @@ def tune(overrides: list[str], lrs: list[float] | None = None, tune_seeds: Seque
     final_points = [(m, c.lr, s) for m, c in choices.items() if c.lr is not None for s in final_seeds]
     say(f"final: {len(final_points)} runs at the chosen learning rates")
     final_jobs = make_jobs(fixed, methods_, final_points, metric, root / "final")
-    final_summaries, final_s = run(final_jobs, (), max_members) if final_jobs else ([], 0.0)
+    final_summaries, final_s = run(final_jobs, (), max_members, root) if final_jobs else ([], 0.0)
 
     search_steps = sum(t.steps for t in trials)
     cost = {
@@ -444,6 +457,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         record = tune(args.overrides, args.lrs, args.tune_seeds, args.final_seeds, args.rungs, args.metric, args.out,
                       args.max_members, not args.no_widen)
+    except Stopped as e:
+        print(f"lossbench.tune: {e}", file=sys.stderr)
+        return 128 + e.signum
     except LossbenchError as e:
         print(f"lossbench.tune: error: {e}", file=sys.stderr)
         return 2
