@@ -147,3 +147,28 @@ def test_study_tables_give_intervals_and_the_paired_comparison(tmp_path):
     assert "### data.imbalance_ratio=10" in md and "### data.imbalance_ratio=100" in md
     assert "| null − inverse | balanced_accuracy ↑ | 3 |" in md
     assert (out / "class_recall.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_study_of_several_sweep_directories_is_the_study_of_their_runs_together(tmp_path):
+    """lossbench.studies STUDY DIR1 DIR2 (e.g. the final/ folders of two lossbench.tune processes) reports and pairs
+    the runs of both, as one directory holding them all would."""
+    from lossbench.store import write_json
+
+    for root in ("one", "two"):
+        for variant, acc in (("hard", 0.97), ("kd_t4", 0.98)):
+            for seed in (0, 1, 2):
+                cfg = {"seed": seed, "data": {"name": "mnist", "seed": seed}, "loss": {"name": "ce"},
+                       "study": {"variant": variant}, "optim": {"lr": 0.001 if variant == "hard" else 0.003}}
+                summary = {"status": "completed", "config": cfg, "final": {"val/accuracy": acc + seed / 1000},
+                           "best": {"val/accuracy": acc + seed / 1000}, "history": [{"step": 10}],
+                           "data": {"n_val": 5000}}
+                where = [tmp_path / "all" / f"{variant}_{seed}"]
+                if (root == "one") == (variant == "hard"):
+                    where.append(tmp_path / root / f"{variant}_{seed}")
+                for d in where:
+                    write_json(d / "summary.json", summary)
+    assert studies.main(["distillation", str(tmp_path / "one"), str(tmp_path / "two"), "--out",
+                         str(tmp_path / "split")]) == 0
+    assert studies.main(["distillation", str(tmp_path / "all"), "--out", str(tmp_path / "whole")]) == 0
+    split, whole = ((tmp_path / d / "study.md").read_text().split("\n", 3)[3] for d in ("split", "whole"))
+    assert split == whole and "| hard (optim.lr=0.001) − kd_t4 (optim.lr=0.003) | accuracy ↑ | 3 |" in split

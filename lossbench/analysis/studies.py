@@ -294,14 +294,17 @@ def shrink_png(path: Path) -> None:
     small.save(path, optimize=True)
 
 
-def write(study: str, sweep: Path, out: Path) -> str:
-    groups = group_runs(find_runs([sweep]))
+def write(study: str, sweep: Path | list[Path], out: Path) -> str:
+    """The study's report of the runs under sweep (a directory, or several: e.g. the final/ folders of lossbench.tune
+    processes that each tuned part of the grid)."""
+    sweeps = sweep if isinstance(sweep, list) else [sweep]
+    groups = group_runs(find_runs(sweeps))
     try:
-        _, written = report([sweep], out, COMPARE[study])
+        _, written = report(sweeps, out, COMPARE[study])
     except ReportError as e:  # e.g. one value of the axis only, or no two runs to pair: the rest still stands
         print(f"lossbench.studies: warning: no paired comparison: {e}", file=sys.stderr)
-        _, written = report([sweep], out)
-    md = f"# {study}: mean [{stats.DESCRIPTION}]\n\nFrom: {sweep}\n\n" + study_table(study, groups) + "\n"
+        _, written = report(sweeps, out)
+    md = f"# {study}: mean [{stats.DESCRIPTION}]\n\nFrom: {', '.join(map(str, sweeps))}\n\n" + study_table(study, groups) + "\n"
     if study == "equivalence":
         md += "\n## How far the curves of two losses drift apart (same seed, same data and init)\n\n"
         md += curve_gaps(groups) + "\n"
@@ -322,7 +325,8 @@ def write(study: str, sweep: Path, out: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lossbench.studies", description=__doc__.split("\n\n")[0])
     ap.add_argument("study", choices=sorted(COLUMNS))
-    ap.add_argument("sweep", type=Path, help="the study's sweep directory (outputs/studies/<study>/<time>)")
+    ap.add_argument("sweep", type=Path, nargs="+", help="the study's sweep directory (outputs/studies/<study>/<time>), "
+                    "or several (e.g. the final/ folders of lossbench.tune processes that each tuned part of the grid)")
     ap.add_argument("--out", type=Path, default=None, help="output directory (default: experiments/<study>)")
     args = ap.parse_args(argv)
     out = args.out or Path("experiments") / args.study
