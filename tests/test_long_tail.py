@@ -81,7 +81,7 @@ def test_mnist_step_profile_keeps_the_test_set():
     (["loss=poly1", "loss.epsilon=-2"], "loss.epsilon must be >= -1"),
     (["loss=bce_clipped", "loss.eps=0"], r"loss.eps must be in \(0, 0.5\) for loss=bce_clipped, got 0.0"),
     (["loss=bce_clipped", "loss.eps=0.5"], r"loss.eps must be in \(0, 0.5\) for loss=bce_clipped, got 0.5"),
-    (["loss=asl", "loss.eps=0.7"], r"loss.eps must be in \(0, 1\) for loss=asl, got 0.7"),
+    (["loss=asl", "loss.eps=1.5"], r"loss.eps must be in \(0, 1\) for loss=asl, got 1.5"),
     (["loss=focal", "loss.alpha=2"], r"loss.alpha must be in \[-1, 1\] for loss=focal, got 2.0"),
     (["loss=ce", "model.cosine_head=true"], "only loss=ldam scales them"),
     (["loss=ldam", "model.head_bias=prior"], "no output bias"),

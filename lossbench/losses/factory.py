@@ -79,12 +79,13 @@ def build(lc: DictConfig, head: str, n_classes: int, counts: torch.Tensor, n_lab
 
 def _objective(lc: DictConfig, spec: registry.LossSpec, class_weight: Any, head: str, n_classes: int,
                counts: torch.Tensor, n_labelled: torch.Tensor | None, multilabel: bool, partial: bool) -> Objective:
-    pos_weight, class_weight = weights({"pos_weight": lc.pos_weight, "class_weight": class_weight, "beta": lc.beta},
+    pos_weight, class_weight = weights({"pos_weight": lc.pos_weight, "class_weight": class_weight,
+                                        "beta": lc.get("beta")},
                                        head, counts, n_labelled, multilabel)
     if class_weight is not None and len(class_weight) != n_classes:
         raise ConfigError(f"loss.class_weight needs {n_classes} entries.")
     cls = spec.load()
-    own = {k: _plain(lc[k]) for k in _own_keys(spec.schema) if k in _parameters(cls)}
+    own = {k: _plain(lc[k]) for k in _own_keys(spec.schema) if k in _parameters(cls) and k in lc}
     obj = cls(**own, head=head, n_classes=n_classes, pos_weight=pos_weight, class_weight=class_weight,
               label_smoothing=float(lc.label_smoothing), reduction=lc.reduction,
               ignore_index=int(lc.get("ignore_index", -100)), multilabel=multilabel, partial=partial,
