@@ -61,7 +61,7 @@ def test_natural_head_is_used_when_head_is_unset(request):
         ("trainer.max_steps=0", "trainer.max_steps must be an integer >= 1"),
         ("trainer.precision=fp8", "Valid choices: trainer.precision=bf16, fp16, fp32"),
         ("head=tanh", "Valid choices: head=sigmoid, softmax"),
-        ("loss.reduction=none", "Valid choices: mean, sum, num_pos"),
+        ("loss.reduction=none", "Valid choices: mean, num_pos, sum"),
         ("loss.class_weight=balanced", "Valid choices: null, inverse, effective"),
         ("loss.label_smoothing=1.5", "label_smoothing must be in"),
         ("data.imbalance_ratio=0.5", "must be >= 1"),

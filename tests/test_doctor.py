@@ -209,7 +209,7 @@ def test_the_module_runs_and_help_answers_without_torch(tmp_path):
     r = subprocess.run([sys.executable, "-m", "lossbench.doctor", str(tmp_path / "f.pt"), "--loss", "ce"],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "[target_range]" in r.stdout and "1-based labels?" in r.stdout, r.stderr
-    code = ("import sys\nfrom lossbench import doctor\ntry:\n    doctor.parse_args(['--help'])\n"
+    code = ("import sys\nfrom lossbench.tools import doctor\ntry:\n    doctor.parse_args(['--help'])\n"
             "except SystemExit:\n    pass\nprint('torch' in sys.modules, 'sklearn' in sys.modules, 'hydra' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.stdout.strip().splitlines()[-1] == "False False True"  # hydra: lossbench's config schema

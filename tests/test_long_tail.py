@@ -209,7 +209,7 @@ def test_every_sweep_value_composes_and_validates(study):
             validate(cfg)
             assert cfg.study.name == study
     methods = params["+method"] if study == "long_tail" else params["+binary_method"]
-    assert len(methods) == (10 if study == "long_tail" else 5)
+    assert len(methods) == (10 if study == "long_tail" else 6)
     for m in methods:
         cfg = make_cfg(f"experiment={study}", f"+{'method' if study == 'long_tail' else 'binary_method'}={m}")
         assert cfg.study.method == m
@@ -268,7 +268,7 @@ def test_long_tail_binary_sweep_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     runs = [json.loads(p.read_text()) for p in sorted(Path(sweep).glob("*/summary.json"))]
     assert sorted(s["config"]["study"]["method"] for s in runs) == sorted(
-        ["bce_logits", "pos_weight", "focal", "focal_prior", "cb_focal"])
+        ["bce_logits", "pos_weight", "focal", "focal_prior", "cb_focal", "focal_num_pos"])
     assert all(s["status"] == "completed" for s in runs)
     out = tmp_path / "report"
     assert studies.main(["long_tail_binary", str(sweep), "--out", str(out)]) == 0

@@ -33,6 +33,19 @@ def close(a: dict, b: dict, keys=("final", "best")) -> None:
             assert both_nan or abs(ha[k] - hb[k]) <= TOL, (k, ha[k], hb[k])
 
 
+def alone_equals_stacked(tmp_path, common: list[str], grid: list[list[str]]) -> list[dict]:
+    """The grid's jobs trained one by one and as one stack: every member equals its run alone (the runs alone)."""
+    def grid_jobs(root):
+        return [(make_cfg(*common, *ov), root / str(i)) for i, ov in enumerate(grid)]
+
+    alone = train.run_jobs(grid_jobs(tmp_path / "alone"), stacked=False)
+    stacked = train.run_jobs(grid_jobs(tmp_path / "stacked"))
+    assert {s["stack"]["size"] for s in stacked} == {len(grid)}
+    for a, b in zip(alone, stacked, strict=True):
+        close(a, b)
+    return alone
+
+
 GRID = [[f"loss={lo}", f"seed={s}", f"optim.lr={lr}"] for lo in ("bce", "bce_logits") for s in (0, 1)
         for lr in (0.02, 0.1)]
 
@@ -153,16 +166,7 @@ def test_a_stack_of_cnns_on_mnist_equals_the_runs_alone(tmp_path):
     common = ["data=mnist", "model=cnn", "model.channels=[4,8]", "model.hidden=16", "loss=ce", "data.n_train=512",
               "data.n_val=256", "trainer.max_steps=30", "trainer.eval_every=15", "trainer.log_every=15",
               "trainer.threads=1", "seed=0"]
-    grid = [[], ["optim.lr=0.05"], ["loss.label_smoothing=0.1"]]
-
-    def cnn_jobs(root):
-        return [(make_cfg(*common, *ov), root / str(i)) for i, ov in enumerate(grid)]
-
-    alone = train.run_jobs(cnn_jobs(tmp_path / "alone"), stacked=False)
-    stacked = train.run_jobs(cnn_jobs(tmp_path / "stacked"))
-    assert {s["stack"]["size"] for s in stacked} == {3}
-    for a, b in zip(alone, stacked, strict=True):
-        close(a, b)
+    alone_equals_stacked(tmp_path, common, [[], ["optim.lr=0.05"], ["loss.label_smoothing=0.1"]])
 
 
 
@@ -246,16 +250,8 @@ def test_dropout_and_jitter_members_equal_their_runs_alone(tmp_path, model):
     ones."""
     common = ["data=mnist", *model, "loss=ce", "data.n_train=512", "data.n_val=256", "trainer.max_steps=30",
               "trainer.eval_every=15", "trainer.log_every=15", "trainer.threads=1"]
-    grid = [["model.dropout=0.5", "data.jitter=2", "seed=0"], ["model.dropout=0.5", "data.jitter=2", "seed=1"],
-            ["model.dropout=0.5", "data.jitter=1", "seed=0"], ["model.dropout=0.5", "seed=0"]]
-
-    def drop_jobs(root):
-        return [(make_cfg(*common, *ov), root / str(i)) for i, ov in enumerate(grid)]
-
-    alone = train.run_jobs(drop_jobs(tmp_path / "alone"), stacked=False)
-    stacked = train.run_jobs(drop_jobs(tmp_path / "stacked"))
-    assert {s["stack"]["size"] for s in stacked} == {4}
-    for a, b in zip(alone, stacked, strict=True):
-        close(a, b)
+    alone = alone_equals_stacked(tmp_path, common, [
+        ["model.dropout=0.5", "data.jitter=2", "seed=0"], ["model.dropout=0.5", "data.jitter=2", "seed=1"],
+        ["model.dropout=0.5", "data.jitter=1", "seed=0"], ["model.dropout=0.5", "seed=0"]])
     finals = [a["final"]["val/loss"] for a in alone]
     assert len(set(finals)) == len(finals)  # seeds and jitters change the draws

@@ -65,7 +65,7 @@ def test_multilabel_mnist_preset_runs(tmp_path):
 @needs_mnist
 def test_distillation_two_steps(tmp_path):
     teacher = run_cfg(tmp_path / "teacher", "experiment=distillation_teacher", "study.teacher_epochs=1",
-                      "study.teacher_hidden=[32]", "data.n_train=1000", "data.n_val=300")
+                      "model.channels=[4,8]", "model.hidden=16", "data.n_train=1000", "data.n_val=300")
     assert teacher["status"] == "completed"
     for student in ("hard", "kd_t4", "kd_no_t2_t20"):
         s = run_cfg(tmp_path / student, "experiment=distillation", f"+students={student}",
