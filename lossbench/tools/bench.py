@@ -289,7 +289,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, float]:
         "c_lossbench": lambda n: lossbench_loop(cfg, n, eval_shares),
         "d_lossbench_numerics_off": lambda n: lossbench_loop(cfg_off, n),
     }
-    print(f"lossbench.tools.bench: model={args.model} batch_size={args.batch_size} steps={args.steps} "
+    print(f"lossbench.bench: model={args.model} batch_size={args.batch_size} steps={args.steps} "
           f"repeats={args.repeats} device={device} precision={args.precision} compile={args.compile} "
           f"threads={threads} workers={args.workers} clock={args.clock} n_train={len(y)} n_val={args.n_val}; "
           f"data: {source}", flush=True)
@@ -341,7 +341,7 @@ def sweep_check(args: argparse.Namespace) -> None:
         f"joblib n_jobs=2, trainer.threads={os.cpu_count()}": [
             "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"trainer.threads={os.cpu_count()}"],
     }
-    print(f"lossbench.tools.bench --sweep-check: 2 jobs x {args.sweep_steps} steps, {os.cpu_count()} cores, "
+    print(f"lossbench.bench --sweep-check: 2 jobs x {args.sweep_steps} steps, {os.cpu_count()} cores, "
           f"{data_overrides(args)[0]}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, extra) in enumerate(variants.items()):
@@ -455,7 +455,7 @@ def sweep_bench(args: argparse.Namespace) -> dict[str, float]:
     """--sweep: the hand-written script, the basic launcher and the stacked launcher, each a whole process."""
     import json
 
-    print(f"lossbench.tools.bench --sweep: the saturation grid (30 runs), {os.cpu_count()} cores, torch threads "
+    print(f"lossbench.bench --sweep: the saturation grid (30 runs), {os.cpu_count()} cores, torch threads "
           f"{args.threads or 'default'}; each command timed as a whole process, {args.repeats} round(s), the commands "
           "alternating", flush=True)
     walls: dict[str, list[float]] = {"hand": [], "basic": [], "stacked": []}
@@ -529,7 +529,7 @@ def watch_bench(args: argparse.Namespace) -> dict[str, float]:
     cases = {"ce": (torch.nn.CrossEntropyLoss, lambda z: z, y)}
     if args.precision == "fp32":
         cases["bce"] = (torch.nn.BCELoss, torch.sigmoid, F.one_hot(y, 10).float())
-    print(f"lossbench.tools.bench --watch: model={args.model} batch_size={args.batch_size} steps={args.steps} "
+    print(f"lossbench.bench --watch: model={args.model} batch_size={args.batch_size} steps={args.steps} "
           f"repeats={args.repeats} device={device} precision={args.precision} threads={threads} clock={args.clock} "
           f"watch(every=50, detail_every={args.watch_detail_every}); data: {source}", flush=True)
     overheads: dict[str, list[float]] = {c: [] for c in cases}
@@ -602,7 +602,7 @@ def stacked_bench(args: argparse.Namespace) -> dict[str, float]:
     import json
 
     cases = [c for c in STACK_CASES if not c.startswith("mnist") or has_mnist(args.data_root)]
-    print(f"lossbench.tools.bench --stacked: {args.repeats} rounds, {os.cpu_count()} cores, device={args.device}; "
+    print(f"lossbench.bench --stacked: {args.repeats} rounds, {os.cpu_count()} cores, device={args.device}; "
           f"cases {', '.join(cases)}" + ("" if "mnist_K8" in cases else " (no MNIST: mnist_K8 skipped)"), flush=True)
     ratios: dict[str, list[float]] = {c: [] for c in cases}
     peak: dict[str, dict[str, float]] = {c: {} for c in cases}
@@ -610,7 +610,7 @@ def stacked_bench(args: argparse.Namespace) -> dict[str, float]:
         for case in cases:
             walls = {}
             for mode in (("alone", "stacked") if rnd % 2 else ("stacked", "alone")):  # alternate which goes first
-                cmd = [sys.executable, "-m", "lossbench.tools.bench", "--stacked-worker", case, mode, "--device", args.device,
+                cmd = [sys.executable, "-m", "lossbench.bench", "--stacked-worker", case, mode, "--device", args.device,
                        *(["--data-root", args.data_root] if args.data_root else [])]
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode:
