@@ -1,6 +1,6 @@
 """Model bodies and the output layer. Every model returns raw logits z of shape (N, K).
 
-K, the number of outputs, is fixed by the head (heads.n_outputs): a binary sigmoid head has 1 unit, a
+K, the number of outputs, is fixed by the head (lossbench.losses.registry.n_outputs): a binary sigmoid head has 1 unit, a
 softmax head 2 units for a binary task; with C classes both have C units (sigmoid = one-vs-rest). The
 head's activation (Sigmoid, LogSoftmax, ...) is applied by the loss pipeline in lossbench/losses/, exactly as a
 user's model would apply it, so that the monitors can see both z and the activation's output.
@@ -15,11 +15,6 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
-
-
-def n_outputs(head: str, n_classes: int, multilabel: bool = False) -> int:
-    """One output per class, except a binary sigmoid head (1 unit); a multi-label task has one per label."""
-    return 1 if head == "sigmoid" and n_classes == 2 and not multilabel else n_classes
 
 
 class CosineLinear(nn.Module):

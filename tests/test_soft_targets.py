@@ -14,6 +14,7 @@ from scipy.stats import multivariate_normal
 from lossbench import data, losses, models
 from lossbench.config import validate
 from lossbench.errors import ConfigError
+from lossbench.losses import registry
 from lossbench.tools import check
 from tests.conftest import make_cfg, run_cfg
 
@@ -126,7 +127,7 @@ def test_ignored_samples_get_zero_gradient_and_mean_divides_by_the_labelled(loss
                    "loss.class_weight=[1,2]" if n_classes == 2 else "loss.class_weight=[1,2,3,4]")
     obj = losses.build(cfg.loss, head, n_classes, torch.full((n_classes,), 5), partial=True)
     g = torch.Generator().manual_seed(n_classes)
-    k = models.n_outputs(head, n_classes)
+    k = registry.n_outputs(head, n_classes)
     z = torch.randn(40, k, generator=g).requires_grad_(True)
     y = torch.randint(0, n_classes, (40,), generator=g)
     y[::3] = data.IGNORE_INDEX

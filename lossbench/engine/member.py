@@ -286,7 +286,7 @@ def build(cfg: DictConfig, plan: Plan, device: torch.device, datasets: dict, pre
             datasets[key] = teacher.attach(cfg, ds, device, tc.eval_batch_size)
         ds = datasets[key]
     torch.manual_seed(cfg.seed)  # the model's initial weights: the same whether the run is alone or stacked
-    model = models.build(cfg.model, ds.input_shape, models.n_outputs(head, ds.n_classes, ds.multilabel))
+    model = models.build(cfg.model, ds.input_shape, loss_registry.n_outputs(head, ds.n_classes, ds.multilabel))
     models.init_head_bias(model, cfg.model.head_bias, head, counts, n_labelled)
     if cfg.model.get("init_from"):
         init_from(model, Path(cfg.model.init_from))

@@ -93,7 +93,7 @@ def attach(cfg: DictConfig, ds, device, batch_size: int = 8192):
             "not of one run. Point loss.teacher at an untouched completed run.")
     tcfg = OmegaConf.create(ck["config"])
     try:
-        model = models.build(tcfg.model, ds.input_shape, models.n_outputs("softmax", ds.n_classes))
+        model = models.build(tcfg.model, ds.input_shape, loss_registry.n_outputs("softmax", ds.n_classes))
         model.load_state_dict(ck["model"])
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
         first = str(e).split("\n")[1].strip() if "\n" in str(e) else str(e)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lossbench.errors import ConfigError
-from lossbench.losses.registry import HEADS
+from lossbench.losses.registry import HEADS, n_outputs
 
 CLAMP = -100.0  # BCELoss's floor on each log term
 REDUCTIONS = ("mean", "sum")
@@ -118,7 +118,7 @@ class Objective(nn.Module):
         self.name = type(self).__name__  # lossbench.losses.build sets the registered name
         self.head, self.n_classes = head, n_classes
         self.multilabel, self.partial = multilabel, partial
-        self.k = n_classes if multilabel else 1 if head == "sigmoid" and n_classes == 2 else n_classes
+        self.k = n_outputs(head, n_classes, multilabel)
         self.smoothing = float(label_smoothing)
         self.reduction = reduction
         self.ignore_index = int(ignore_index)

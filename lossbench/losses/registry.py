@@ -30,6 +30,12 @@ from lossbench.values import INT64_MAX, NON_NEGATIVE_INT, Range
 HEADS = ("sigmoid", "softmax")
 
 
+def n_outputs(head: str, n_classes: int, multilabel: bool = False) -> int:
+    """The model's outputs K: one per class, except a binary sigmoid head (1 unit); a multi-label task has one per
+    label. The head's rule, read by the model's output layer and by every loss."""
+    return 1 if head == "sigmoid" and n_classes == 2 and not multilabel else n_classes
+
+
 # --- the keys every loss has: the schema families a loss's own schema subclasses ----------------------------------
 @dataclass
 class Loss:
