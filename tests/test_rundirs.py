@@ -154,3 +154,15 @@ def test_checkpoints_hold_only_plain_data_and_resume_bitwise(tmp_path):
     s = run_cfg(tmp_path / "a", *SMALL, "optim=adam", "trainer.precision=bf16", "trainer.ckpt_every=20")
     ck = torch.load(tmp_path / "a" / store.CHECKPOINT, weights_only=True)
     assert ck["format"] == 2 and ck["step"] == s["steps"]
+
+
+def test_a_key_added_since_a_checkpoint_was_written_changes_nothing_at_its_off_value():
+    """A run checkpointed before model.dropout and data.jitter existed resumes with them off; on, they are a change."""
+    from lossbench.engine.plan import config_changes
+
+    old = {"seed": 0, "model": {"name": "mlp"}, "data": {"name": "mnist"}}
+    new = {"seed": 0, "model": {"name": "mlp", "dropout": 0.0}, "data": {"name": "mnist", "jitter": 0}}
+    assert config_changes(old, new) == []
+    new["model"]["dropout"] = 0.5
+    assert config_changes(old, new) == ["model.dropout: None -> 0.5"]
+    assert config_changes(new, old) == ["data.jitter: 0 -> None", "model.dropout: 0.5 -> None"]  # dropped: changes

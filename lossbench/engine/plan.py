@@ -58,12 +58,16 @@ from lossbench.store import (
     write_json,
 )
 
+OFF = (None, 0, False)  # the value of an option that is off (model.dropout=0, data.jitter=0, ...)
+
 
 def config_changes(old: dict, new: dict) -> list[str]:
-    """The keys without role RESUME (lossbench.config.keys) whose values differ: 'key: old -> new'."""
+    """The keys without role RESUME (lossbench.config.keys) whose values differ: 'key: old -> new'. A key the old
+    config does not have (added to lossbench since it was written) at its off value changes nothing."""
     old, new = flatten(old), flatten(new)
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys())
-            if old.get(k) != new.get(k) and not keys.has(k, keys.Role.RESUME)]
+            if old.get(k) != new.get(k) and not keys.has(k, keys.Role.RESUME)
+            and not (k not in old and new[k] in OFF)]
 
 
 def _same_run(old_config: dict | None, resolved: dict, run_dir: Path, what: str) -> None:
