@@ -205,6 +205,44 @@ def test_a_sweep_composes_each_job_once_and_writes_the_same_files(tmp_path: Path
         assert set(json.loads(other.read_text())) == keys
 
 
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=120),
+                    st.sampled_from(["true", "off", "1e-3", "0x1F", "a: b", "# c", "- d", "*e", "x" * 90,
+                                     " ".join(["word"] * 30), "ünïcode ✓", "line\nbreak", "${loss.name}", ""]))
+_trees = st.recursive(_scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                        st.dictionaries(st.text(min_size=1, max_size=12), inner,
+                                                                        max_size=4)), max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=12), _trees, max_size=5))
+def test_records_are_written_as_omegaconfs_own_yaml(tree: dict) -> None:
+    """The `.hydra/` records through libyaml's emitter: the text of OmegaConf.to_yaml, for any config."""
+    try:
+        cfg = OmegaConf.create(tree)
+    except Exception:  # a key or value OmegaConf itself refuses (an interpolation it cannot parse, ...)
+        return
+    assert fastconfig.to_yaml(cfg) == OmegaConf.to_yaml(cfg)
+
+
+def test_a_job_copy_is_hydras_deep_copy() -> None:
+    """run_job's copies through the pickle round trip: equal, and a masked copy (a child whose parent is another
+    tree) keeps deepcopy's parenting."""
+    import copy
+
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        from hydra import compose
+
+        cfg = compose("config", ["experiment=saturation", "+regime=scale50"], return_hydra_config=True)
+    fast = fastconfig.copy_config(cfg)
+    assert fast is not cfg and OmegaConf.to_yaml(fast) == OmegaConf.to_yaml(copy.deepcopy(cfg))
+    assert all(v._get_parent() is fast for v in fast.__dict__["_content"].values())
+    HydraConfig.instance().set_config(cfg)
+    masked = HydraConfig.instance().cfg
+    fast, slow = fastconfig.copy_config(masked), copy.deepcopy(masked)
+    assert fast.hydra._get_parent() is fast and slow.hydra._get_parent() is slow
+    assert OmegaConf.to_yaml(fast) == OmegaConf.to_yaml(slow)
+
+
 ENTRY_POINTS = ["lossbench", "lossbench.bench", "lossbench.check", "lossbench.compare", "lossbench.doctor",
                 "lossbench.report", "lossbench.studies", "lossbench.tune"]
 

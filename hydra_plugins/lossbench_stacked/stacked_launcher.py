@@ -37,11 +37,14 @@ def job_dir(config: DictConfig) -> Path:
 
 
 def task_config(config: DictConfig) -> DictConfig:
-    """The job's config without the hydra node, resolved while the job's HydraConfig is set."""
+    """The job's config without the hydra node (a copy, as Hydra's run_job hands a job its config), resolved while
+    the job's HydraConfig is set."""
+    from lossbench.config.fastconfig import copy_config
+
     old = HydraConfig.instance().cfg
     HydraConfig.instance().set_config(config)
     try:
-        cfg = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
+        cfg = copy_config(config)
         with read_write(cfg), open_dict(cfg):
             del cfg["hydra"]
         OmegaConf.resolve(cfg)
