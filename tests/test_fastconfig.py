@@ -226,7 +226,7 @@ def test_records_are_written_as_omegaconfs_own_yaml(tree: dict) -> None:
 
 def test_a_job_copy_is_hydras_deep_copy() -> None:
     """run_job's copies through the pickle round trip: equal, and a masked copy (a child whose parent is another
-    tree) keeps deepcopy's parenting."""
+    tree) keeps deepcopy's parenting; HydraConfig.set_config's copy the same as Hydra's."""
     import copy
 
     with initialize_config_dir(str(CONFIGS), version_base="1.3"):
@@ -236,8 +236,19 @@ def test_a_job_copy_is_hydras_deep_copy() -> None:
     fast = fastconfig.copy_config(cfg)
     assert fast is not cfg and OmegaConf.to_yaml(fast) == OmegaConf.to_yaml(copy.deepcopy(cfg))
     assert all(v._get_parent() is fast for v in fast.__dict__["_content"].values())
-    HydraConfig.instance().set_config(cfg)
+    installed = bool(fastconfig._original)
+    fastconfig.uninstall()
+    try:
+        HydraConfig.instance().set_config(cfg)  # Hydra's own
+        hydras = HydraConfig.instance().cfg
+    finally:
+        if installed:
+            fastconfig.install()
+    fastconfig.set_config(HydraConfig.instance(), cfg)
     masked = HydraConfig.instance().cfg
+    assert OmegaConf.to_yaml(masked) == OmegaConf.to_yaml(hydras) and masked.hydra._get_parent() is cfg
+    assert OmegaConf.is_readonly(masked.hydra) and OmegaConf.is_readonly(cfg.hydra)
+    assert HydraConfig.get().job.name == hydras.hydra.job.name
     fast, slow = fastconfig.copy_config(masked), copy.deepcopy(masked)
     assert fast.hydra._get_parent() is fast and slow.hydra._get_parent() is slow
     assert OmegaConf.to_yaml(fast) == OmegaConf.to_yaml(slow)

@@ -26,29 +26,21 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 log = logging.getLogger(__name__)
 
 
-def job_dir(config: DictConfig) -> Path:
-    """The job's output directory, as Hydra's run_job computes it (hydra.sweep.dir / hydra.sweep.subdir)."""
-    old = HydraConfig.instance().cfg
-    HydraConfig.instance().set_config(config)
-    try:
-        return Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
-    finally:
-        HydraConfig.instance().cfg = old
-
-
-def task_config(config: DictConfig) -> DictConfig:
-    """The job's config without the hydra node (a copy, as Hydra's run_job hands a job its config), resolved while
-    the job's HydraConfig is set."""
+def job_parts(config: DictConfig) -> tuple[Path, DictConfig]:
+    """The job's output directory, as Hydra's run_job computes it (hydra.sweep.dir / hydra.sweep.subdir), and its
+    config without the hydra node (a copy, as run_job hands a job its config), resolved: both while the job's
+    HydraConfig is set."""
     from lossbench.config.fastconfig import copy_config
 
     old = HydraConfig.instance().cfg
     HydraConfig.instance().set_config(config)
     try:
+        out_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
         cfg = copy_config(config)
         with read_write(cfg), open_dict(cfg):
             del cfg["hydra"]
         OmegaConf.resolve(cfg)
-        return cfg
+        return out_dir, cfg
     finally:
         HydraConfig.instance().cfg = old
 
@@ -86,14 +78,14 @@ class StackedLauncher(Launcher):
             with open_dict(config):
                 config.hydra.job.id = config.hydra.job.num = initial_job_idx + n
             configs.append(config)
-        dirs = [job_dir(c) for c in configs]
-        for config, d in zip(configs, dirs, strict=True):  # the .hydra record first: a job that never trains has it
-            hydra_dir = d / str(config.hydra.output_subdir)  # (job_dir() noted what the directory held before)
+        parts = [job_parts(c) for c in configs]
+        for config, (d, _) in zip(configs, parts, strict=True):  # the .hydra record first: a job that never trains has it
+            hydra_dir = d / str(config.hydra.output_subdir)  # (job_parts() noted what the directory held before)
             if not (hydra_dir / "overrides.yaml").exists():
                 hydra_dir.mkdir(parents=True, exist_ok=True)
                 OmegaConf.save(config.hydra.overrides.task, hydra_dir / "overrides.yaml")
         log.info(f"Launching {len(configs)} jobs in stacks of up to {self.max_members}")
-        results = [Result(error=NOT_STARTED)] * len(configs) if stop_requested() else run_stacks([(task_config(c), d) for c, d in zip(configs, dirs, strict=True)],
+        results = [Result(error=NOT_STARTED)] * len(configs) if stop_requested() else run_stacks([(cfg, d) for d, cfg in parts],
                              max_members=self.max_members, max_memory_gb=self.max_memory_gb, stacked=self.stacked,
                              executor=self.executor, submitit=self.submitit,
                              folder=Path(str(self.config.hydra.sweep.dir)) / ".submitit",

@@ -16,7 +16,8 @@ again, and `lossbench.config.preflight.preflight` composes the command line befo
 - Hydra's `run_job` (every launcher's per-job step) copies the config with `copy.deepcopy` and writes the three
   `.hydra/` records with PyYAML's pure-Python emitter (~30 ms a job); `install()` hands it a pickle round trip
   for the copies and libyaml's emitter, with OmegaConf's own representers, for the records (~10 ms). The files
-  are byte for byte Hydra's (tests/test_fastconfig.py).
+  are byte for byte Hydra's (tests/test_fastconfig.py). `HydraConfig.set_config` (two to four times a job)
+  copies the hydra node the same way.
 
 LOSSBENCH_FASTCONFIG=0 in the environment leaves Hydra's loader as it is (to compare timings or records).
 Anything else -- a MULTIRUN composition, an override of `hydra.searchpath` (it changes where configs are found)
@@ -45,6 +46,7 @@ def install() -> None:
     """Route Hydra's config loader through this module (idempotent)."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra.core import utils as hydra_utils
+    from hydra.core.hydra_config import HydraConfig
 
     if _original or os.environ.get("LOSSBENCH_FASTCONFIG") == "0":  # 0: Hydra's own loader (to compare)
         return
@@ -53,6 +55,7 @@ def install() -> None:
     _original["get_group_options"] = ConfigLoaderImpl.get_group_options
     _original["utils.copy"], _original["utils._save_config"] = hydra_utils.copy, hydra_utils._save_config
     hydra_utils.copy, hydra_utils._save_config = _FastCopy, _save_config  # names run_job looks up when it runs
+    _original["set_config"], HydraConfig.set_config = HydraConfig.set_config, set_config  # type: ignore[method-assign]
     ConfigLoaderImpl.load_configuration = load_configuration  # type: ignore[method-assign]
     ConfigLoaderImpl.load_sweep_config = load_sweep_config  # type: ignore[method-assign]
     ConfigLoaderImpl.get_group_options = get_group_options  # type: ignore[method-assign]
@@ -62,9 +65,11 @@ def uninstall() -> None:
     """Hydra's own loader back (tests compare the two)."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra.core import utils as hydra_utils
+    from hydra.core.hydra_config import HydraConfig
 
     if _original:
         hydra_utils.copy, hydra_utils._save_config = _original.pop("utils.copy"), _original.pop("utils._save_config")
+        HydraConfig.set_config = _original.pop("set_config")  # type: ignore[method-assign]
         ConfigLoaderImpl.load_configuration = _original.pop("load_configuration")  # type: ignore[method-assign]
         ConfigLoaderImpl.load_sweep_config = _original.pop("load_sweep_config")  # type: ignore[method-assign]
         ConfigLoaderImpl.get_group_options = _original.pop("get_group_options")  # type: ignore[method-assign]
@@ -205,6 +210,29 @@ def copy_config(obj: Any) -> Any:
     if isinstance(content, dict) and obj._get_parent() is None and all(v._get_parent() is obj for v in content.values()):
         return _copy(obj)
     return copy.deepcopy(obj)
+
+
+def set_config(self: Any, cfg: DictConfig) -> None:
+    """HydraConfig.set_config (Hydra 1.3): the hydra node's masked copy, whose node is parented to the job's
+    config, with the node copied by a pickle round trip (deepcopy's copy: the node detached meanwhile)."""
+    from hydra.conf import HydraConf
+    from omegaconf import flag_override
+
+    OmegaConf.set_readonly(cfg.hydra, True)
+    hydra_node_type = OmegaConf.get_type(cfg, "hydra")
+    assert hydra_node_type is not None and issubclass(hydra_node_type, HydraConf)
+    node = cfg._get_node("hydra")
+    parent = node.__dict__["_parent"]
+    node.__dict__["_parent"] = None
+    try:
+        copied = _copy(node)
+    finally:
+        node.__dict__["_parent"] = parent
+    masked = DictConfig(content={})
+    with flag_override(masked, "no_deepcopy_set_nodes", True):
+        masked["hydra"] = copied
+    self.cfg = masked
+    self.cfg.hydra._set_parent(cfg)
 
 
 class _FastCopy:
