@@ -64,3 +64,15 @@ def test_compare_has_a_help_and_refuses_a_bad_path(tmp_path):
     assert r.returncode == 0 and "usage: python -m lossbench.compare" in r.stdout
     r = cli("-m", "lossbench.compare", str(tmp_path / "none"))
     assert r.returncode == 2 and r.stderr.startswith("lossbench.compare: error: ") and "Traceback" not in r.stderr
+
+
+def test_a_sweeps_size_counts_the_command_line_over_the_presets_axes(tmp_path):
+    """A key swept by both the preset (seed: 0,1,2) and the command line (seed=0,1): Hydra's sweeper takes the
+    command line's values, and so does the progress count (it printed [2/3] for a sweep of 2 jobs)."""
+    from tests.inprocess import run_cli
+
+    r = run_cli("-m", "experiment=equivalence", "loss=ce", "seed=0,1", "study.steps=2", "trainer.eval_every=1",
+                f"hydra.sweep.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len([d for d in tmp_path.iterdir() if d.is_dir()]) == 2
+    assert "lossbench sweep: [2/2]" in r.stdout and "/3]" not in r.stdout, r.stdout

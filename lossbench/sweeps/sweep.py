@@ -67,7 +67,7 @@ def _sweep_size(given: tuple[str, ...], params: tuple | None) -> int | None:
     cannot be told (another sweeper's syntax, e.g. Optuna's interval())."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # its own rule for expanding a sweep
 
-    lines = [*given, *(f"{k}={v}" for k, v in (params or ()))]
+    lines = [*(f"{k}={v}" for k, v in (params or ())), *given]  # the sweeper's order: the command line wins
     try:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
