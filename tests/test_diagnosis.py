@@ -122,3 +122,23 @@ def test_the_report_shows_each_seed_the_split_and_no_interval_from_two(two_seed_
     assert "1 of 2 stalled; its mean averages runs that behaved differently" in text
     each = text.split("### Each run")[1]
     assert each.count("| data=synthetic loss=bce |") == 2 and "| stalled |" in each
+
+
+def test_a_run_that_learned_then_fell_to_chance_is_collapsed():
+    """shuttle, class weights at SGD lr 0.1: val/auc 0.993 at step 100, then |logit| 3e18 and one constant output to
+    the end (AUC 0.500), status completed. It says so, with its best point; a run that never learned does not."""
+    history = [{"step": 50, "val/auc": 0.986}, {"step": 100, "val/auc": 0.993}, {"step": 150, "val/auc": 0.5}]
+    run = {"status": "completed", "final": {"val/auc": 0.5}, "best": {"val/auc": 0.993}, "history": history,
+           "numerics": {"max_abs_logit": 3.2e18, "last": {"saturated_frac": 0.0, "dead_frac": 0.0}},
+           "config": {"loss": {"name": "bce_logits"}}}
+    d = diagnosis.diagnose(run)
+    assert d["name"] == "collapsed" and "step 100" in d["message"] and "3.2e+18" in d["message"]
+    assert d["short"] == "COLLAPSED (val/auc 0.993 at step 100 -> 0.500)"
+    assert diagnosis.name(run) == "collapsed"
+    for change in ({"best": {"val/auc": 0.55}}, {"final": {"val/auc": 0.9}}, {"status": "diverged"}, {"best": None},
+                   {"history": "not a list"} | {"best": {"val/auc": 0.8}}):
+        d = diagnosis.diagnose({**run, **change})
+        assert (d is None) if "history" not in change else d["short"] == "COLLAPSED (val/auc 0.800 -> 0.500)", change
+    # a stall is a stall, whatever its best
+    stalled = {**run, "numerics": {"last": {"saturated_frac": 0.97, "dead_frac": 0.47}}}
+    assert diagnosis.diagnose(stalled)["name"] == "stalled"

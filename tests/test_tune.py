@@ -70,6 +70,17 @@ def test_diverged_is_infeasible_and_the_largest_stable_lr_is_recorded():
     assert c.lr is None and c.largest_stable_lr is None
 
 
+def test_a_collapsed_seed_makes_its_lr_infeasible():
+    """A seed that learned (its best validation value the highest of all) and ended at chance counts as diverged."""
+    records = {("a", 0.01, s): summary("completed", 0.80, 0.8) for s in (100, 101)}
+    collapsed = {**summary("completed", 0.99, 0.99), "final": {"val/auc": 0.5}}
+    records |= {("a", 0.1, 100): summary("completed", 0.98, 0.98), ("a", 0.1, 101): collapsed}
+    t = trials(records)
+    assert [x.status for x in t if x.lr == 0.1] == ["completed", "collapsed"]
+    c = tune.choose(t, "val/auc")["a"]
+    assert c.lr == 0.01 and c.largest_stable_lr == 0.01
+
+
 def test_pruned_runs_cannot_be_chosen():
     records = {("a", 0.01, 100): summary("completed", 0.80, 0.8), ("a", 0.1, 100): summary("pruned", 0.95, 0.9, 20)}
     assert tune.choose(trials(records), "val/auc")["a"].lr == 0.01

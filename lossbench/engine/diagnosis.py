@@ -9,7 +9,12 @@ chance for good (docs/numerics.md#stalled-runs). That run is ``stalled``:
             at least STALL_DEAD of the samples are wrong with a gradient of exactly 0, and the validation
             ranking is at chance (|val/auc - 0.5| <= CHANCE_MARGIN).
 
-All three must hold. Saturation alone is what a confident healthy model shows (a correct probability of 1.0);
+  collapsed at the end of training the validation ranking is at chance (|val/auc - 0.5| <= CHANCE_MARGIN) after
+            the run's best evaluation was at least COLLAPSE_FROM above it: it learned, then a step blew the weights
+            up (a learning rate at the edge of stability; largest |logit| 3e18 in the case that found it) and the
+            model now predicts one constant. Its best point is still recorded (``best``, test at val-best).
+
+All three signs of a stall must hold. Saturation alone is what a confident healthy model shows (a correct probability of 1.0);
 zero-gradient wrong samples with an AUC above chance is a run that learned and left some samples behind (the
 numerics columns show it). Chance alone is a hard or unlearnable task. Checked against every run of the ten
 studies (tests/test_diagnosis.py): exactly the Sigmoid + BCELoss (and clipped BCE) runs at inputs x50 or a
@@ -27,6 +32,7 @@ from typing import Any
 STALL_SATURATED = 0.5
 STALL_DEAD = 0.05
 CHANCE_MARGIN = 0.02
+COLLAPSE_FROM = 0.1  # a best val/auc this far above chance, then chance at the end: collapsed
 DOCS = "docs/numerics.md#stalled-runs"
 # What to use instead, for the losses whose stall is their own design flaw.
 FIX = {
@@ -59,15 +65,29 @@ def diagnose(summary: dict) -> dict | None:
         return None
     e = evidence(summary)
     sat, dead, auc = e["saturated_frac"], e["dead_frac"], e["val/auc"]
-    if sat is None or dead is None or auc is None:
+    if auc is None:
         return None
-    if sat >= STALL_SATURATED and dead >= STALL_DEAD and abs(auc - 0.5) <= CHANCE_MARGIN:
+    if sat is not None and dead is not None and sat >= STALL_SATURATED and dead >= STALL_DEAD and abs(auc - 0.5) <= CHANCE_MARGIN:
         loss = ((summary.get("config") or {}).get("loss") or {}).get("name")
         message = (f"stalled: {sat:.0%} of probabilities are exactly 0 or 1 and {dead:.0%} of samples are wrong "
                    f"with a gradient of exactly 0, val/auc {auc:.3f} (chance 0.5); it cannot recover. "
                    f"Fix: {FIX.get(loss, DEFAULT_FIX)}. See {DOCS}")
         short = f"STALLED ({sat:.0%} saturated, {dead:.0%} dead, val/auc {auc:.3f})"
         return {"name": "stalled", "short": short, "message": message, "evidence": e, "see": DOCS}
+    best = _number((summary.get("best") if isinstance(summary.get("best"), dict) else {}).get("val/auc"))
+    if abs(auc - 0.5) <= CHANCE_MARGIN and best is not None and best - 0.5 >= COLLAPSE_FROM:
+        history = summary.get("history") if isinstance(summary.get("history"), list) else []
+        step = next((h.get("step") for h in history if isinstance(h, dict) and h.get("val/auc") == best), None)
+        n = summary.get("numerics") if isinstance(summary.get("numerics"), dict) else {}
+        logit = _number(n.get("max_abs_logit"))
+        e = {**e, "best val/auc": best, "best step": step, "max_abs_logit": logit}
+        at = f" at step {step}" if step is not None else ""
+        message = (f"collapsed: val/auc {auc:.3f} at the end (chance 0.5) after {best:.3f}{at}"
+                   + (f"; the largest |logit| reached {logit:.3g}" if logit is not None else "")
+                   + ": a step blew the weights up and the model now predicts one constant. Its best point is "
+                   f"recorded (best, test at val-best). Fix: {DEFAULT_FIX}, or clip the gradient norm.")
+        short = f"COLLAPSED (val/auc {best:.3f}{at} -> {auc:.3f})"
+        return {"name": "collapsed", "short": short, "message": message, "evidence": e, "see": DOCS}
     return None
 
 

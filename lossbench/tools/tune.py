@@ -11,7 +11,8 @@ grid given as Hydra sweep overrides (``loss=bce_logits,focal``):
    disjoint from the final seeds), all stacked (lossbench/engine/stack.py: learning rates differ within a stack).
    Successive halving (``--rungs``, fractions of the run): at each rung, within each method, the learning rates whose
    mean over tuning seeds of the best validation metric so far ranks in the worse half end as ``pruned``
-   (:class:`Halving`). A learning rate with a diverged seed is infeasible.
+   (:class:`Halving`). A learning rate with a diverged seed is infeasible, and so is one with a seed that
+   collapsed (completed at chance after learning: lossbench.engine.diagnosis).
 2. **Choice.** Each method's learning rate: the best mean over its tuning seeds of the study's primary *validation*
    metric (``studies.PRIMARY``: balanced accuracy for long-tailed classes, AUC for binary imbalance, mAP for
    multi-label, accuracy for MNIST; ``--metric`` to set it; the best evaluation of each run, retrospective
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from lossbench.config import check_rungs
+from lossbench.engine import diagnosis
 from lossbench.errors import ConfigError, LossbenchError
 from lossbench.sweeps.halving import signed
 
@@ -95,7 +97,8 @@ def lr_table(trials: list[Trial], metric: str) -> dict[float, dict]:
         values = [t.val for t in ts]
         mean = statistics.fmean(values) if all(v is not None and math.isfinite(v) for v in values) and values else None
         out[lr] = {"statuses": [t.status for t in ts], "steps": max(t.steps for t in ts), "val": mean,
-                   "diverged": any(t.status == "diverged" for t in ts), "finalist": finalist and mean is not None,
+                   "diverged": any(t.status in ("diverged", "collapsed") for t in ts),
+                   "finalist": finalist and mean is not None,
                    "round": min(t.round for t in ts)}
     return out
 
@@ -245,7 +248,10 @@ def trials_of(jobs: list, summaries: list[dict | None], metric: str, round_: int
     for (_, d, (method, lr, seed)), s in zip(jobs, summaries, strict=True):
         s = s or {}
         val = (s.get("best") or {}).get(metric)  # validation only: the best evaluation of the run
-        out.append(Trial(method, lr, seed, round_, s.get("status") or "failed", int(s.get("steps") or 0),
+        status = s.get("status") or "failed"
+        if status == "completed" and diagnosis.name(s) == "collapsed":  # learned, then blew up: as diverged
+            status = "collapsed"
+        out.append(Trial(method, lr, seed, round_, status, int(s.get("steps") or 0),
                          float(val) if isinstance(val, (int, float)) and math.isfinite(val) else None, str(d)))
     return out
 
@@ -263,8 +269,8 @@ def write_search(out: Path, trials: list[Trial], choices: dict[str, Choice], met
     from lossbench.analysis.report import markdown
 
     parts = [f"# Learning-rate search: {metric} (validation; best evaluation of each run), mean over the tuning seeds\n\n"
-             "Pruned: stopped by successive halving at the step given (its value is the best up to there); diverged: "
-             "infeasible. The choice is the best learning rate trained to the end by every tuning seed. The test "
+             "Pruned: stopped by successive halving at the step given (its value is the best up to there); diverged or "
+             "collapsed (ended at chance after learning): infeasible. The choice is the best learning rate trained to the end by every tuning seed. The test "
              "split is not read.\n"]
     for method, c in choices.items():
         table = lr_table([t for t in trials if t.method == method], metric)
