@@ -200,6 +200,7 @@ def make_jobs(fixed: list[str], grid: dict[str, list[str]], points: list[tuple[s
     from omegaconf import OmegaConf
 
     from lossbench.config import validate
+    from lossbench.config.fastconfig import to_yaml
 
     composed = []
     for method, lr, seed in points:  # every config composed and checked before any directory is made
@@ -212,8 +213,8 @@ def make_jobs(fixed: list[str], grid: dict[str, list[str]], points: list[tuple[s
         d = root / dir_name(i, grid[method], lr, seed)
         (d / ".hydra").mkdir(parents=True, exist_ok=True)
         if not (d / ".hydra" / "overrides.yaml").exists():
-            OmegaConf.save(OmegaConf.create(overrides), d / ".hydra" / "overrides.yaml")
-            OmegaConf.save(cfg, d / ".hydra" / "config.yaml")
+            (d / ".hydra" / "overrides.yaml").write_text(to_yaml(OmegaConf.create(overrides)))
+            (d / ".hydra" / "config.yaml").write_text(to_yaml(cfg))
         jobs.append((cfg, d, (method, lr, seed)))
     return jobs
 
@@ -325,8 +326,9 @@ def tune(overrides: list[str], lrs: list[float] | None = None, tune_seeds: Seque
          out: Path | None = None, max_members: int = 64, widen_once: bool = True) -> dict:
     """The whole protocol (see the module docstring); returns what tune.json holds."""
     from lossbench.analysis import studies
-    from lossbench.config import METRIC_CHOICES
+    from lossbench.config import METRIC_CHOICES, fastconfig
 
+    fastconfig.install()  # each method's config composed once, not once per (lr, seed): 281 -> 44 ms a trial
     if set(tune_seeds) & set(final_seeds):
         raise ConfigError(f"--tune-seeds {list(tune_seeds)} and --final-seeds {list(final_seeds)} share "
                           f"{sorted(set(tune_seeds) & set(final_seeds))}: tuning seeds must be disjoint from the final ones.")
