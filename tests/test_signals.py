@@ -102,6 +102,15 @@ def ctrl_c_sweep(sweep: Path, *args: str) -> tuple[subprocess.CompletedProcess, 
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=240)
+    # submitit_local's workers are processes of the group that may still be writing their summary when the
+    # command has returned (seen on a loaded machine: a job read as 'running'): the files are read once all ended
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
     jobs = sorted((d for d in sweep.iterdir() if d.name[0].isdigit()), key=lambda d: int(d.name.split("_")[0]))
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), \
         {d: store.read_json(d / store.SUMMARY) for d in jobs}
