@@ -79,6 +79,8 @@ def main(cfg: DictConfig) -> float | None:
         from lossbench.engine import train  # torch is imported here, after Hydra has parsed the command line
         from lossbench.engine.plan import record_failure
 
+        if not multirun and stop_requested():  # its Interrupted was lost on the way (an import's bare `except:`)
+            raise Interrupted(stop_requested())
         summary = train.run(cfg, out_dir, jobs=parallel_jobs(hc), record=multirun)  # a sweep job's failure: recorded
     except Interrupted:  # a single run stopped before training: it leaves nothing behind
         rundir.discard(out_dir, hc.output_subdir)
