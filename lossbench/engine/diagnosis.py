@@ -67,29 +67,33 @@ def diagnose(summary: dict) -> dict | None:
     sat, dead, auc = e["saturated_frac"], e["dead_frac"], e["val/auc"]
     if auc is None:
         return None
-    if sat is not None and dead is not None and sat >= STALL_SATURATED and dead >= STALL_DEAD and abs(auc - 0.5) <= CHANCE_MARGIN:
+    stalled = sat is not None and dead is not None and sat >= STALL_SATURATED and dead >= STALL_DEAD
+    if stalled and abs(auc - 0.5) <= CHANCE_MARGIN:
         loss = ((summary.get("config") or {}).get("loss") or {}).get("name")
         message = (f"stalled: {sat:.0%} of probabilities are exactly 0 or 1 and {dead:.0%} of samples are wrong "
                    f"with a gradient of exactly 0, val/auc {auc:.3f} (chance 0.5); it cannot recover. "
                    f"Fix: {FIX.get(loss, DEFAULT_FIX)}. See {DOCS}")
         short = f"STALLED ({sat:.0%} saturated, {dead:.0%} dead, val/auc {auc:.3f})"
         return {"name": "stalled", "short": short, "message": message, "evidence": e, "see": DOCS}
-    best = _number((summary.get("best") if isinstance(summary.get("best"), dict) else {}).get("val/auc"))
-    if abs(auc - 0.5) <= CHANCE_MARGIN and best is not None and best - 0.5 >= COLLAPSE_FROM:
-        history = summary.get("history") if isinstance(summary.get("history"), list) else []
-        step = next((h.get("step") for h in history if isinstance(h, dict) and h.get("val/auc") == best), None)
-        n = summary.get("numerics") if isinstance(summary.get("numerics"), dict) else {}
-        logit = _number(n.get("max_abs_logit"))
-        e = {**e, "best val/auc": best, "best step": step, "max_abs_logit": logit}
-        at = f" at step {step}" if step is not None else ""
-        message = (f"collapsed: val/auc {auc:.3f} at the end (chance 0.5) after {best:.3f}{at}"
-                   + (f"; the largest |logit| reached {logit:.3g}" if logit is not None else "")
-                   + ": a step blew the weights up and the model now predicts one constant. Its best point is "
-                   f"recorded (best, test at val-best). Fix: {DEFAULT_FIX}, or clip the gradient norm.")
-        short = f"COLLAPSED (val/auc {best:.3f}{at} -> {auc:.3f})"
-        return {"name": "collapsed", "short": short, "message": message, "evidence": e, "see": DOCS}
-    return None
+    return _collapsed(summary, auc, e)
 
+
+def _collapsed(summary: dict, auc: float, e: dict) -> dict | None:
+    """The 'collapsed' diagnosis: val/auc at chance at the end after a best at least COLLAPSE_FROM above it."""
+    best = _number((summary.get("best") if isinstance(summary.get("best"), dict) else {}).get("val/auc"))
+    if abs(auc - 0.5) > CHANCE_MARGIN or best is None or best - 0.5 < COLLAPSE_FROM:
+        return None
+    history = summary.get("history") if isinstance(summary.get("history"), list) else []
+    step = next((h.get("step") for h in history if isinstance(h, dict) and h.get("val/auc") == best), None)
+    n = summary.get("numerics") if isinstance(summary.get("numerics"), dict) else {}
+    logit = _number(n.get("max_abs_logit"))
+    at = f" at step {step}" if step is not None else ""
+    message = (f"collapsed: val/auc {auc:.3f} at the end (chance 0.5) after {best:.3f}{at}"
+               + (f"; the largest |logit| reached {logit:.3g}" if logit is not None else "")
+               + ": a step blew the weights up and the model now predicts one constant. Its best point is "
+               f"recorded (best, test at val-best). Fix: {DEFAULT_FIX}, or clip the gradient norm.")
+    return {"name": "collapsed", "short": f"COLLAPSED (val/auc {best:.3f}{at} -> {auc:.3f})", "message": message,
+            "evidence": {**e, "best val/auc": best, "best step": step, "max_abs_logit": logit}, "see": DOCS}
 
 def name(summary: dict) -> str:
     """The diagnosis's name as the report shows it ('' for none). A summary written before diagnoses were
