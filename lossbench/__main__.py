@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lossbench.config import CONFIGS, fastconfig
+from lossbench.config import CONFIGS, ahead, fastconfig
 from lossbench.config.preflight import preflight
 from lossbench.errors import LossbenchError
 from lossbench.runs.signals import Interrupted, hand_over, note, stop_requested
@@ -34,6 +34,16 @@ from lossbench.sweeps.launch import result_line, sweep_value
 from lossbench.sweeps.sweep import refuse_job
 
 fastconfig.install()  # each set of group choices composed once, each job once (here, and in a launcher's workers)
+
+
+def trains_here(argv: list[str]) -> bool:
+    """Whether this command line trains in this process: not a help, info or config print, and not a sweep
+    whose launcher trains in other processes (joblib, submitit)."""
+    flags = {a.split("=", 1)[0] for a in argv if a.startswith("-")}
+    if flags & {"-h", "--help", "--hydra-help", "-i", "--info", "-c", "--cfg", "-sc", "--shell-completion",
+                "--experimental-rerun"}:
+        return False
+    return not any(a.startswith("hydra/launcher=") and ("joblib" in a or "submitit" in a) for a in argv)
 
 
 def parallel_jobs(hc) -> int:
@@ -137,6 +147,16 @@ def cli() -> None:
     sweep.refused = 0  # set by this command's sweep, if it runs one
     try:
         signals.guard()
+        if "torch" not in sys.modules and trains_here(sys.argv[1:]) and (child := ahead.start(
+                lambda: preflight(sys.argv[1:], main, str(CONFIGS), "config"))):
+            try:  # torch, and the torch._dynamo that torch.optim imports, while the child composes the configs
+                import torch._dynamo  # noqa: F401
+
+                import lossbench.engine.train  # noqa: F401
+            except BaseException:
+                child.cancel()
+                raise
+            child.collect()
         try:
             preflight(sys.argv[1:], main, str(CONFIGS), "config")
         except LossbenchError:

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lossbench.config import fastconfig
+from lossbench.config import ahead, fastconfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -160,6 +160,56 @@ def test_the_same_group_choices_in_another_order_share_one_composition(loader) -
         fastconfig.uninstall()
 
 
+AHEAD = [["experiment=saturation", "+regime=scale50", "loss=bce"], ["experiment=saturation", "loss=nll", "seed=3"]]
+
+
+def test_compositions_made_in_the_child_are_hydras_and_not_made_again(loader, capfd) -> None:
+    fastconfig.install()
+    try:
+        before = dict(fastconfig.stats)
+        child = ahead.start(lambda: [print("from the child") or
+                                     loader.load_configuration("config", o, run_mode=RunMode.RUN) for o in AHEAD])
+        assert child is not None
+        child.collect()
+        assert fastconfig.stats["adopted"] - before["adopted"] == 2 and fastconfig.stats["composed"] == before["composed"]
+        fast = [loader.load_configuration("config", o, run_mode=RunMode.RUN) for o in AHEAD]
+        assert fastconfig.stats["composed"] == before["composed"]  # copies of what the child composed
+    finally:
+        fastconfig.uninstall()
+    for o, cfg in zip(AHEAD, fast, strict=True):
+        assert_same(loader.load_configuration("config", o, run_mode=RunMode.RUN), cfg)
+    assert "from the child" not in capfd.readouterr().out  # the child is quiet
+
+
+def test_a_child_that_fails_or_composed_from_files_changed_since_gives_nothing(tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(CONFIGS, tmp_path / "configs")
+    fastconfig.uninstall()
+    fastconfig.install()
+    try:
+        with initialize_config_dir(config_dir=str(tmp_path / "configs"), version_base="1.3"):
+            loader = GlobalHydra.instance().config_loader()
+            compose = [loader.load_configuration("config", o, run_mode=RunMode.RUN) for o in AHEAD]
+            fastconfig.clear()
+            child = ahead.start(lambda: [loader.load_configuration("config", o, run_mode=RunMode.RUN) for o in AHEAD])
+            import time
+
+            time.sleep(1.0)  # the child has composed by now (or it is still composing: then it is waited for)
+            with (tmp_path / "configs" / "loss" / "nll.yaml").open("a") as f:
+                f.write("\n# edited after the child composed\n")  # the second set's file: that one is not adopted
+            before = fastconfig.stats["adopted"]
+            child.collect()
+            assert fastconfig.stats["adopted"] - before == 1
+            fastconfig.clear()
+            child = ahead.start(lambda: 1 / 0)
+            child.collect()
+            assert fastconfig.stats["adopted"] - before == 1 and not fastconfig._templates
+            assert compose  # composed before, in this process: the child started from a warm cache too
+    finally:
+        fastconfig.uninstall()
+
+
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, **(env or {})})
@@ -168,7 +218,7 @@ def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 COUNT = """
 import atexit, sys
 from lossbench import __main__ as m
-from lossbench.config import fastconfig
+from lossbench.config import ahead, fastconfig
 atexit.register(lambda: print("STATS", fastconfig.stats, file=sys.stderr))
 sys.argv = ["lossbench", *sys.argv[1:]]
 m.cli()
@@ -184,7 +234,8 @@ def test_a_sweep_composes_each_job_once_and_writes_the_same_files(tmp_path: Path
     stats = eval(fast.stderr.split("STATS ")[-1].splitlines()[0])  # noqa: S307 (our own dict's repr)
     # 4 combinations of the swept groups (+regime x loss), composed once each (by the preflight); the 8 jobs are
     # copies, each composed once and handed from the sweeper's check to the launcher
-    assert stats["composed"] == 1 + 4 and stats["handed_over"] == 8, stats
+    # ... in a child process, while this one imported torch (lossbench.config.ahead): adopted here, none composed again
+    assert stats["composed"] == 0 and stats["adopted"] == 1 + 4 and stats["handed_over"] == 8, stats
     slow = run("-m", "lossbench", "-m", *args, f"hydra.sweep.dir={tmp_path / 'hydra'}",
                env={"LOSSBENCH_FASTCONFIG": "0"})
     assert slow.returncode == 0, slow.stderr[-3000:]

@@ -39,7 +39,7 @@ _files: dict[tuple, Any] = {}  # (search path, config path) -> the ConfigResult 
 _paths: dict[tuple, tuple] = {}  # (repository id, config path) -> (repository, the file it names or None)
 _original: dict[str, Any] = {}
 _dumper: list[type] = []  # the libyaml dumper, made once
-stats = {"composed": 0, "copied": 0, "handed_over": 0, "hydra": 0}  # what each call did (tests, bench)
+stats = {"composed": 0, "copied": 0, "handed_over": 0, "hydra": 0, "adopted": 0}  # what each call did (tests, bench)
 
 
 def install() -> None:
@@ -81,6 +81,20 @@ def clear() -> None:
     _files.clear()
     _paths.clear()
     _handed.clear()
+
+
+def export() -> dict:
+    """The compositions kept, as plain data (pickle): what lossbench.config.ahead hands from the process that
+    composed them to the one that trains."""
+    return dict(_templates)
+
+
+def adopt(templates: dict) -> None:
+    """Keep compositions another process made (export()); a key already kept here stays as it is."""
+    for key, value in templates.items():
+        if key not in _templates and all(_version(v[0]) == v for v in value[3]):
+            _templates[key] = value
+            stats["adopted"] += 1
 
 
 def load_sweep_config(self: Any, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
@@ -156,8 +170,11 @@ def _stamp(repo: Any, config_path: str) -> tuple | None:
         known = _paths[id(repo), config_path] = (repo, os.path.join(
             source.path, source._normalize_file_name(config_path)) if source is not None and source.scheme() == "file"
             else None)  # the repository is held with it, so that its id names no other meanwhile
-    if (path := known[1]) is None:
-        return None
+    return None if known[1] is None else _version(known[1])
+
+
+def _version(path: str) -> tuple | None:
+    """A file's version: (path, mtime, size); None if it is gone."""
     try:
         st = os.stat(path)
     except OSError:
@@ -176,7 +193,7 @@ def _caching_repo(self: Any, config_name: str | None, parsed: list) -> Any:
     class Repo(CachingConfigRepository):
         def __init__(self, delegate: Any) -> None:  # Hydra deep-copies the delegate here, for the case below
             self.delegate, self.cache = delegate, {}
-            self.loaded: list[tuple] = []  # (repository, config path, its version) of each config loaded
+            self.loaded: list[tuple] = []  # the version of each config file loaded (see _version)
 
         def initialize_sources(self, config_search_path: Any) -> None:  # a primary config's hydra.searchpath
             self.delegate = copy.deepcopy(self.delegate)
@@ -187,7 +204,8 @@ def _caching_repo(self: Any, config_name: str | None, parsed: list) -> Any:
                 version = (where, config_path, _stamp(self.delegate, config_path))
                 if version not in _files:
                     _files[version] = self.delegate.load_config(config_path=config_path)
-                self.loaded.append((self.delegate, config_path, version[2]))
+                if version[2] is not None:
+                    self.loaded.append(version[2])
                 self.cache[key] = _copy(_files[version])
             return self.cache[key]
 
@@ -203,13 +221,20 @@ def _copy(obj: Any) -> Any:
 
 
 def copy_config(obj: Any) -> Any:
-    """copy.deepcopy(obj), by a pickle round trip where that is the same copy: for a whole tree (a pickle round
-    trip also copies whatever a node's parent is, where deepcopy keeps the root's parent and re-parents the
-    children: HydraConfig's masked copy)."""
+    """copy.deepcopy(obj), by a pickle round trip where that is the same copy: a root DictConfig, whose children
+    deepcopy copies detached and parents to the copy (HydraConfig's masked copy has a child whose parent is
+    the job's config: it is parented to the root for the round trip, so that only this tree is copied)."""
     content = obj.__dict__.get("_content") if isinstance(obj, DictConfig) else None
-    if isinstance(content, dict) and obj._get_parent() is None and all(v._get_parent() is obj for v in content.values()):
+    if not isinstance(content, dict) or obj._get_parent() is not None:
+        return copy.deepcopy(obj)
+    parents = [(v, v.__dict__["_parent"]) for v in content.values()]
+    try:
+        for v, _ in parents:
+            v.__dict__["_parent"] = obj
         return _copy(obj)
-    return copy.deepcopy(obj)
+    finally:
+        for v, parent in parents:
+            v.__dict__["_parent"] = parent
 
 
 def set_config(self: Any, cfg: DictConfig) -> None:
@@ -298,7 +323,7 @@ def _load(self: Any, config_name: str | None, overrides: list[str], run_mode: An
         self.validate_sweep_overrides_legal(overrides=parsed, run_mode=run_mode, from_shell=from_shell)
     groups, structure = _structure(self, parsed)
     key = (_search_path(self), config_name, structure)
-    if key in _templates and any(_stamp(r, path) != version for r, path, version in _templates[key][3]):
+    if key in _templates and any(_version(v[0]) != v for v in _templates[key][3]):
         del _templates[key]  # a config file it was composed from has changed since
     if key not in _templates:
         caching_repo = _caching_repo(self, config_name, parsed)
