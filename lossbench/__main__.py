@@ -148,7 +148,7 @@ def cli() -> None:
     try:
         signals.guard()
         if "torch" not in sys.modules and trains_here(sys.argv[1:]) and (child := ahead.start(
-                lambda: preflight(sys.argv[1:], main, str(CONFIGS), "config"))):
+                lambda: preflight(sys.argv[1:], main, str(CONFIGS), "config", prefetch=True))):
             try:  # torch, and the torch._dynamo that torch.optim imports, while the child composes the configs
                 import torch._dynamo  # noqa: F401
 

@@ -148,6 +148,60 @@ def test_random_override_sets_equal_hydras_composition(loader, overrides: list[s
     assert_same(ref, fast)
 
 
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_presets_sweep_master_equals_hydras_composition(loader, preset: str) -> None:
+    """The two MULTIRUN compositions of `python -m lossbench -m experiment=<preset>`: Hydra's get_mode, then its
+    multirun's (hydra.mode appended)."""
+    args = [f"experiment={preset}", "hydra.sweep.dir=/tmp/fastconfig"]
+    for overrides, validate in ((args, False), ([*args, "hydra.mode=MULTIRUN"], True)):
+        ref, fast = hydra_and_fast(loader, lambda ld, o=overrides, v=validate: ld.load_configuration(
+            "config", o, run_mode=RunMode.MULTIRUN, validate_sweep_overrides=v))
+        assert not isinstance(ref, Exception), ref
+        assert_same(ref, fast)
+
+
+SWEEPS = ["seed=0,1", "loss=bce,nll", "optim.lr=0.1,0.01", "+regime=scale50,bias_neg100", "model=mlp,linear"]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(overrides=override_sets(), sweeps=st.lists(st.sampled_from(SWEEPS), max_size=2, unique=True))
+def test_random_sweep_masters_equal_hydras_composition(loader, overrides: list[str], sweeps: list[str]) -> None:
+    ref, fast = hydra_and_fast(loader, lambda ld: ld.load_configuration(
+        "config", [*overrides, *sweeps, "hydra.mode=MULTIRUN"], run_mode=RunMode.MULTIRUN))
+    assert_same(ref, fast)
+
+
+def test_prefetched_configs_are_those_hydra_composes_each_for_one_call(loader) -> None:
+    """fastconfig.prefetch makes the calls hydra.main and the basic sweeper will make; each later call gets its
+    result once, equal to Hydra's own composition."""
+    args = ["experiment=saturation", "+regime=scale50,bias_neg100", "seed=0,1", "hydra.sweep.dir=/tmp/fastconfig"]
+    fastconfig.install()
+    try:
+        fastconfig.prefetch(loader, "config", args, multirun=True)
+        assert len(fastconfig._prefetched) == 2 + 2 * 5 * 2  # get_mode's, the master, 20 jobs (2 x 5 losses x 2)
+        before = dict(fastconfig.stats)
+        mode = loader.load_configuration("config", args, run_mode=RunMode.MULTIRUN, validate_sweep_overrides=False)
+        master = loader.load_configuration("config", [*args, "hydra.mode=MULTIRUN"], run_mode=RunMode.MULTIRUN)
+        params = master.hydra.sweeper.params
+        parsed = OverridesParser.create().parse_overrides([*(f"{k}={v}" for k, v in params.items()),
+                                                           *master.hydra.overrides.task])
+        jobs = [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+        fast = [loader.load_sweep_config(master, job) for job in jobs]
+        assert fastconfig.stats["prefetched"] - before["prefetched"] == 22 and not fastconfig._prefetched
+        assert fastconfig.stats["composed"] == before["composed"]
+        again = loader.load_sweep_config(master, jobs[0])  # a second call is composed anew (from the template)
+        assert fastconfig.stats["prefetched"] - before["prefetched"] == 22
+    finally:
+        fastconfig.uninstall()
+    assert_same(loader.load_configuration("config", args, run_mode=RunMode.MULTIRUN, validate_sweep_overrides=False),
+                mode)
+    ref_master = loader.load_configuration("config", [*args, "hydra.mode=MULTIRUN"], run_mode=RunMode.MULTIRUN)
+    assert_same(ref_master, master)
+    for job, cfg in zip(jobs, fast, strict=True):
+        assert_same(loader.load_sweep_config(ref_master, job), cfg)
+    assert_same(fast[0], again)
+
+
 def test_the_same_group_choices_in_another_order_share_one_composition(loader) -> None:
     fastconfig.install()
     try:
@@ -235,7 +289,10 @@ def test_a_sweep_composes_each_job_once_and_writes_the_same_files(tmp_path: Path
     # 4 combinations of the swept groups (+regime x loss), composed once each (by the preflight); the 8 jobs are
     # copies, each composed once and handed from the sweeper's check to the launcher
     # ... in a child process, while this one imported torch (lossbench.config.ahead): adopted here, none composed again
-    assert stats["composed"] == 0 and stats["adopted"] == 1 + 4 and stats["handed_over"] == 8, stats
+    # and, there too, the configs Hydra then asks for (lossbench.config.fastconfig.prefetch: get_mode's, the master's,
+    # each job's), each handed over for its one call
+    assert stats["composed"] == 0 and stats["adopted"] == 2 + 4 and stats["handed_over"] == 8, stats
+    assert stats["prefetched"] == 2 + 8 and stats["hydra"] == 0, stats
     slow = run("-m", "lossbench", "-m", *args, f"hydra.sweep.dir={tmp_path / 'hydra'}",
                env={"LOSSBENCH_FASTCONFIG": "0"})
     assert slow.returncode == 0, slow.stderr[-3000:]

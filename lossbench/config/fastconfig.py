@@ -37,9 +37,12 @@ _templates: dict[tuple, tuple] = {}  # group choices -> (composed, choices, sour
 _handed: dict[Any, Any] = {}  # (master config, job overrides) -> the job's config, until asked again
 _files: dict[tuple, Any] = {}  # (search path, config path) -> the ConfigResult the repository loaded, untouched
 _paths: dict[tuple, tuple] = {}  # (repository id, config path) -> (repository, the file it names or None)
+_prefetched: dict[tuple, tuple] = {}  # load_configuration's arguments -> (its result, the files' versions), for one call
+_prefetching = False  # prefetch_sweep is composing: keep each result in _prefetched
+_PREFETCH_JOBS = 256  # at most this many jobs of a sweep prefetched
 _original: dict[str, Any] = {}
 _dumper: list[type] = []  # the libyaml dumper, made once
-stats = {"composed": 0, "copied": 0, "handed_over": 0, "hydra": 0, "adopted": 0}  # what each call did (tests, bench)
+stats = {"composed": 0, "copied": 0, "handed_over": 0, "hydra": 0, "adopted": 0, "prefetched": 0}  # what each call did (tests, bench)
 
 
 def install() -> None:
@@ -78,23 +81,71 @@ def uninstall() -> None:
 
 def clear() -> None:
     _templates.clear()
+    _prefetched.clear()
     _files.clear()
     _paths.clear()
     _handed.clear()
 
 
-def export() -> dict:
-    """The compositions kept, as plain data (pickle): what lossbench.config.ahead hands from the process that
-    composed them to the one that trains."""
-    return dict(_templates)
+def export() -> tuple[dict, dict]:
+    """The compositions kept and prefetched, as plain data (pickle): what lossbench.config.ahead hands from the
+    process that composed them to the one that trains."""
+    return dict(_templates), dict(_prefetched)
 
 
-def adopt(templates: dict) -> None:
-    """Keep compositions another process made (export()); a key already kept here stays as it is."""
+def adopt(made: tuple[dict, dict]) -> None:
+    """Keep compositions another process made (export()), those of files that are still as they were; a key
+    already kept here stays as it is."""
+    templates, prefetched = made
     for key, value in templates.items():
         if key not in _templates and all(_version(v[0]) == v for v in value[3]):
             _templates[key] = value
             stats["adopted"] += 1
+    for key, value in prefetched.items():
+        if key not in _prefetched and all(_version(v[0]) == v for v in value[1]):
+            _prefetched[key] = value
+
+
+def prefetch(loader: Any, config_name: str | None, overrides: list[str], multirun: bool) -> None:
+    """Compose the configs Hydra's `hydra.main` will ask for, by the same calls in the same order (its get_mode,
+    then run or multirun; for the basic sweeper, each job as ConfigLoaderImpl.load_sweep_config composes it), and
+    keep each result for that one call: the process that runs the command (lossbench.config.ahead hands them
+    over) then composes none of them."""
+    global _prefetching
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.types import RunMode
+
+    _prefetching = True
+    try:
+        try:  # hydra._internal.hydra.Hydra.get_mode, then _run_app (hydra/_internal/utils.py)
+            mode = loader.load_configuration(config_name, overrides, run_mode=RunMode.MULTIRUN,
+                                             validate_sweep_overrides=False).hydra.mode
+        except Exception:  # noqa: BLE001 (Hydra's get_mode: no mode)
+            mode = None
+        overrides = list(overrides)
+        if mode is None or (multirun and mode == RunMode.RUN):
+            mode = RunMode.MULTIRUN if multirun else RunMode.RUN
+            overrides.append(f"hydra.mode={mode.name}")
+        master = loader.load_configuration(config_name, overrides, run_mode=mode)
+        sweeper = master.hydra.sweeper
+        if mode != RunMode.MULTIRUN or str(sweeper.get("_target_")) != BASIC_SWEEPER or \
+                not str(master.hydra.launcher.get("_target_")).endswith(("BasicLauncher", "StackedLauncher")):
+            return  # another sweeper chooses its jobs as it goes; another launcher composes them elsewhere
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+        lines = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+        lines += list(master.hydra.overrides.task)  # BasicSweeper.sweep: its params, then the arguments
+        parsed = OverridesParser.create(config_loader=loader).parse_overrides(lines)
+        jobs = [job for batch in BasicSweeper.split_arguments(parsed, sweeper.get("max_batch_size"))
+                for job in batch]
+        for job in jobs[:_PREFETCH_JOBS]:
+            loader.load_configuration(master.hydra.job.config_name, [*master.hydra.overrides.hydra, *job],
+                                      run_mode=RunMode.RUN)
+    finally:
+        _prefetching = False
+
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
 def load_sweep_config(self: Any, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
@@ -132,13 +183,20 @@ def load_configuration(self: Any, config_name: str | None, overrides: list[str],
     from hydra.types import RunMode
     from omegaconf.errors import OmegaConfBaseException
 
-    if run_mode != RunMode.RUN or any(o.split("=", 1)[0].lstrip("+~").startswith("hydra.searchpath")
-                                      for o in overrides):
+    if run_mode not in (RunMode.RUN, RunMode.MULTIRUN) or any(
+            o.split("=", 1)[0].lstrip("+~").startswith("hydra.searchpath") for o in overrides):
         stats["hydra"] += 1
         return _original["load_configuration"](self, config_name, overrides, run_mode, from_shell,
                                                validate_sweep_overrides)
+    key = (_search_path(self), config_name, tuple(overrides), run_mode, from_shell, validate_sweep_overrides)
+    if (made := _prefetched.pop(key, None)) is not None and all(_version(v[0]) == v for v in made[1]):
+        stats["prefetched"] += 1
+        return made[0]
     try:
-        return _load(self, config_name, overrides, run_mode, from_shell, validate_sweep_overrides)
+        cfg, versions = _load(self, config_name, overrides, run_mode, from_shell, validate_sweep_overrides)
+        if _prefetching:
+            _prefetched[key] = (_copy(cfg), versions)
+        return cfg
     except OmegaConfBaseException as e:
         import sys
 
@@ -308,7 +366,8 @@ def _search_path(self: Any) -> tuple:
 
 
 def _load(self: Any, config_name: str | None, overrides: list[str], run_mode: Any, from_shell: bool,
-          validate_sweep_overrides: bool) -> DictConfig:
+          validate_sweep_overrides: bool) -> tuple[DictConfig, list]:
+    """The composed config, and the versions of the files it was composed from."""
     # The steps of hydra._internal.config_loader_impl.ConfigLoaderImpl._load_configuration_impl (1.3), in order.
     from hydra import __version__, version
     from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
@@ -316,19 +375,21 @@ def _load(self: Any, config_name: str | None, overrides: list[str], run_mode: An
     from hydra.conf import ConfigSourceInfo
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.utils import JobRuntime
+    from hydra.types import RunMode
 
     self.ensure_main_config_source_available()
     parsed = OverridesParser.create().parse_overrides(overrides=overrides)
     if validate_sweep_overrides:
         self.validate_sweep_overrides_legal(overrides=parsed, run_mode=run_mode, from_shell=from_shell)
     groups, structure = _structure(self, parsed)
-    key = (_search_path(self), config_name, structure)
+    multirun = run_mode != RunMode.RUN  # Hydra composes a sweep's master config without a missing group's choice
+    key = (_search_path(self), config_name, structure, multirun)
     if key in _templates and any(_version(v[0]) != v for v in _templates[key][3]):
         del _templates[key]  # a config file it was composed from has changed since
     if key not in _templates:
         caching_repo = _caching_repo(self, config_name, parsed)
         defaults_list = create_defaults_list(repo=caching_repo, config_name=config_name, overrides_list=groups,
-                                             prepend_hydra=True, skip_missing=False)
+                                             prepend_hydra=True, skip_missing=multirun)
         cfg = self._compose_config_from_defaults_list(defaults=defaults_list.defaults, repo=caching_repo)
         OmegaConf.set_struct(cfg, True)
         OmegaConf.set_readonly(cfg.hydra, False)
@@ -338,7 +399,7 @@ def _load(self: Any, config_name: str | None, overrides: list[str], run_mode: An
             _templates.clear()
         _templates[key] = (cfg, dict(defaults_list.overrides.known_choices), sources, caching_repo.loaded)
         stats["composed"] += 1
-    template, known_choices, sources, _ = _templates[key]
+    template, known_choices, sources, versions = _templates[key]
     cfg = _copy(template)
     stats["copied"] += 1
     group_ids = {id(o) for o in groups}
@@ -366,5 +427,5 @@ def _load(self: Any, config_name: str | None, overrides: list[str], run_mode: An
         item_sep=cfg.hydra.job.config.override_dirname.item_sep,
         exclude_keys=cfg.hydra.job.config.override_dirname.exclude_keys)
     cfg.hydra.job.config_name = config_name
-    return cfg
+    return cfg, versions
 

@@ -11,12 +11,12 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lossbench.config import _is_number, check_launcher, flatten, schema, validate
+from lossbench.config import _is_number, check_launcher, fastconfig, flatten, schema, validate
 from lossbench.errors import ConfigError
 from lossbench.values import show
 
 
-def preflight(argv: list[str], task_function: Any, config_path: str, config_name: str) -> None:
+def preflight(argv: list[str], task_function: Any, config_path: str, config_name: str, prefetch: bool = False) -> None:
     """Compose the configs of this command line the way `hydra.main` will, and validate them.
 
     Raises ConfigError (one line, naming the key) where Hydra would print a multi-line composition error and
@@ -29,6 +29,9 @@ def preflight(argv: list[str], task_function: Any, config_path: str, config_name
     hydra.mode=MULTIRUN such as hparams_search=optuna): the fixed overrides, then each value of each swept key
     (the command line's and the sweeper's params) once, and an interval's lower end for its type. Ranges are
     left to each job, where a refused job is recorded as failed and the sweep goes on.
+
+    prefetch: also compose the configs `hydra.main` will ask for (the run's, or a sweep's master and jobs:
+    fastconfig.prefetch), for lossbench.config.ahead's child to hand over.
     """
     config_path = str(config_path)  # a Path (lossbench.config.CONFIGS) is taken too
     from hydra._internal.hydra import Hydra
@@ -62,14 +65,14 @@ def preflight(argv: list[str], task_function: Any, config_path: str, config_name
         hydra = Hydra.create_main_hydra2(task_name=detect_task_name(calling_file, calling_module),
                                          config_search_path=search_path)
         try:
-            _compose_command_line(hydra, args, args.config_name or config_name)
+            _compose_command_line(hydra, args, args.config_name or config_name, prefetch)
         finally:
             GlobalHydra.instance().clear()
     except (HydraException, OmegaConfBaseException) as e:
         raise composition_error(e) from None
 
 
-def _compose_command_line(hydra: Any, args: Any, name: str) -> None:
+def _compose_command_line(hydra: Any, args: Any, name: str, prefetch: bool) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import IntervalSweep
     from hydra.types import RunMode
@@ -91,6 +94,8 @@ def _compose_command_line(hydra: Any, args: Any, name: str) -> None:
     cfg = compose([o.input_line for o in fixed])
     if args.multirun or cfg.hydra.mode == RunMode.MULTIRUN:
         check_launcher(cfg.hydra.launcher)
+    if prefetch and not args.cfg:
+        fastconfig.prefetch(hydra.config_loader, name, args.overrides, args.multirun)
     if args.cfg or not (args.multirun or cfg.hydra.mode == RunMode.MULTIRUN):
         if len(fixed) < len(given):
             compose(args.overrides)  # Hydra's own message: a sweep needs --multirun
