@@ -147,6 +147,7 @@ def cli() -> None:
     sweep.refused = 0  # set by this command's sweep, if it runs one
     try:
         signals.guard()
+        checked = False  # the preflight passed in the child, on the files as they still are
         if "torch" not in sys.modules and trains_here(sys.argv[1:]) and (child := ahead.start(
                 lambda: preflight(sys.argv[1:], main, str(CONFIGS), "config", prefetch=True))):
             try:  # torch, and the torch._dynamo that torch.optim imports, while the child composes the configs
@@ -156,9 +157,10 @@ def cli() -> None:
             except BaseException:
                 child.cancel()
                 raise
-            child.collect()
+            checked = child.collect()
         try:
-            preflight(sys.argv[1:], main, str(CONFIGS), "config")
+            if not checked:
+                preflight(sys.argv[1:], main, str(CONFIGS), "config")
         except LossbenchError:
             if stop_requested() is not None:  # a signal inside Hydra's composition: what it broke is no bad input
                 raise Interrupted(stop_requested()) from None

@@ -32,8 +32,9 @@ class Ahead:
     def __init__(self, pid: int, fd: int) -> None:
         self.pid, self.fd = pid, fd
 
-    def collect(self) -> None:
-        """Wait for the child (at most _WAIT_S) and adopt its compositions."""
+    def collect(self) -> bool:
+        """Wait for the child (at most _WAIT_S) and adopt its compositions. True if compose() returned in the
+        child and every file it composed from is as it was (what it checked holds here too)."""
         chunks, deadline = [], time.monotonic() + _WAIT_S
         try:
             while select.select([self.fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
@@ -41,12 +42,14 @@ class Ahead:
                     break
                 chunks.append(chunk)
             else:
-                return
-            if data := b"".join(chunks):
-                from hydra.core.plugins import Plugins
+                return False
+            if not (data := b"".join(chunks)):
+                return False
+            from hydra.core.plugins import Plugins
 
-                Plugins.instance()  # Hydra's plugin scan loads its modules anew: their classes, before unpickling
-                fastconfig.adopt(pickle.loads(data))
+            Plugins.instance()  # Hydra's plugin scan loads its modules anew: their classes, before unpickling
+            made, returned = pickle.loads(data)
+            return fastconfig.adopt(made) and returned
         finally:
             self.cancel()
 
@@ -84,9 +87,10 @@ def start(compose: Callable[[], None]) -> Ahead | None:
         sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (and whatever objects stood in for them)
         try:
             compose()
+            returned = True
         except BaseException:  # the parent composes again, and reports what is wrong
-            pass
-        data = memoryview(pickle.dumps(fastconfig.export(), protocol=pickle.HIGHEST_PROTOCOL))
+            returned = False
+        data = memoryview(pickle.dumps((fastconfig.export(), returned), protocol=pickle.HIGHEST_PROTOCOL))
         while data:
             data = data[os.write(write, data):]
     finally:

@@ -93,17 +93,23 @@ def export() -> tuple[dict, dict]:
     return dict(_templates), dict(_prefetched)
 
 
-def adopt(made: tuple[dict, dict]) -> None:
+def adopt(made: tuple[dict, dict]) -> bool:
     """Keep compositions another process made (export()), those of files that are still as they were; a key
-    already kept here stays as it is."""
+    already kept here stays as it is. True if every file they were composed from is as it was."""
     templates, prefetched = made
+    current = True
     for key, value in templates.items():
-        if key not in _templates and all(_version(v[0]) == v for v in value[3]):
+        if not all(_version(v[0]) == v for v in value[3]):
+            current = False
+        elif key not in _templates:
             _templates[key] = value
             stats["adopted"] += 1
     for key, value in prefetched.items():
-        if key not in _prefetched and all(_version(v[0]) == v for v in value[1]):
+        if not all(_version(v[0]) == v for v in value[1]):
+            current = False
+        elif key not in _prefetched:
             _prefetched[key] = value
+    return current
 
 
 def prefetch(loader: Any, config_name: str | None, overrides: list[str], multirun: bool) -> None:
