@@ -279,16 +279,14 @@ def train_step(stack: Engine, batches: Batches, i: int, bs: int, step: int, deta
     x, t = batches.train(i, bs)
     stack.begin_step(step)
     with amp():
-        z = stack.forward(x)
+        z = stack.forward(x, keep_grad=detail)
         losses = stack.losses(z, t)  # (K,)
-    if detail:
-        z.retain_grad()
     stack.backward(losses)
     seen, norms = stack.monitor.observe(losses, z), None
     if detail or grads_every_step:
         norms = stack.monitor.observe_grads(stack.grads())
     if detail:
-        stack.monitor.observe_detail(losses.detach().reshape(-1), z, t, z.grad)
+        stack.monitor.observe_detail(losses.detach().reshape(-1), z, t, stack.logit_grads(z))
     apply = None
     if skip is not None:  # trainer.on_nonfinite=skip: a per-step host read decides, per member
         finite = (torch.isfinite(seen.reshape(-1)) & torch.isfinite(norms.reshape(len(skip), -1)).all(dim=1)).tolist()
