@@ -5,12 +5,14 @@ merge), twice: the basic sweeper's `validate_batch_is_legal` composes each job, 
 again, and `lossbench.config.preflight.preflight` composes the command line before both. `install()` replaces Hydra's
 `ConfigLoaderImpl.load_configuration` and `load_sweep_config` (hydra-core is pinned to 1.3) by:
 
-- `load_configuration` (run mode RUN): Hydra's own steps, split where the command line's value overrides come
-  in. The part before them -- the defaults list and the merge of its configs, which depend only on the config
-  name, the search path and the config-group overrides -- is composed once per distinct set of group choices and
-  kept; each call takes a copy and runs Hydra's remaining steps on it (the value overrides, the
-  `hydra.overrides` / `hydra.runtime` / `hydra.job` records), in Hydra's order. The result equals Hydra's
-  composition (tests/test_fastconfig.py compares every job of every preset and random override sets).
+- `load_configuration` (run modes RUN and MULTIRUN): Hydra's own steps, split where the command line's value
+  overrides come in. The part before them -- the defaults list and the merge of its configs, which depend only on
+  the config name, the search path, the config-group overrides and the run mode -- is composed once per distinct
+  set of group choices and kept; each call takes a copy and runs Hydra's remaining steps on it (the value
+  overrides, the `hydra.overrides` / `hydra.runtime` / `hydra.job` records), in Hydra's order. The result equals
+  Hydra's composition (tests/test_fastconfig.py compares every job and sweep master of every preset and random
+  override sets). `prefetch` makes the calls `hydra.main` will make ahead of time (lossbench/config/ahead.py runs
+  it in a child process while the command imports torch); each result is handed to its one call.
 - `load_sweep_config`: the config composed for a job is kept until the same job is asked for again (the
   launcher after the sweeper's check) and then handed over, so that no job is composed twice.
 - Hydra's `run_job` (every launcher's per-job step) copies the config with `copy.deepcopy` and writes the three
@@ -19,9 +21,9 @@ again, and `lossbench.config.preflight.preflight` composes the command line befo
   are byte for byte Hydra's (tests/test_fastconfig.py). `HydraConfig.set_config` (two to four times a job)
   copies the hydra node the same way.
 
-LOSSBENCH_FASTCONFIG=0 in the environment leaves Hydra's loader as it is (to compare timings or records).
-Anything else -- a MULTIRUN composition, an override of `hydra.searchpath` (it changes where configs are found)
--- goes through Hydra's own code unchanged.
+LOSSBENCH_FASTCONFIG=0 in the environment leaves Hydra's loader as it is (to compare timings or records), and
+composes nothing ahead. Anything else -- another run mode, an override of `hydra.searchpath` (it changes where
+configs are found) -- goes through Hydra's own code unchanged.
 """
 
 from __future__ import annotations
