@@ -51,15 +51,26 @@ def in_phase(phase: str, sig: str, run_dir: Path, *args: str) -> subprocess.Comp
 
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
-def test_a_signal_while_importing_stops_with_one_line(tmp_path, sig):
+@pytest.mark.parametrize("after", [0.4, 1.2])
+def test_a_signal_while_importing_stops_with_one_line(tmp_path, sig, after):
+    """Sent to the command alone while it imports Hydra or torch (and its child composes the configs,
+    lossbench.config.ahead): one line, nothing written, and no process of its group left behind."""
     proc = subprocess.Popen([sys.executable, "-m", "lossbench", *TINY, f"hydra.run.dir={tmp_path}"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.4)  # python is importing Hydra or torch (training starts seconds later)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(after)  # python is importing Hydra or torch (training starts seconds later)
     proc.send_signal(getattr(signal, sig))
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + getattr(signal, sig), err
     assert err.strip() == f"lossbench: interrupted by {sig} before training started; nothing to resume"
     assert not (tmp_path / store.SUMMARY).exists()
+    deadline = time.monotonic() + 0.5
+    while True:  # the child composing the configs was ended with it (killed and waited for before the exit)
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "a process of the command's group outlived it"
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
