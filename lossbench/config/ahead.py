@@ -4,11 +4,12 @@ The start of `python -m lossbench` is two waits in a row that do not need each o
 set of config-group choices the command line asks for (pure Python, ~70 ms each on this project's 2-core CPU;
 eleven for the saturation grid) and importing torch with torch._dynamo (~2.5 s; torch.optim imports the
 latter when the first optimiser is made). One core does both, one after the other, while the second idles.
-`start(compose)` forks a child that runs `compose` (the preflight, which fills fastconfig's cache) and sends
-the compositions back through a pipe; `Ahead.collect()` adds them to this process's cache
-(`fastconfig.adopt`). This process then runs the same preflight, Hydra and launcher code as before and finds
-those compositions made: the same code on the same files (a composition whose files changed meanwhile is
-not adopted). A child that fails, or is stopped, changes nothing but the time.
+`start(compose)` forks a child that runs `compose` (the preflight, which fills fastconfig's cache, then
+`fastconfig.prefetch`: the compositions `hydra.main` will ask for) and sends them back through a pipe;
+`Ahead.collect()` adds them to this process's cache (`fastconfig.adopt`). This process then runs the same Hydra
+and launcher code as before and finds those compositions made: the same code on the same files (a composition
+whose files changed meanwhile is not adopted); the preflight too, unless the child's passed on files still as
+they were. A child that fails, or is stopped, changes nothing but the time.
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ class Ahead:
             from hydra.core.plugins import Plugins
 
             Plugins.instance()  # Hydra's plugin scan loads its modules anew: their classes, before unpickling
-            made, returned = pickle.loads(data)
+            try:
+                made, returned = pickle.loads(data)
+            except Exception:  # noqa: BLE001 (what does not load here is composed here)
+                return False
             return fastconfig.adopt(made) and returned
         finally:
             self.cancel()
