@@ -40,8 +40,9 @@ _handed: dict[Any, Any] = {}  # (master config, job overrides) -> the job's conf
 _files: dict[tuple, Any] = {}  # (search path, config path) -> the ConfigResult the repository loaded, untouched
 _paths: dict[tuple, tuple] = {}  # (repository id, config path) -> (repository, the file it names or None)
 _prefetched: dict[tuple, tuple] = {}  # load_configuration's arguments -> (its result, the files' versions), for one call
-_prefetching = False  # prefetch_sweep is composing: keep each result in _prefetched
+_prefetching = False  # prefetch() is composing: keep each result in _prefetched
 _PREFETCH_JOBS = 256  # at most this many jobs of a sweep prefetched
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 _original: dict[str, Any] = {}
 _dumper: list[type] = []  # the libyaml dumper, made once
 stats = {"composed": 0, "copied": 0, "handed_over": 0, "hydra": 0, "adopted": 0, "prefetched": 0}  # what each call did (tests, bench)
@@ -101,13 +102,13 @@ def adopt(made: tuple[dict, dict]) -> bool:
     templates, prefetched = made
     current = True
     for key, value in templates.items():
-        if not all(_version(v[0]) == v for v in value[3]):
+        if not _unchanged(value[3]):
             current = False
         elif key not in _templates:
             _templates[key] = value
             stats["adopted"] += 1
     for key, value in prefetched.items():
-        if not all(_version(v[0]) == v for v in value[1]):
+        if not _unchanged(value[1]):
             current = False
         elif key not in _prefetched:
             _prefetched[key] = value
@@ -153,9 +154,6 @@ def prefetch(loader: Any, config_name: str | None, overrides: list[str], multiru
         _prefetching = False
 
 
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
-
-
 def load_sweep_config(self: Any, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
     """Hydra's load_sweep_config; a job's config is composed once and handed to its second caller."""
     if _handed.get("master") is not master_config:  # another sweep: what an earlier one left is dropped
@@ -197,7 +195,7 @@ def load_configuration(self: Any, config_name: str | None, overrides: list[str],
         return _original["load_configuration"](self, config_name, overrides, run_mode, from_shell,
                                                validate_sweep_overrides)
     key = (_search_path(self), config_name, tuple(overrides), run_mode, from_shell, validate_sweep_overrides)
-    if (made := _prefetched.pop(key, None)) is not None and all(_version(v[0]) == v for v in made[1]):
+    if (made := _prefetched.pop(key, None)) is not None and _unchanged(made[1]):
         stats["prefetched"] += 1
         return made[0]
     try:
@@ -237,6 +235,11 @@ def _stamp(repo: Any, config_path: str) -> tuple | None:
             source.path, source._normalize_file_name(config_path)) if source is not None and source.scheme() == "file"
             else None)  # the repository is held with it, so that its id names no other meanwhile
     return None if known[1] is None else _version(known[1])
+
+
+def _unchanged(versions: list[tuple]) -> bool:
+    """Every file of these versions (see _version) is still as it was."""
+    return all(_version(v[0]) == v for v in versions)
 
 
 def _version(path: str) -> tuple | None:
@@ -392,7 +395,7 @@ def _load(self: Any, config_name: str | None, overrides: list[str], run_mode: An
     groups, structure = _structure(self, parsed)
     multirun = run_mode != RunMode.RUN  # Hydra composes a sweep's master config without a missing group's choice
     key = (_search_path(self), config_name, structure, multirun)
-    if key in _templates and any(_version(v[0]) != v for v in _templates[key][3]):
+    if key in _templates and not _unchanged(_templates[key][3]):
         del _templates[key]  # a config file it was composed from has changed since
     if key not in _templates:
         caching_repo = _caching_repo(self, config_name, parsed)
