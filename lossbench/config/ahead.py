@@ -14,6 +14,7 @@ they were. A child that fails, or is stopped, changes nothing but the time.
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import select
@@ -83,6 +84,7 @@ def start(compose: Callable[[], None]) -> Ahead | None:
         return Ahead(pid, read)
     try:  # the child: quiet, stopped by any signal at once, never running the parent's exit handlers
         os.close(read)
+        gc.enable()  # the parent holds it off while it imports; a sweep's compositions make garbage
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
             signal.signal(s, signal.SIG_DFL)
         null = os.open(os.devnull, os.O_WRONLY)
