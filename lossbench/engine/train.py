@@ -296,57 +296,54 @@ def train_step(stack: Engine, batches: Batches, i: int, bs: int, step: int, deta
 
 
 def evaluate(stack: Engine, batches: Batches, rows: list[int], step: int, rt: Runtime) -> None:
-    """Validation and test metrics of the stack's members at `rows`, logged and recorded: one batched prediction
-    pass per split, at the same evaluation points. Test metrics are reported beside validation's (test/*) and
-    never chosen on: the best point, early stopping and tuning read val/* only (Member.record_eval)."""
-    members = [stack.members[r] for r in rows]
-    values: list[dict[str, float]] = [{} for _ in members]
-    for split in ("val", "test") if batches.x_test is not None else ("val",):
-        for k, scores in enumerate(score_split(stack, batches, rows, split, rt)):
-            values[k].update(scores)
-    for k, m in enumerate(members):
-        m.log.scalars(values[k], step)
-        m.record_eval(step, values[k])
+    """Validation and test metrics of the stack's members at `rows`, logged and recorded (score). Test metrics
+    are reported beside validation's (test/*) and never chosen on: the best point, early stopping and tuning read
+    val/* only (Member.record_eval)."""
+    splits = ("val", "test") if batches.x_test is not None else ("val",)
+    for r, values in zip(rows, score(stack, batches, rows, splits, rt), strict=True):
+        m = stack.members[r]
+        m.log.scalars(values, step)
+        m.record_eval(step, values)
 
 
-def score_split(stack: Engine, batches: Batches, rows: list[int], split: str, rt: Runtime) -> list[dict]:
-    """The metrics of the members at `rows` on one split ("val" or "test"), keyed "<split>/<metric>"; each
-    member's logits of the split are kept (z_val, z_test) for its per-class recall at the end."""
+def score(stack: Engine, batches: Batches, rows: list[int], splits: tuple[str, ...], rt: Runtime) -> list[dict]:
+    """The metrics of the members at `rows` on each split ("val", "test"), keyed "<split>/<metric>": one batched
+    prediction pass per split, then the metrics of every (split, member) scored alike in one computation. Each
+    member's logits of each split are kept (z_val, z_test) for its per-class recall at the end."""
     members = [stack.members[r] for r in rows]
-    for m in members:
-        m.model.eval()
     idx = torch.tensor(rows, device=rt.device)
     chunk = max(128, rt.eval_batch_size // len(rows))  # per member: a stack's activations stay as large as one run's
-    x = members[0].ds.x_val if split == "val" else members[0].ds.x_test
+    for m in members:
+        m.model.eval()
     with torch.no_grad(), rt.amp():
-        z = torch.cat([stack.predict(rows, batches.val(idx, i, chunk, split)).float()
-                       for i in range(0, len(x), chunk)], dim=1)
+        logits = {s: torch.cat([stack.predict(rows, batches.val(idx, i, chunk, s)).float()
+                                for i in range(0, len(members[0].ds.x_val if s == "val" else members[0].ds.x_test),
+                                               chunk)], dim=1) for s in splits}
     for m in members:
         m.model.train()
-    targets = [m.ds.val_targets if split == "val" else m.ds.test_targets for m in members]
-    labels = [m.ds.y_val if split == "val" else m.ds.y_test for m in members]
-    with torch.no_grad():
-        split_losses = stack.val_losses(rows, z, targets)
-    # the logits of the model's probabilities, for the metrics (z, or s z for LDAM)
-    z = torch.stack([m.objective.eval_logits(z[k]) for k, m in enumerate(members)])
-    scores: list[dict] = [{}] * len(members)
-    kinds: dict[tuple, list[int]] = {}  # members scored alike: one batched computation for each kind
-    for k, m in enumerate(members):
-        kinds.setdefault((m.head, m.ds.n_classes, labels[k].dim()), []).append(k)
-    for (head, n_classes, dim), ks in kinds.items():
+    values: dict[tuple[str, int], dict] = {}  # (split, member) -> metric -> value
+    kinds: dict[tuple, list] = {}  # (split, member, logits, labels) scored alike: one batched computation a kind
+    for s, z in logits.items():
+        with torch.no_grad():
+            targets = [m.ds.val_targets if s == "val" else m.ds.test_targets for m in members]
+            for k, loss in enumerate(stack.val_losses(rows, z, targets)):
+                values[s, k] = {"loss": loss}
+        for k, m in enumerate(members):
+            zk = m.objective.eval_logits(z[k])  # the logits of the model's probabilities (z, or s z for LDAM)
+            setattr(m, f"z_{s}", zk)
+            y = m.ds.y_val if s == "val" else m.ds.y_test
+            kinds.setdefault((m.head, m.ds.n_classes, y.dim(), len(y)), []).append((s, k, zk, y))
+    for (head, n_classes, dim, _), items in kinds.items():
         if dim == 1:  # class-index labels
-            got = metrics.evaluate_many(z[ks], torch.stack([labels[k] for k in ks]), head, n_classes)
+            got = metrics.evaluate_many(torch.stack([i[2] for i in items]), torch.stack([i[3] for i in items]),
+                                        head, n_classes)
         else:
-            got = [metrics.evaluate(z[k], labels[k], head, n_classes) for k in ks]
-        for k, row in zip(ks, got, strict=True):
-            scores[k] = row
-    out = []
-    for k, m in enumerate(members):
-        # loss.posthoc_tau: the metrics after post-hoc logit adjustment too ({} without it)
-        posthoc = metrics.posthoc(m.objective.posthoc_logits(z[k]), labels[k], m.head, m.ds.n_classes)
-        out.append({f"{split}/{name}": v for name, v in {"loss": split_losses[k], **scores[k], **posthoc}.items()})
-        setattr(m, f"z_{split}", z[k])
-    return out
+            got = [metrics.evaluate(zk, y, head, n_classes) for _, _, zk, y in items]
+        for (s, k, zk, y), row in zip(items, got, strict=True):
+            # loss.posthoc_tau: the metrics after post-hoc logit adjustment too ({} without it)
+            posthoc = metrics.posthoc(members[k].objective.posthoc_logits(zk), y, head, n_classes)
+            values[s, k].update({**row, **posthoc})
+    return [{f"{s}/{name}": v for s in splits for name, v in values[s, k].items()} for k in range(len(members))]
 
 
 def log_point(m: Member, values: dict[str, float], first_nonfinite: int | None, done: int,
