@@ -42,20 +42,29 @@ def _frozen(params: dict | None) -> tuple | None:
 
 
 def job_overrides(job_dir: Path) -> list[str]:
+    """The overrides a job was given: its .hydra/overrides.yaml (what Hydra keeps in memory for the job it runs
+    in this process, once that file is written)."""
     path = job_dir / ".hydra" / "overrides.yaml"
+    if (hc := _running(job_dir)) is not None:
+        return [str(o) for o in hc.overrides.task]
     return [str(o) for o in OmegaConf.load(path)] if path.exists() else []
 
 
-def _parsed(overrides: list[str]) -> list:
+@functools.lru_cache(maxsize=1024)
+def _parse(line: str) -> Any:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    return [o for o in OverridesParser.create().parse_overrides([str(o) for o in overrides])
-            if o.key_or_group not in BOOKKEEPING and not o.is_delete()]
+    return OverridesParser.create().parse_overrides([line])[0]  # Hydra's ANTLR grammar in pure Python: once a line
+
+
+def _parsed(overrides: list[str]) -> list:
+    parsed = (_parse(str(o)) for o in overrides)
+    return [o for o in parsed if o.key_or_group not in BOOKKEEPING and not o.is_delete()]
 
 
 def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     """(key, value) of each override that says what a job trains: `+regime=scale50` -> ("regime", "scale50")."""
-    return [(o.key_or_group, o.value()) for o in _parsed(overrides) if not o.is_sweep_override()]
+    return [(o.key_or_group, copy.deepcopy(o.value())) for o in _parsed(overrides) if not o.is_sweep_override()]
 
 
 def sweep_axes(given: list[str], params: dict | None) -> list[str]:
@@ -74,17 +83,24 @@ def _sweep_axes(given: tuple[str, ...], params: tuple | None) -> tuple[str, ...]
 _UNKNOWN = object()
 
 
-def _running_params(job_dir: Path) -> Any:
-    """hydra.sweeper.params of the job Hydra runs in this process when job_dir is its directory: what run_job
-    saved to its .hydra/hydra.yaml (that file, read back, costs a YAML parse per job)."""
+def _running(job_dir: Path) -> Any:
+    """The hydra node of the job Hydra runs in this process, when job_dir is its directory and run_job has saved
+    its .hydra/ records there (what they hold; read back, they cost a YAML parse each); else None."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
-        return _UNKNOWN
+        return None
     hc = HydraConfig.get()
     out = OmegaConf.select(hc, "runtime.output_dir", default=None)
     if not out or os.path.abspath(str(out)) != os.path.abspath(job_dir) or \
             not (Path(job_dir) / ".hydra" / "hydra.yaml").exists():
+        return None
+    return hc
+
+
+def _running_params(job_dir: Path) -> Any:
+    """hydra.sweeper.params of the job Hydra runs in this process when job_dir is its directory (_running)."""
+    if (hc := _running(job_dir)) is None:
         return _UNKNOWN
     params = OmegaConf.select(hc, "sweeper.params", default=None)
     return OmegaConf.to_container(params) if OmegaConf.is_config(params) else params
