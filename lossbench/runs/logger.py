@@ -25,6 +25,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 from tensorboard.plugins.hparams import metadata as hp_metadata
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import histogram
 
 from lossbench import config
 from lossbench.config import CONFIGS, flatten
@@ -232,14 +233,17 @@ class Logger:
                 self.layout_pending = False
 
     def histograms(self, step: int, z: torch.Tensor, p: torch.Tensor) -> None:
-        """Histograms of logits and probabilities; non-finite values are counted, never histogrammed."""
+        """Histograms of logits and probabilities; non-finite values are counted, never histogrammed. One event
+        (as scalars())."""
         if not self.writer:
             return
+        out = []
         for name, t in (("logits", z), ("probs", p)):
             values, bad = finite_part(t)
-            self.writer.add_scalar(tb_tag(f"numerics/{name}_nonfinite"), bad, step)
+            out.append(Summary.Value(tag=tb_tag(f"numerics/{name}_nonfinite"), simple_value=float(bad)))
             if values.numel():  # 30 buckets, as TensorBoard's own histogram summary (its default: ~1500, 4x the time)
-                self.writer.add_histogram(tb_tag(f"hist/{name}"), values, step, bins=30)
+                out.extend(histogram(tb_tag(f"hist/{name}"), values, bins=30).value)
+        self.writer.file_writer.add_summary(Summary(value=out), step)
 
     def pr_curve(self, labels: torch.Tensor, probs: torch.Tensor, step: int) -> None:
         if self.writer and bool(torch.isfinite(probs).all()):
