@@ -9,7 +9,8 @@ latter when the first optimiser is made). One core does both, one after the othe
 `Ahead.collect()` adds them to this process's cache (`fastconfig.adopt`). This process then runs the same Hydra
 and launcher code as before and finds those compositions made: the same code on the same files (a composition
 whose files changed meanwhile is not adopted); the preflight too, unless the child's passed on files still as
-they were. A child that fails, or is stopped, changes nothing but the time.
+they were. A child that fails, or is stopped, changes nothing but the time. A command line the preflight refuses
+is reported as soon as the child has found it (one line, exit 2, nothing created), not after the imports.
 """
 
 from __future__ import annotations
@@ -17,41 +18,56 @@ from __future__ import annotations
 import gc
 import os
 import pickle
-import select
 import signal
 import sys
-import time
+import threading
 from collections.abc import Callable
 
 from lossbench.config import fastconfig
 
 _WAIT_S = 60.0  # longest wait for the child's compositions: then this process composes them itself
+COMPOSED, REFUSED = b"C", b"E"  # the first byte of the child's message: compositions follow, or a refusal's text
 
 
 class Ahead:
-    """A child composing: `collect()` takes what it composed, `cancel()` ends it."""
+    """A child composing: `collect()` takes what it composed, `cancel()` ends it. A thread reads the child's
+    message as it comes: a refusal of the command line is reported at once (one line, exit 2), while this
+    process may still be importing torch; nothing has been created yet."""
 
     def __init__(self, pid: int, fd: int) -> None:
         self.pid, self.fd = pid, fd
+        self.data: bytes | None = None  # the child's compositions (a pickle), once it has sent them all
+        self.abandoned = False  # this process composes for itself: a late refusal is its to report
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        chunks = []
+        try:
+            while chunk := os.read(self.fd, 1 << 20):
+                chunks.append(chunk)
+        finally:
+            os.close(self.fd)  # here, once the child has ended: never a number another open might reuse meanwhile
+        data = b"".join(chunks)
+        if data[:1] == REFUSED and not self.abandoned:
+            print(f"lossbench: error: {data[1:].decode()}", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            os.waitpid(self.pid, 0)
+            os._exit(2)
+        self.data = data[1:] if data[:1] == COMPOSED else None
 
     def collect(self) -> bool:
         """Wait for the child (at most _WAIT_S) and adopt its compositions. True if compose() returned in the
         child and every file it composed from is as it was (what it checked holds here too)."""
-        chunks, deadline = [], time.monotonic() + _WAIT_S
         try:
-            while select.select([self.fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
-                if not (chunk := os.read(self.fd, 1 << 20)):
-                    break
-                chunks.append(chunk)
-            else:
-                return False
-            if not (data := b"".join(chunks)):
+            self.reader.join(_WAIT_S)
+            if self.reader.is_alive() or not self.data:
                 return False
             from hydra.core.plugins import Plugins
 
             Plugins.instance()  # Hydra's plugin scan loads its modules anew: their classes, before unpickling
             try:
-                made, returned = pickle.loads(data)
+                made, returned = pickle.loads(self.data)
             except Exception:  # noqa: BLE001 (what does not load here is composed here)
                 return False
             return fastconfig.adopt(made) and returned
@@ -59,20 +75,25 @@ class Ahead:
             self.cancel()
 
     def cancel(self) -> None:
-        if self.fd < 0:
+        if self.abandoned:
             return
-        os.close(self.fd)
-        self.fd = -1
+        self.abandoned = True
         try:
             os.kill(self.pid, signal.SIGKILL)  # done or not, it has nothing more to give
         except ProcessLookupError:
             pass
-        os.waitpid(self.pid, 0)
+        self.reader.join()  # the child's end closes its pipe: the reader sees the end of it
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:  # reaped already
+            pass
 
 
-def start(compose: Callable[[], None]) -> Ahead | None:
+def start(compose: Callable[[], None], check: Callable[[], None] | None = None) -> Ahead | None:
     """Fork a child that runs compose() and sends fastconfig's compositions back; None where there is no fork
-    or fastconfig is off (LOSSBENCH_FASTCONFIG=0)."""
+    or fastconfig is off (LOSSBENCH_FASTCONFIG=0). check: what this process would run in compose()'s place (the
+    preflight without its prefetch); where compose() raises a LossbenchError and check() raises one too, the
+    child sends that error's message, which this process reports at once (Ahead._read)."""
     if not hasattr(os, "fork") or os.environ.get("LOSSBENCH_FASTCONFIG") == "0":
         return None
     sys.stdout.flush()
@@ -91,13 +112,30 @@ def start(compose: Callable[[], None]) -> Ahead | None:
         os.dup2(null, 1)
         os.dup2(null, 2)
         sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (and whatever objects stood in for them)
-        try:
-            compose()
-            returned = True
-        except BaseException:  # the parent composes again, and reports what is wrong
-            returned = False
-        data = memoryview(pickle.dumps((fastconfig.export(), returned), protocol=pickle.HIGHEST_PROTOCOL))
+        data = memoryview(_run(compose, check))
         while data:
             data = data[os.write(write, data):]
     finally:
         os._exit(0)
+
+
+def _run(compose: Callable[[], None], check: Callable[[], None] | None) -> bytes:
+    """In the child: COMPOSED and a pickle of the compositions compose() made, or REFUSED and the message of the
+    error check() raises where compose() raised one too (the refusal this process would report)."""
+    from lossbench.errors import LossbenchError
+
+    try:
+        compose()
+        returned = True
+    except LossbenchError:
+        if check is not None:
+            try:
+                check()
+            except LossbenchError as e:
+                return REFUSED + str(e).encode()
+            except BaseException:  # noqa: BLE001 (the parent composes again, and reports what is wrong)
+                pass
+        returned = False
+    except BaseException:  # the parent composes again, and reports what is wrong
+        returned = False
+    return COMPOSED + pickle.dumps((fastconfig.export(), returned), protocol=pickle.HIGHEST_PROTOCOL)
