@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -262,6 +263,73 @@ def test_a_child_that_fails_or_composed_from_files_changed_since_gives_nothing(t
             assert compose  # composed before, in this process: the child started from a warm cache too
     finally:
         fastconfig.uninstall()
+
+
+def test_a_refusal_found_ahead_is_what_the_command_would_report() -> None:
+    """ahead._run, in the child: a LossbenchError from compose() (the preflight with its prefetch) that check()
+    (the preflight alone, as the command runs it) raises too is sent as check()'s message; an error check() does
+    not raise (the prefetch's own), or any other error, sends the compositions: the command composes again and
+    reports what it finds."""
+    import pickle
+
+    from lossbench.errors import ConfigError
+
+    def refuse(message: str):
+        def f() -> None:
+            raise ConfigError(message)
+        return f
+
+    assert ahead._run(refuse("from compose"), refuse("from check")) == ahead.REFUSED + b"from check"
+    for compose, check in [(refuse("x"), lambda: None), (refuse("x"), lambda: 1 / 0), (refuse("x"), None),
+                           (lambda: 1 / 0, refuse("y"))]:
+        sent = ahead._run(compose, check)
+        assert sent[:1] == ahead.COMPOSED and pickle.loads(sent[1:])[1] is False
+    assert pickle.loads(ahead._run(lambda: None, refuse("y"))[1:])[1] is True
+
+
+@pytest.mark.parametrize("args", [["loss=nope"], ["-m", "seed=a,b"], ["optim.lr=-1"]])
+def test_a_refused_command_line_is_reported_by_the_child_before_the_imports_end(tmp_path: Path, args) -> None:
+    """The one line and exit 2 of a refused command line, from the reader of the child's message: the process
+    ends there (its exit handlers never run, so STATS is not printed), whenever the imports would have ended."""
+    got = run("-c", COUNT, *args, f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert got.returncode == 2, got.stderr[-2000:]
+    assert got.stderr.count("\n") == 1 and got.stderr.startswith("lossbench: error: "), got.stderr
+    assert "STATS" not in got.stderr and not list(tmp_path.iterdir())
+    same = run("-m", "lossbench", *args, f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+               env={"LOSSBENCH_FASTCONFIG": "0"})  # no child: the command's own preflight
+    assert (same.returncode, same.stderr) == (2, got.stderr)
+
+
+@pytest.mark.parametrize("code, status", [("None", 0), ("3", 3), ("'a message'", 1)])
+@pytest.mark.parametrize("thread", [False, True])
+def test_a_command_ends_as_pythons_exit_would_without_the_teardown(code: str, status: int, thread: bool) -> None:
+    """exit_without_teardown: the exit status of sys.exit(code), the exit handlers run and the output flushed;
+    the teardown skipped, unless a non-daemon thread is still running (then Python's own exit joins it)."""
+    script = textwrap.dedent(f"""
+        import atexit, sys, threading, time
+        from lossbench import __main__ as m
+
+        class TornDown:
+            def __del__(self):
+                print("torn down", flush=True)
+
+        kept = TornDown()  # freed by the interpreter's teardown only
+        atexit.register(lambda: print("exit handler", flush=True))
+        sys.argv = ["lossbench", "loss=bce"]  # a command that trains in this process
+
+        def command():
+            if {thread}:
+                threading.Thread(target=lambda: (time.sleep(0.5), print("thread ended", flush=True))).start()
+            sys.stdout.write("written, not flushed")
+            sys.exit({code})
+
+        m.exit_without_teardown(command)
+        """)
+    got = run("-c", script)
+    assert got.returncode == status, got.stderr[-2000:]
+    assert got.stdout.startswith("written, not flushed") and "exit handler" in got.stdout
+    assert ("a message" in got.stderr) == (status == 1)
+    assert ("thread ended" in got.stdout) == thread and ("torn down" in got.stdout) == thread
 
 
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
