@@ -406,7 +406,6 @@ def fit(members: list[Member], rt: Runtime, t0: float, prune: Prune | None = Non
         with stop:  # a stop signal is honoured between steps, and deferred while results are being written
             t_loop, c_loop = time.perf_counter(), time.process_time()
             window = (time.perf_counter(), members[0].start_step)  # since the last log point: (time, step)
-            flags: tuple = (None,)
             for step in range(members[0].start_step, max_steps):
                 # stop between steps (or before the first: a signal while the stack was loading)
                 if stop.requested:
@@ -419,12 +418,10 @@ def fit(members: list[Member], rt: Runtime, t0: float, prune: Prune | None = Non
                 if step % spe == 0 or active[0].perm is None:
                     batches.new_epoch(rt.device)
                 # forward, backward, update: no host sync from here to the update
-                if flags[0] is not active:  # the members' per-step settings, found again when the stack changes
-                    flags = (active, [m.skip_nonfinite for m in active] if any(m.skip_nonfinite for m in active)
-                             else None, any(m.grads_every_step for m in active))
+                skip = [m.skip_nonfinite for m in active] if any(m.skip_nonfinite for m in active) else None
                 with rt.no_sync():
                     z = train_step(stack, batches, step % spe, bs, step, stack.monitor.wants_detail(step), rt.amp,
-                                   flags[2], flags[1])
+                                   any(m.grads_every_step for m in active), skip)
                 done = step + 1
                 step_records(active, z, done)
                 # log: the monitors' window. An interrupt logs and evaluates nothing extra: the unread window goes

@@ -34,8 +34,9 @@ jobs run one after another by the basic launcher.
 PyTorch script a user would write (HAND_SCRIPT below: data, an MLP 20-64-64-1, SGD lr 0.01 momentum 0.9, batch
 128, 300 steps, validation AUC every 25 steps on 5,000 points), (basic) `python -m lossbench -m
 experiment=saturation +regime=scale50,bias_neg100` and (stacked) the same with `hydra/launcher=stacked`. It
-prints each command's wall time and CPU time (user + system of its processes), their ratios to the hand script,
-and each sweep's fixed cost per job (its wall time less the training and evaluation loops its jobs report,
+prints each command's wall time and CPU time (user + system of its processes), their ratios to the hand script
+(of the medians over the rounds, and the median of each round's own ratio: a round runs the three commands back to
+back, so its ratio is free of the machine's drift between rounds), and each sweep's fixed cost per job (its wall time less the training and evaluation loops its jobs report,
 divided by the jobs). --threads N: N torch threads for all three (the hand script's set_num_threads, the sweeps'
 trainer.threads); default: torch's and lossbench's own choice (all cores).
 
@@ -502,7 +503,13 @@ def sweep_bench(args: argparse.Namespace) -> dict[str, float]:
         extra = f"{statistics.median(fixed[k]) * 1000:8.0f}ms" if k in fixed else ""
         print(f"{label:40s} {med[k]:9.2f}s {med[k] / med['hand']:7.2f}x {extra:>10s} {cpu_med[k]:8.2f}s "
               f"{cpu_med[k] / cpu_med['hand']:7.2f}x")
+    # each round's three commands ran back to back: their ratios cancel the machine's drift between rounds
+    paired = {k: statistics.median(w / h for w, h in zip(walls[k], walls["hand"], strict=True))
+              for k in ("basic", "stacked")}
+    print(f"per round, side by side (median of the rounds' ratios): basic/hand {paired['basic']:.2f}x, "
+          f"stacked/hand {paired['stacked']:.2f}x")
     result = {"basic_vs_hand": med["basic"] / med["hand"], "stacked_vs_hand": med["stacked"] / med["hand"],
+              "basic_vs_hand_paired": paired["basic"], "stacked_vs_hand_paired": paired["stacked"],
               "basic_vs_hand_cpu": cpu_med["basic"] / cpu_med["hand"],
               "stacked_vs_hand_cpu": cpu_med["stacked"] / cpu_med["hand"],
               "fixed_ms_basic": statistics.median(fixed["basic"]) * 1000,
