@@ -246,10 +246,7 @@ class Alone:
     def backward(self, losses: torch.Tensor) -> None:
         m = self.members[0]
         m.optimizer.zero_grad(set_to_none=True)
-        if not m.scaler.is_enabled():  # what a disabled GradScaler's scale() and unscale_() come to
-            self.loss.backward()  # the 0-d loss a run backpropagates, exactly as before stacks
-            return
-        m.scaler.scale(self.loss).backward()
+        m.scaler.scale(self.loss).backward()  # the 0-d loss a run backpropagates, exactly as before stacks
         m.scaler.unscale_(m.optimizer)
 
     def grads(self) -> torch.Tensor:
@@ -257,11 +254,7 @@ class Alone:
 
     def step(self, apply: list[bool] | None = None) -> None:
         m = self.members[0]
-        if not m.scaler.is_enabled():  # what a disabled GradScaler's step() and update() come to
-            if apply is None or apply[0]:  # a skipped update (on_nonfinite=skip)
-                m.optimizer.step()
-            return
-        if apply is None or apply[0]:  # a skipped update; the GradScaler skips its own
+        if apply is None or apply[0]:  # a skipped update (on_nonfinite=skip); the GradScaler skips its own
             m.scaler.step(m.optimizer)
         m.scaler.update()
 
