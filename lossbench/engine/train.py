@@ -316,10 +316,12 @@ def score(stack: Engine, batches: Batches, rows: list[int], splits: tuple[str, .
     chunk = max(128, rt.eval_batch_size // len(rows))  # per member: a stack's activations stay as large as one run's
     for m in members:
         m.model.eval()
+    logits = {}
     with torch.no_grad(), rt.amp():
-        logits = {s: torch.cat([stack.predict(rows, batches.val(idx, i, chunk, s)).float()
-                                for i in range(0, len(members[0].ds.x_val if s == "val" else members[0].ds.x_test),
-                                               chunk)], dim=1) for s in splits}
+        for s in splits:
+            n = len(members[0].ds.x_val if s == "val" else members[0].ds.x_test)
+            logits[s] = torch.cat([stack.predict(rows, batches.val(idx, i, chunk, s)).float()
+                                   for i in range(0, n, chunk)], dim=1)
     for m in members:
         m.model.train()
     values: dict[tuple[str, int], dict] = {}  # (split, member) -> metric -> value
