@@ -401,6 +401,21 @@ def test_records_are_written_as_omegaconfs_own_yaml(tree: dict) -> None:
     assert fastconfig.to_yaml(cfg) == OmegaConf.to_yaml(cfg)
 
 
+def test_records_with_multiline_strings_are_omegaconfs_own_yaml() -> None:
+    """Strings libyaml writes otherwise than PyYAML (newlines, non-ASCII; Hydra's help templates) at every kind of
+    place, in records that differ elsewhere, written again once PyYAML's text of them is kept: OmegaConf's text;
+    a plain string that holds the placeholder itself does not confuse it."""
+    odd = ["first line\nsecond line", "ünïcode ✓", "tab\there", "x" * 70 + "\n" + "y " * 60, "a\n\n  b: c\n"]
+    for rnd in range(2):
+        for i, text in enumerate(odd):
+            tree = {"hydra": {"help": {"header": text, "footer": odd[i - 1], "app": f"app{rnd}"},
+                              "runs": [{"dir": text, "n": rnd}, text], "job": {"num": rnd}},
+                    "top": text, "plain": fastconfig.SLOT if rnd else "plain"}
+            cfg = OmegaConf.create(tree)
+            assert fastconfig.to_yaml(cfg) == OmegaConf.to_yaml(cfg)
+    assert fastconfig._fragments  # the second round used the kept texts
+
+
 def test_a_job_copy_is_hydras_deep_copy() -> None:
     """run_job's copies through the pickle round trip: equal, and a masked copy (a child whose parent is another
     tree) keeps deepcopy's parenting; HydraConfig.set_config's copy the same as Hydra's."""

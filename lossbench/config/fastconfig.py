@@ -20,7 +20,8 @@ again, and `lossbench.config.preflight.preflight` composes the command line befo
   string's parse tree (`_parse`), which OmegaConf's resolver only reads.
 - Hydra's `run_job` (every launcher's per-job step) copies the config with `copy.deepcopy` and writes the three
   `.hydra/` records with PyYAML's pure-Python emitter (~30 ms a job); `install()` hands it a pickle round trip
-  for the copies and libyaml's emitter, with OmegaConf's own representers, for the records (~10 ms). The files
+  for the copies and libyaml's emitter, with OmegaConf's own representers, for the records (~10 ms; the strings
+  libyaml writes otherwise, such as Hydra's help templates, keep PyYAML's text: `to_yaml`). The files
   are byte for byte Hydra's (tests/test_fastconfig.py). `HydraConfig.set_config` (two to four times a job)
   copies the hydra node the same way.
 
@@ -49,6 +50,8 @@ _PREFETCH_JOBS = 256  # at most this many jobs of a sweep prefetched
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 _original: dict[str, Any] = {}
 _dumper: list[type] = []  # the libyaml dumper, made once
+_fragments: dict[tuple, str | None] = {}  # (place, string) -> PyYAML's text of the string there (to_yaml)
+SLOT = "lossbench-yaml-slot"  # where libyaml leaves a string for PyYAML's text of it
 stats = {"composed": 0, "copied": 0, "handed_over": 0, "hydra": 0, "adopted": 0, "prefetched": 0}  # what each call did (tests, bench)
 
 
@@ -343,34 +346,79 @@ class _FastCopy:
     copy, deepcopy = staticmethod(copy.copy), staticmethod(copy_config)
 
 
-def _plain(obj: Any) -> bool:
-    """Every string of a container printable ASCII: the text libyaml emits as PyYAML's emitter does (the two
-    escape other characters differently)."""
+def _plain(text: str) -> bool:
+    """Printable ASCII: a string libyaml emits as PyYAML's emitter does (the two escape and fold other text
+    differently)."""
+    return text.isascii() and text.isprintable()
+
+
+def _odd_strings(obj: Any, path: tuple = ()) -> list[tuple[tuple, str]] | None:
+    """(place, value) of every string of a container that is not _plain, in document order; a place is the
+    path of (container type, key or index) down to it. None if a key is not _plain (such a record goes through
+    PyYAML's emitter as a whole)."""
     if isinstance(obj, str):
-        return obj.isascii() and obj.isprintable()
-    if isinstance(obj, dict):
-        return all(_plain(k) and _plain(v) for k, v in obj.items())
-    if isinstance(obj, list):
-        return all(_plain(v) for v in obj)
-    return True
+        return [] if _plain(obj) else [(path, obj)]
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    found: list[tuple[tuple, str]] = []
+    for k, v in items:
+        inner = None if isinstance(k, str) and not _plain(k) else _odd_strings(v, (*path, (type(obj), k)))
+        if inner is None:
+            return None
+        found += inner
+    return found
+
+
+def _put(obj: Any, place: tuple, value: Any) -> None:
+    for _, k in place[:-1]:
+        obj = obj[k]
+    obj[place[-1][1]] = value
+
+
+def _alone(place: tuple, value: Any) -> Any:
+    """A document holding only `value`, at `place`: the same indentation and column as in the record."""
+    for kind, k in reversed(place):
+        value = {k: value} if kind is dict else [value]
+    return value
 
 
 def to_yaml(cfg: Any) -> str:
-    """OmegaConf.to_yaml(cfg), emitted by libyaml where PyYAML has it and the text is plain ASCII (3-4x faster,
-    the same text)."""
+    """OmegaConf.to_yaml(cfg), emitted by libyaml where PyYAML has it (3-4x faster, the same text).
+
+    libyaml and PyYAML's emitter write plain ASCII alike, not other strings (Hydra's help templates hold
+    newlines): libyaml emits each of those as a placeholder, replaced by PyYAML's text for it, which depends
+    only on the string and its place (the keys above it set its indentation and column) and is kept per
+    (place, string)."""
     import yaml
     from omegaconf._utils import get_omega_conf_dumper
 
     dumper = get_omega_conf_dumper()
     container = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
-    if getattr(yaml, "__with_libyaml__", False) and _plain(container):
-        if not _dumper:
-            class Dumper(yaml.CDumper):  # libyaml's emitter with the representers of OmegaConf's dumper
-                yaml_representers = dict(dumper.yaml_representers)
-                yaml_multi_representers = dict(dumper.yaml_multi_representers)
-            _dumper.append(Dumper)
-        dumper = _dumper[0]
-    return yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=dumper)
+    dump = functools.partial(yaml.dump, default_flow_style=False, allow_unicode=True, sort_keys=False)
+    odd = _odd_strings(container) if getattr(yaml, "__with_libyaml__", False) else None
+    if odd is None:
+        return dump(container, Dumper=dumper)
+    if not _dumper:
+        class Dumper(yaml.CDumper):  # libyaml's emitter with the representers of OmegaConf's dumper
+            yaml_representers = dict(dumper.yaml_representers)
+            yaml_multi_representers = dict(dumper.yaml_multi_representers)
+        _dumper.append(Dumper)
+    texts = []
+    for place, value in odd:
+        if (place, value) not in _fragments:  # PyYAML's text of the string, framed as libyaml frames the slot
+            if len(_fragments) >= 4096:
+                _fragments.clear()
+            before, _, after = dump(_alone(place, SLOT), Dumper=_dumper[0]).partition(SLOT)
+            alone = dump(_alone(place, value), Dumper=dumper)
+            fits = alone.startswith(before) and alone.endswith(after) and len(alone) >= len(before) + len(after)
+            _fragments[place, value] = alone[len(before):len(alone) - len(after)] if fits else None
+        texts.append(_fragments[place, value])
+        _put(container, place, SLOT)
+    parts = dump(container, Dumper=_dumper[0]).split(SLOT)
+    if None in texts or len(parts) != len(texts) + 1:  # a string PyYAML frames otherwise, or SLOT in the text
+        for place, value in odd:
+            _put(container, place, value)
+        return dump(container, Dumper=dumper)
+    return "".join(p + t for p, t in zip(parts, [*texts, ""], strict=True))
 
 
 def _save_config(cfg: DictConfig, filename: str, output_dir: Any) -> None:
