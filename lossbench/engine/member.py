@@ -270,7 +270,8 @@ def build(cfg: DictConfig, plan: Plan, device: torch.device, datasets: dict, pre
     spec = loss_registry.get(cfg.loss.name)
     if spec.teacher:
         teacher.check(cfg)  # a missing, unfinished or foreign teacher: refused before the data is loaded
-    key = str(OmegaConf.to_container(cfg.data, resolve=True))
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    key = str(resolved["data"])
     if key not in datasets:
         loaded = data.load(cfg.data).to(device)
         # the same data under another config (e.g. the full MNIST under another seed): held once
@@ -299,7 +300,7 @@ def build(cfg: DictConfig, plan: Plan, device: torch.device, datasets: dict, pre
     bs = min(tc.batch_size, n_train)
     steps_per_epoch = n_train // bs
     m = Member(
-        cfg=cfg, plan=plan, resolved=OmegaConf.to_container(cfg, resolve=True), head=head, ds=ds,
+        cfg=cfg, plan=plan, resolved=resolved, head=head, ds=ds,
         objective=objective, model=model, optimizer=make_optimizer(cfg.optim, model.parameters(), objective), scaler=scaler,
         gen=gen,
         monitor=Monitor(device, objective, cfg.numerics.enabled, cfg.numerics.every, scaled_grads=scaler.is_enabled()),

@@ -34,6 +34,7 @@ it is kept.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ def plan(cfg: DictConfig, out_dir: Path, max_steps: int | None = None) -> Plan:
     max_steps: the run's length when known without its data (None with trainer.epochs: a checkpoint is then
     taken as finished only by its summary)."""
     tc = cfg.trainer
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = functools.cache(lambda: OmegaConf.to_container(cfg, resolve=True))  # only a rerun compares it
     resume = tc.resume
     if resume and resume is not True:
         out_dir = Path(str(resume))  # trainer.resume=<run dir>: continue that run, in that directory
@@ -125,11 +126,11 @@ def plan(cfg: DictConfig, out_dir: Path, max_steps: int | None = None) -> Plan:
     # directory and must continue from its checkpoint: under submitit, skip_completed is implied.
     if tc.skip_completed or os.environ.get("SUBMITIT_EXECUTOR"):
         if previous is not None and previous.get("status") in FINISHED:
-            _same_run(previous.get("config"), resolved, out_dir, f"a {previous['status']} run")
+            _same_run(previous.get("config"), resolved(), out_dir, f"a {previous['status']} run")
             return Plan("skip", out_dir, previous=previous)
         if ck_path.exists():
             ck = read_checkpoint(ck_path)
-            _same_run(ck.get("config"), resolved, out_dir, "a checkpoint")
+            _same_run(ck.get("config"), resolved(), out_dir, "a checkpoint")
             if max_steps is not None and ck["step"] >= max_steps:  # finished, but its summary is lost or wrong
                 return Plan("skip", out_dir, previous=rebuild_summary(out_dir, ck, why_damaged, previous))
             return Plan("resume", out_dir, checkpoint=ck)
@@ -140,7 +141,7 @@ def plan(cfg: DictConfig, out_dir: Path, max_steps: int | None = None) -> Plan:
                 "it: move the directory aside, or use another hydra.sweep.dir."
             )
         if previous is not None:
-            _same_run(previous.get("config"), resolved, out_dir, f"a {previous.get('status')} attempt")
+            _same_run(previous.get("config"), resolved(), out_dir, f"a {previous.get('status')} attempt")
         return Plan("fresh", out_dir)  # never started, or failed before its first checkpoint: from step 0
 
     held = ([f"a run (status {previous.get('status')})"] if previous is not None else []) + \
