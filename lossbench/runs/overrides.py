@@ -44,9 +44,9 @@ def _frozen(params: dict | None) -> tuple | None:
 def job_overrides(job_dir: Path) -> list[str]:
     """The overrides a job was given: its .hydra/overrides.yaml (what Hydra keeps in memory for the job it runs
     in this process, once that file is written)."""
-    path = job_dir / ".hydra" / "overrides.yaml"
     if (hc := _running(job_dir)) is not None:
         return [str(o) for o in hc.overrides.task]
+    path = job_dir / ".hydra" / "overrides.yaml"
     return [str(o) for o in OmegaConf.load(path)] if path.exists() else []
 
 
