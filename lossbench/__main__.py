@@ -7,17 +7,14 @@ import os
 import signal
 import sys
 
-from lossbench.runs.signals import guard, install_cli_handlers
+from lossbench.runs.signals import install_cli_handlers
 
 # The stop signals before anything heavy is imported: a Ctrl-C while torch imports is handled too (`python -m
-# lossbench` installed them already, in the package's __init__; runpy.run_module reaches here first). In a
-# submitit job (unpickling lossbench's task) a Ctrl-C is recorded from here on; submitit keeps its USR2.
+# lossbench` installed them already, in the package's __init__; runpy.run_module reaches here first). A submitit
+# job never imports this module (its task is pickled by value): `main` takes them there (take_in_submitit_job).
 if __name__ == "__main__":
     gc.disable()  # until the imports are done: see import_ahead()
     install_cli_handlers(multirun=any(a in ("-m", "--multirun") for a in sys.argv[1:]))
-elif os.environ.get("SUBMITIT_EXECUTOR"):
-    install_cli_handlers(multirun=True, signals=(signal.SIGINT,))
-    guard()  # no cli() in a submitit job: its Ctrl-C is recorded, as in a sweep, never an exit on the spot
 
 import atexit
 import contextlib
@@ -35,7 +32,7 @@ from omegaconf import DictConfig
 from lossbench.config import CONFIGS, ahead, fastconfig
 from lossbench.config.preflight import preflight
 from lossbench.errors import LossbenchError
-from lossbench.runs.signals import Interrupted, hand_over, note, stop_requested
+from lossbench.runs.signals import Interrupted, hand_over, loading, note, stop_requested, take_in_submitit_job
 from lossbench.store import DiskFull
 from lossbench.sweeps.launch import result_line, sweep_value
 from lossbench.sweeps.sweep import refuse_job
@@ -84,6 +81,7 @@ def resume_command(overrides: list[str], out_dir: Path) -> str:
 
 @hydra.main(config_path=str(CONFIGS), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
+    take_in_submitit_job()  # a submitit job's Ctrl-C is taken from here on
     from lossbench.runs import rundir
 
     hc = HydraConfig.get()
@@ -93,13 +91,17 @@ def main(cfg: DictConfig) -> float | None:
         print(f"lossbench sweep: job {hc.job.num} not started: the sweep was interrupted first", file=sys.stderr)
         return None
     try:
-        from lossbench.engine import train  # torch is imported here, after Hydra has parsed the command line
-        from lossbench.engine.plan import record_failure
+        with loading():  # torch is imported here, after Hydra has parsed the command line
+            from lossbench.engine import train
+            from lossbench.engine.plan import record_failure
 
         if not multirun and stop_requested():  # its Interrupted was lost on the way (an import's bare `except:`)
             raise Interrupted(stop_requested())
         summary = train.run(cfg, out_dir, jobs=parallel_jobs(hc), record=multirun)  # a sweep job's failure: recorded
     except Interrupted:  # a single run stopped before training: it leaves nothing behind
+        if multirun:  # a submitit job stopped while loading (signals.take_in_submitit_job)
+            print("lossbench: interrupted before training started; nothing to resume", file=sys.stderr)
+            return None
         rundir.discard(out_dir, hc.output_subdir)
         raise
     except KeyboardInterrupt:  # a worker process of a parallel sweep, stopped before its run trained

@@ -147,5 +147,96 @@ def test_ctrl_c_to_a_parallel_sweep_loses_nothing_and_a_rerun_finishes_it(tmp_pa
     assert again.returncode == 0, again.stderr[-3000:]
     done = {d: store.read_json(d / store.SUMMARY) for d in first}
     assert all(s["status"] == "completed" and s["steps"] == 1500 for s in done.values())
-    for d, s in first.items():  # each interrupted job continued from its own checkpoint
-        assert done[d].get("resumed_from_step") == (s["steps"] if s and s["steps"] else None)
+    for d, s in first.items():  # each interrupted job continued from its own checkpoint (step 0: one that loaded)
+        assert done[d].get("resumed_from_step") == (s["steps"] if s else None)
+
+
+# A sitecustomize for the sweep's processes: lossbench.data.load marks that it has started (a file named by the pid
+# under $LB_LOADING) and takes 4 s, so that a Ctrl-C lands while every job is loading (in a launcher's workers too).
+SLOW_LOAD = textwrap.dedent("""
+    import importlib.abc, importlib.machinery, os, pathlib, sys, time
+
+    class SlowLoad(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name != "lossbench.data":
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+            run = spec.loader.exec_module
+
+            def exec_module(module):
+                run(module)
+                load = module.load
+
+                def slow(dc):
+                    pathlib.Path(os.environ["LB_LOADING"], str(os.getpid())).touch()
+                    time.sleep(4)
+                    return load(dc)
+                module.load = slow
+            spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, SlowLoad())
+""")
+
+
+@pytest.mark.parametrize("launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                                      ["hydra/launcher=submitit_local"], ["hydra/launcher=stacked"],
+                                      ["hydra/launcher=stacked", "hydra.launcher.executor=submitit_local"]],
+                         ids=["joblib", "submitit_local", "stacked", "stacked_submitit"])
+def test_ctrl_c_while_a_parallel_sweep_loads_loses_nothing_and_a_rerun_finishes_it(tmp_path, launcher):
+    """The same Ctrl-C while the jobs are still loading their data (each worker process of joblib and submitit_local
+    too, where no CLI installed lossbench's handlers): no job's traceback, exit 130, and the rerun trains them all."""
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(SLOW_LOAD)
+    loading, sweep = tmp_path / "loading", tmp_path / "sweep"
+    loading.mkdir()
+    args = [*SWEEP[:1], "trainer.max_steps=30", *SWEEP[2:], *launcher]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "hook"), "LB_LOADING": str(loading)}
+    proc = subprocess.Popen([sys.executable, "-m", "lossbench", "-m", *args, f"hydra.sweep.dir={sweep}"], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not any(loading.iterdir()) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    time.sleep(0.3)  # the other workers of submitit_local start loading too
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 130, err[-3000:]
+    assert not package_frames(err), err[-3000:]
+    jobs = [d for d in sweep.iterdir() if d.name[0].isdigit()]
+    for d in jobs:  # none trained: no summary, or one that says the job stopped before its first step
+        s = store.read_json(d / store.SUMMARY) if (d / store.SUMMARY).exists() else None
+        assert s is None or (s["status"] == "interrupted" and s["steps"] == 0), s
+    assert len(json.loads((sweep / "sweep_status.json").read_text())["jobs"]) == 4
+
+    again = cli("--multirun", *args, "trainer.skip_completed=true", f"hydra.sweep.dir={sweep}", timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    done = [store.read_json(d / store.SUMMARY) for d in sweep.iterdir() if d.name[0].isdigit()]
+    assert len(done) == 4 and all(s["status"] == "completed" and s["steps"] == 30 for s in done)
+
+
+def test_a_submitit_jobs_ctrl_c_unwinds_only_while_loading_and_its_forwarded_copy_is_ignored(monkeypatch):
+    """signals.take_in_submitit_job, in this process as in a submitit worker: a SIGINT while loading raises
+    Interrupted; outside loading it is recorded for the next step boundary; the second SIGINT (submitit_local's
+    controller passes the Ctrl-C on) changes nothing; a later loading() raises at once."""
+    from lossbench.runs import signals
+
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
+    old = signal.getsignal(signal.SIGINT)
+    signals.reset()
+    try:
+        signals.take_in_submitit_job()
+        with pytest.raises(signals.Interrupted), signals.loading():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs before this returns
+        assert signals.stop_requested() == signal.SIGINT
+        signals.reset()
+        signals.take_in_submitit_job()
+        os.kill(os.getpid(), signal.SIGINT)  # not loading: recorded only
+        os.kill(os.getpid(), signal.SIGINT)  # the forwarded copy: ignored, the process lives on
+        assert signals.stops_received() == 1
+        with pytest.raises(signals.Interrupted), signals.loading():
+            pytest.fail("a job loads nothing after a stop signal")
+    finally:
+        signal.signal(signal.SIGINT, old)
+        signals.reset()

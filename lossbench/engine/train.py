@@ -35,7 +35,7 @@ from lossbench.engine.stack import Batches, Engine, memory_bytes, shape_key, sta
 from lossbench.errors import ConfigError, LossbenchError
 from lossbench.losses import registry as loss_registry
 from lossbench.runs.progress import Progress
-from lossbench.runs.signals import Interrupted, StopRequest, stops_received
+from lossbench.runs.signals import Interrupted, StopRequest, loading, stops_received
 from lossbench.store import DiskFull, run_lock
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -225,11 +225,15 @@ def run_jobs(jobs: list[tuple[DictConfig, Path]], max_members: int = 64, max_mem
                     results[i] = Refused(str(e))
                     continue
                 try:
-                    rt = rt or Runtime.start(cfg, jobs_per_machine)
-                    check_precision(rt.precision, rt.device, cfg.loss.name)
-                    built.append((i, build(cfg, plans[i], rt.device, datasets, rt.precision)))
-                except Interrupted:  # while loading a single run: a fresh one leaves nothing behind
-                    if not record and plans[i].action == "fresh":
+                    with loading():
+                        rt = rt or Runtime.start(cfg, jobs_per_machine)
+                        check_precision(rt.precision, rt.device, cfg.loss.name)
+                        built.append((i, build(cfg, plans[i], rt.device, datasets, rt.precision)))
+                except Interrupted as e:
+                    if record:  # a submitit job's: the members built stop before their first step, in fit
+                        results[i] = e
+                        continue
+                    if plans[i].action == "fresh":  # a single run: a fresh one leaves nothing behind
                         discard(plans[i].out_dir)
                     raise
                 except Exception as e:  # recorded in its own summary (this process holds its lock)

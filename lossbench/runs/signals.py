@@ -16,14 +16,20 @@ submitit).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+
+
+def _in_submitit_job() -> bool:
+    return bool(os.environ.get("SUBMITIT_EXECUTOR"))
 
 
 def stop_signals() -> tuple[signal.Signals, ...]:
-    if os.environ.get("SUBMITIT_EXECUTOR"):
+    if _in_submitit_job():
         return (signal.SIGINT, getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")))
     return (signal.SIGINT, signal.SIGTERM)
 
@@ -33,6 +39,7 @@ _pending: int | None = None  # received before training, to be honoured by the n
 _trained = False  # a StopRequest (a training loop) has been entered in this process
 _guarded = False  # the CLI's `try` is entered: an Interrupted raised from here on is caught and reported
 _sweep = False  # this process runs a sweep (its launcher may train stacks of runs here)
+_loading = False  # a submitit job is loading a run (see loading())
 
 
 class Interrupted(BaseException):
@@ -73,12 +80,49 @@ def install_cli_handlers(multirun: bool, signals: tuple[signal.Signals, ...] | N
             signal.signal(s, handle)
 
 
+def take_in_submitit_job() -> None:
+    """In a submitit job (hydra/launcher=submitit_*, or the stacked launcher's executor), from the start of
+    lossbench's task: a Ctrl-C while the job is loading (`loading()`) unwinds it at once with Interrupted (it has
+    nothing to save, and submitit_local's controller kills its jobs a second after passing a Ctrl-C on); at any
+    other time it is recorded, and training stops at the next step boundary. The copy of the Ctrl-C that the
+    controller passes on is ignored. submitit keeps its own preemption signal (USR2). The worker process unpickles
+    only the task, never lossbench.__main__, so the CLI's handlers are not there."""
+
+    def handle(signum, frame) -> None:
+        global _pending
+        if _received:  # the controller passing on the Ctrl-C that reached the whole group
+            return
+        _received.append(signum)
+        _pending = signum
+        if _loading:
+            raise Interrupted(signum)
+
+    global _guarded
+    if _in_submitit_job() and not _guarded and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handle)
+        _guarded = True
+
+
+@contextlib.contextmanager
+def loading() -> Iterator[None]:
+    """A job importing or loading what it trains: in a submitit job a stop signal, now or before, raises
+    Interrupted here (take_in_submitit_job); elsewhere it changes nothing."""
+    global _loading
+    if _in_submitit_job() and _received:
+        raise Interrupted(_received[0])
+    _loading = True
+    try:
+        yield
+    finally:
+        _loading = False
+
+
 def reset() -> None:
     """Forget the stop signals received so far: a new command in the same process (in-process tests of the CLI)
     starts as a fresh process would."""
-    global _pending, _trained, _guarded, _sweep
+    global _pending, _trained, _guarded, _sweep, _loading
     _received.clear()
-    _pending, _trained, _guarded, _sweep = None, False, False, False
+    _pending, _trained, _guarded, _sweep, _loading = None, False, False, False, False
 
 
 def guard() -> None:
@@ -126,7 +170,7 @@ class StopRequest:
         # status written, and submitit's local controller, which forwards a second SIGINT to its jobs as soon as
         # it is itself interrupted (then SIGKILL a second later), no longer kills a job half-way through its
         # results.
-        if self.signum is not None and not ((_sweep or os.environ.get("SUBMITIT_EXECUTOR")) and self.extra == 0):
+        if self.signum is not None and not ((_sweep or _in_submitit_job()) and self.extra == 0):
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
         if self.signum is not None:
@@ -141,7 +185,7 @@ class StopRequest:
             if self.requested and s in (signal.SIGINT, signal.SIGTERM):
                 # The process is on its way out: another signal ends it at once, except in a sweep's own process,
                 # which still writes its status (the double Ctrl-C allowance of _handle holds until it exits).
-                h = self._handle if _sweep or os.environ.get("SUBMITIT_EXECUTOR") else signal.SIG_DFL
+                h = self._handle if _sweep or _in_submitit_job() else signal.SIG_DFL
             signal.signal(s, h)
 
     @property

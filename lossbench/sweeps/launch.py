@@ -93,9 +93,12 @@ class Result:
 
 def _result(r: dict | BaseException) -> Result:
     from lossbench.engine.train import Refused
+    from lossbench.runs.signals import Interrupted
 
     if isinstance(r, dict):
         return Result(summary=r)
+    if isinstance(r, Interrupted):  # a submitit job's member stopped while loading
+        return Result(error=r.message().removeprefix("lossbench: "))
     return Result(error=str(r) if isinstance(r, LossbenchError) else f"{type(r).__name__}: {r}",
                   refused=isinstance(r, Refused))
 
@@ -110,15 +113,21 @@ class StackJob:
         self.halving_rungs = tuple(halving_rungs)
 
     def __call__(self) -> list[Result]:
-        from lossbench.engine import train
-        from lossbench.runs.signals import hand_over, stop_requested
+        from lossbench.runs import signals
+
+        signals.take_in_submitit_job()
+        try:
+            with signals.loading():
+                from lossbench.engine import train
+        except signals.Interrupted as e:
+            return [_result(e)] * len(self.jobs)
         from lossbench.sweeps.halving import Halving
 
         prune = Halving(self.halving_rungs) if self.halving_rungs else None
         results = [_result(r) for r in train.run_jobs(self.jobs, self.max_members, self.max_memory_gb, self.stacked,
                                                       prune)]
-        if stop_requested():
-            hand_over(stop_requested())  # submitit's handler: requeue this job, and exit
+        if signals.stop_requested():
+            signals.hand_over(signals.stop_requested())  # submitit's handler: requeue this job, and exit
         return results
 
     def checkpoint(self, *args: Any, **kwargs: Any):
