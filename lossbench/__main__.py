@@ -98,18 +98,18 @@ def main(cfg: DictConfig) -> float | None:
         if not multirun and stop_requested():  # its Interrupted was lost on the way (an import's bare `except:`)
             raise Interrupted(stop_requested())
         summary = train.run(cfg, out_dir, jobs=parallel_jobs(hc), record=multirun)  # a sweep job's failure: recorded
-    except Interrupted:  # a single run stopped before training: it leaves nothing behind
-        if multirun:  # a submitit job stopped while loading (signals.take_in_submitit_job)
-            print("lossbench: interrupted before training started; nothing to resume", file=sys.stderr)
-            return None
-        rundir.discard(out_dir, hc.output_subdir)
-        raise
-    except KeyboardInterrupt:  # a worker process of a parallel sweep, stopped before its run trained
+    except (Interrupted, KeyboardInterrupt) as e:
+        if isinstance(e, Interrupted) and not multirun:  # a single run stopped before training: nothing left behind
+            rundir.discard(out_dir, hc.output_subdir)
+            raise
+        # a worker of a parallel sweep stopped before its run trained: joblib's (a KeyboardInterrupt), a submitit
+        # job's while loading (signals.take_in_submitit_job)
         print("lossbench: interrupted before training started; nothing to resume", file=sys.stderr)
-        if multirun:
+        if not multirun:
+            sys.exit(130)
+        if stop_requested() is None:
             note(signal.SIGINT)  # this worker starts no further job; the sweep goes on to record its status
-            return None
-        sys.exit(130)
+        return None
     except LossbenchError as e:
         print(f"lossbench: error: {e}", file=sys.stderr)
         # A single run refused before training leaves no directory behind; a sweep job's says failed, unless the

@@ -37,8 +37,9 @@ experiment=saturation +regime=scale50,bias_neg100` and (stacked) the same with `
 prints each command's wall time and CPU time (user + system of its processes), their ratios to the hand script
 (of the medians over the rounds, and the median of each round's own ratio: a round runs the three commands back
 to back, so its ratio is free of the machine's drift between rounds), and each sweep's fixed cost per job (its
-wall time less the training and evaluation loops its jobs report, divided by the jobs). --threads N: N torch threads for all three (the hand script's set_num_threads, the sweeps'
-trainer.threads); default: torch's and lossbench's own choice (all cores).
+wall time less the training and evaluation loops its jobs report, divided by the jobs). --threads N: N torch
+threads for all three (the hand script's set_num_threads, the sweeps' trainer.threads); default: torch's and
+lossbench's own choice (all cores).
 
 `--stacked` times the same K jobs trained one after another in one process (what the basic launcher does,
 Hydra's per-job composition aside: both launchers compose every job alike) and trained as stacks
